@@ -1,0 +1,122 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Heap buffer of fp32 values, 64-byte aligned so SIMD kernels and oneDNN get full-width loads.
+public final class TensorStorage: @unchecked Sendable {
+    public let count: Int
+    public let pointer: UnsafeMutablePointer<Float>
+
+    public init(count: Int) {
+        self.count = count
+        var raw: UnsafeMutableRawPointer?
+        // posix_memalign never returns nil for a non-zero size unless out of memory; allocate at least 1 float.
+        let bytes = max(count, 1) * MemoryLayout<Float>.stride
+        if posix_memalign(&raw, 64, bytes) != 0 || raw == nil {
+            preconditionFailure("out of memory allocating \(bytes) bytes")
+        }
+        pointer = raw!.bindMemory(to: Float.self, capacity: max(count, 1))
+    }
+
+    deinit { free(pointer) }
+}
+
+/// A dense, contiguous, row-major fp32 tensor with value semantics (copy on write).
+///
+/// Images and feature maps are NHWC: `[batch, height, width, channels]`. Token sequences are
+/// `[batch, tokens, channels]`. Convolution weights are kept in the backend's preferred layout by
+/// `Conv2D`, not here.
+public struct Tensor: Sendable, CustomStringConvertible {
+    public private(set) var shape: [Int]
+    @usableFromInline internal var storage: TensorStorage
+
+    /// Number of elements.
+    public var count: Int { storage.count }
+    public var rank: Int { shape.count }
+
+    /// An uninitialised tensor (contents are undefined); for kernels that overwrite every element.
+    public init(uninitializedShape shape: [Int]) {
+        precondition(shape.allSatisfy { $0 >= 0 }, "negative dimension in \(shape)")
+        self.shape = shape
+        self.storage = TensorStorage(count: shape.reduce(1, *))
+    }
+
+    public init(zeros shape: [Int]) {
+        self.init(repeating: 0, shape: shape)
+    }
+
+    public init(repeating value: Float, shape: [Int]) {
+        self.init(uninitializedShape: shape)
+        storage.pointer.initialize(repeating: value, count: storage.count)
+    }
+
+    /// Creates a tensor from row-major scalars; throws when `scalars.count` disagrees with `shape`.
+    public init(shape: [Int], scalars: [Float]) throws {
+        guard shape.allSatisfy({ $0 >= 0 }) else { throw TensorError.invalidArgument("negative dimension in shape \(shape)") }
+        let n = shape.reduce(1, *)
+        guard n == scalars.count else {
+            throw TensorError.shapeMismatch("shape \(shape) holds \(n) elements, got \(scalars.count) scalars")
+        }
+        self.init(uninitializedShape: shape)
+        scalars.withUnsafeBufferPointer { storage.pointer.update(from: $0.baseAddress!, count: n) }
+    }
+
+    /// Creates a tensor of `shape` from raw little-endian data of `dtype` (fp16/bf16 converted to fp32).
+    public init(shape: [Int], dtype: DType, bytes: UnsafeRawBufferPointer) throws {
+        let n = shape.reduce(1, *)
+        guard bytes.count == n * dtype.byteSize else {
+            throw TensorError.shapeMismatch("shape \(shape) of \(dtype.rawValue) needs \(n * dtype.byteSize) bytes, got \(bytes.count)")
+        }
+        self.init(uninitializedShape: shape)
+        if n > 0 { HalfConversion.convert(bytes.baseAddress!, dtype: dtype, count: n, into: storage.pointer) }
+    }
+
+    public var scalars: [Float] { Array(UnsafeBufferPointer(start: storage.pointer, count: count)) }
+
+    public func withUnsafeBufferPointer<R>(_ body: (UnsafeBufferPointer<Float>) throws -> R) rethrows -> R {
+        try body(UnsafeBufferPointer(start: storage.pointer, count: count))
+    }
+
+    /// Mutable access; copies the storage first when it is shared (value semantics).
+    public mutating func withUnsafeMutableBufferPointer<R>(_ body: (UnsafeMutableBufferPointer<Float>) throws -> R) rethrows -> R {
+        if !isKnownUniquelyReferenced(&storage) {
+            let copy = TensorStorage(count: count)
+            copy.pointer.update(from: storage.pointer, count: count)
+            storage = copy
+        }
+        return try body(UnsafeMutableBufferPointer(start: storage.pointer, count: count))
+    }
+
+    /// Raw pointer for kernels that only read. Valid while `self` is alive.
+    @inlinable public var unsafePointer: UnsafePointer<Float> { UnsafePointer(storage.pointer) }
+
+    /// Same data, new shape (no copy).
+    public func reshaped(_ newShape: [Int]) throws -> Tensor {
+        var shape = newShape
+        if let inferred = shape.firstIndex(of: -1) {
+            let known = shape.enumerated().filter { $0.offset != inferred }.map(\.element).reduce(1, *)
+            guard known > 0, count % known == 0 else {
+                throw TensorError.shapeMismatch("cannot reshape \(self.shape) to \(newShape)")
+            }
+            shape[inferred] = count / known
+        }
+        guard shape.allSatisfy({ $0 >= 0 }), shape.reduce(1, *) == count else {
+            throw TensorError.shapeMismatch("cannot reshape \(self.shape) (\(count) elements) to \(newShape)")
+        }
+        var t = self
+        t.shape = shape
+        return t
+    }
+
+    public subscript(flat index: Int) -> Float {
+        get { storage.pointer[index] }
+        set { withUnsafeMutableBufferPointer { $0[index] = newValue } }
+    }
+
+    public var description: String {
+        let head = scalars.prefix(8).map { String($0) }.joined(separator: ", ")
+        return "Tensor(\(shape): [\(head)\(count > 8 ? ", ..." : "")])"
+    }
+}

@@ -1,0 +1,8 @@
+import XCTest
+@testable import StableDiffusion
+
+final class SmokeTests: XCTestCase {
+    func testLibraryLinksTensorLayer() {
+        XCTAssertEqual(Tensor(zeros: [1, 2]).count, 2)
+    }
+}

@@ -37,6 +37,7 @@ let package = Package(
             resources: [.copy("Fixtures")]),
         .testTarget(
             name: "StableDiffusionTests",
-            dependencies: ["StableDiffusion"]),
+            dependencies: ["StableDiffusion"],
+            resources: [.copy("Fixtures")]),
     ]
 )

@@ -54,9 +54,7 @@ public final class Conv2D: @unchecked Sendable {
             guard bias.shape == [outChannels] else {
                 throw TensorError.shapeMismatch("conv2d bias must be [\(outChannels)], got \(bias.shape)")
             }
-            let b = TensorStorage(count: outChannels)
-            b.pointer.update(from: bias.unsafePointer, count: outChannels)
-            self.bias = b
+            self.bias = bias.storage  // shared, not copied: the tensor is immutable once loaded
         } else {
             self.bias = nil
         }
@@ -66,8 +64,8 @@ public final class Conv2D: @unchecked Sendable {
         useOneDNN = false
         #endif
         if useOneDNN {
-            weights = TensorStorage(count: weight.count)
-            weights.pointer.update(from: weight.unsafePointer, count: weight.count)
+            // Shared with the loaded tensor until the first call re-lays it out for oneDNN.
+            weights = weight.storage
             #if canImport(CDNNL)
             weightsDesc = try OneDNN.memoryDesc(weight.shape, tag: dnnl_oihw)
             #endif

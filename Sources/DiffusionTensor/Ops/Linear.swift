@@ -11,15 +11,12 @@ public final class Linear: @unchecked Sendable {
         guard weight.rank == 2 else { throw TensorError.shapeMismatch("linear weight must be [out, in], got \(weight.shape)") }
         outFeatures = weight.shape[0]
         inFeatures = weight.shape[1]
-        self.weight = TensorStorage(count: weight.count)
-        self.weight.pointer.update(from: weight.unsafePointer, count: weight.count)
+        self.weight = weight.storage  // shared, not copied
         if let bias {
             guard bias.shape == [outFeatures] else {
                 throw TensorError.shapeMismatch("linear bias must be [\(outFeatures)], got \(bias.shape)")
             }
-            let b = TensorStorage(count: outFeatures)
-            b.pointer.update(from: bias.unsafePointer, count: outFeatures)
-            self.bias = b
+            self.bias = bias.storage
         } else {
             self.bias = nil
         }

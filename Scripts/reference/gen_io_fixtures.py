@@ -144,6 +144,8 @@ def gen_torch():
     # Module.state_dict() attaches version metadata, which pickles as a BUILD on the OrderedDict.
     sd._metadata = OrderedDict([("", {"version": 1})])
     torch.save(sd, os.path.join(OUT, "state_dict.pt"))
+    # Protocol 4 exercises FRAME, SHORT_BINUNICODE, MEMOIZE and STACK_GLOBAL.
+    torch.save(sd, os.path.join(OUT, "state_dict_p4.pt"), pickle_protocol=4)
     expected = {k: expect(v, str(v.dtype).replace("torch.", "")) for k, v in sd.items()}
     with open(os.path.join(OUT, "state_dict.expected.json"), "w") as f:
         json.dump(expected, f, indent=1, sort_keys=True)
@@ -191,6 +193,53 @@ def gen_torch():
     write("missing_storage.pt", buf.getvalue())
 
 
+def u(s):
+    b = s.encode()
+    return b"X" + struct.pack("<I", len(b)) + b
+
+
+def rebuild(numel, size, stride, offset=0):
+    """Pickle bytes of _rebuild_tensor_v2 over FloatStorage '0', as torch writes them."""
+    ints = lambda xs: b"(" + b"".join(b"K" + bytes([x]) for x in xs) + b"t"
+    return (b"ctorch._utils\n_rebuild_tensor_v2\n(" + b"(" + u("storage") + b"ctorch\nFloatStorage\n" + u("0")
+            + u("cpu") + b"K" + bytes([numel]) + b"tQ" + b"K" + bytes([offset]) + ints(size) + ints(stride)
+            + b"\x89ccollections\nOrderedDict\n)RtR")
+
+
+def crafted(name, pkl, storage=None):
+    """A torch-style zip archive around hand-written pickle bytes."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("archive/data.pkl", pkl)
+        z.writestr("archive/byteorder", "little")
+        if storage is not None:
+            z.writestr("archive/data/0", storage)
+    write(name, buf.getvalue())
+
+
+def gen_crafted():
+    floats = struct.pack("<4f", 1.0, 2.0, 3.0, 4.0)
+    # Valid: a stride-2 view [1, 3] of a 4-element storage.
+    crafted("crafted_strided.pt", b"\x80\x02" + rebuild(4, [2], [2]) + b".", floats)
+    # Invalid: the view reaches element 4 of a 4-element storage.
+    crafted("crafted_view_oob.pt", b"\x80\x02" + rebuild(4, [3], [2]) + b".", floats)
+    # Storage record shorter than the element count the pickle claims.
+    crafted("crafted_short_storage.pt", b"\x80\x02" + rebuild(8, [8], [1]) + b".", floats)
+    # A list that contains itself.
+    crafted("crafted_cycle.pt", b"\x80\x02]q\x00h\x00a.")
+    # 2^48 nodes described in a few hundred bytes, through memo sharing.
+    crafted("crafted_bomb.pt", b"\x80\x02]q\x00" + b"(h\x00h\x00lq\x00" * 48 + b".")
+    # The same with dicts, which the state-dict flattening walks.
+    crafted("crafted_dict_bomb.pt", b"\x80\x02}q\x00" + (b"}(" + u("a") + b"h\x00" + u("b") + b"h\x00uq\x00") * 48 + b".")
+    # os.system through STACK_GLOBAL (protocol 4), then called.
+    crafted("crafted_stack_global.pt", b"\x80\x04\x8c\x02os\x8c\x06system\x93\x8c\x04echo\x85R.")
+    # INST (protocol 0 class instantiation) is never emitted by torch.save.
+    crafted("crafted_inst.pt", b"\x80\x02(iposix\nsystem\n.")
+    crafted("crafted_bad_memo.pt", b"\x80\x02h\x05.")
+    crafted("crafted_no_stop.pt", b"\x80\x02}q\x00" + u("a") + b"K\x01s")
+    crafted("crafted_underflow.pt", b"\x80\x02(R.")
+
+
 def zip64_archive(entries):
     import binascii
     out = bytearray()
@@ -219,4 +268,5 @@ if __name__ == "__main__":
     os.makedirs(OUT, exist_ok=True)
     gen_safetensors()
     gen_torch()
+    gen_crafted()
     print("wrote", OUT)

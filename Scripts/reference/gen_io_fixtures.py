@@ -52,6 +52,8 @@ def gen_safetensors():
     }
     names = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64",
              torch.int64: "I64", torch.uint8: "U8"}
+    # Two metadata keys: the Rust library writes them in hash order, so this file's bytes (not its
+    # content) change from run to run; commit it only when its content changes.
     meta = {"format": "pt", "note": "io fixture"}
     blob = save(tensors, metadata=meta)
     write("basic.safetensors", blob)
@@ -210,10 +212,11 @@ def crafted(name, pkl, storage=None):
     """A torch-style zip archive around hand-written pickle bytes."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as z:
-        z.writestr("archive/data.pkl", pkl)
-        z.writestr("archive/byteorder", "little")
+        # Fixed timestamps keep regenerated fixtures byte-identical.
+        z.writestr(zipfile.ZipInfo("archive/data.pkl"), pkl)
+        z.writestr(zipfile.ZipInfo("archive/byteorder"), "little")
         if storage is not None:
-            z.writestr("archive/data/0", storage)
+            z.writestr(zipfile.ZipInfo("archive/data/0"), storage)
     write(name, buf.getvalue())
 
 
@@ -223,6 +226,8 @@ def gen_crafted():
     crafted("crafted_strided.pt", b"\x80\x02" + rebuild(4, [2], [2]) + b".", floats)
     # Invalid: the view reaches element 4 of a 4-element storage.
     crafted("crafted_view_oob.pt", b"\x80\x02" + rebuild(4, [3], [2]) + b".", floats)
+    # An expanded (stride 0) view of 2^40 elements over one float: must be refused, not allocated.
+    crafted("crafted_huge_expand.pt", b"\x80\x02" + rebuild(4, [], []).replace(b"(t(t", b"(\x8a\x06\x00\x00\x00\x00\x00\x01t(K\x00t") + b".", floats)
     # Storage record shorter than the element count the pickle claims.
     crafted("crafted_short_storage.pt", b"\x80\x02" + rebuild(8, [8], [1]) + b".", floats)
     # A list that contains itself.

@@ -103,6 +103,7 @@ final class TorchCheckpointTests: XCTestCase {
         XCTAssertEqual(try t.toTensor().scalars, [1, 3])
         try assertThrows("crafted_view_oob.pt", ["reaches element 4", "has 4"])
         try assertThrows("crafted_short_storage.pt", ["archive/data/0", "holds 16 bytes"])
+        try assertThrows("crafted_huge_expand.pt", ["1099511627776 elements", "too large"])
     }
 
     func testMaliciousPicklesAreRefusedWithoutExecuting() throws {

@@ -301,6 +301,9 @@ final class TorchResolver: PickleResolver {
         "_codecs.encode",
         "builtins.set", "builtins.frozenset", "__builtin__.set", "__builtin__.frozenset",
     ]
+    /// Largest expanded/overlapping view accepted (256 MiB as fp32).
+    static let maxExpandedElements = 1 << 26
+
     /// Classes that may appear as arguments (the type in `_rebuild_from_type_v2`).
     static let tensorClasses: Set<String> = ["torch.Tensor", "torch.nn.parameter.Parameter"]
 
@@ -367,6 +370,12 @@ final class TorchResolver: PickleResolver {
         }
         if count > 0, last >= storage.count {
             throw fail("tensor view (offset \(offset), size \(shape), stride \(strides)) reaches element \(last) of storage '\(storage.key)', which has \(storage.count)")
+        }
+        // A view within bounds that does not overlap itself has at most storage.count elements;
+        // expanded (stride 0) or overlapping views can be far larger than the file, so cap them to
+        // keep a crafted file from forcing a huge allocation on conversion.
+        if count > storage.count, count > Self.maxExpandedElements {
+            throw fail("tensor view of \(count) elements over storage '\(storage.key)' of \(storage.count) (expanded or overlapping) is too large")
         }
         return .tensor(TorchTensor(scalarType: storage.scalarType, shape: shape, strides: strides, storageOffset: offset, storage: storage))
     }

@@ -128,6 +128,17 @@ class EvalEvil:
         return (eval, ("__import__('os').system('touch /tmp/sd_io_fixture_pwned')",))
 
 
+class ModelCheckpoint:
+    """Stands in for a Lightning callback class, which old Lightning used as a dict key."""
+
+
+class HParams:
+    """An arbitrary object: pickles as NEWOBJ + BUILD."""
+
+    def __init__(self):
+        self.lr = 1e-4
+
+
 def gen_torch():
     g = torch.Generator().manual_seed(99)
     base = torch.randn(4, 6, generator=g)
@@ -161,6 +172,12 @@ def gen_torch():
     torch.save(ckpt, os.path.join(OUT, "nested.ckpt"))
     with open(os.path.join(OUT, "nested.expected.json"), "w") as f:
         json.dump({k: expect(v, str(v.dtype).replace("torch.", "")) for k, v in inner.items()}, f, indent=1)
+
+    # A training checkpoint with framework objects next to the weights: refused by default,
+    # loadable with placeholders.
+    lightning = {"state_dict": inner, "callbacks": {ModelCheckpoint: {"best_model_score": torch.tensor(0.25)}},
+                 "hyper_parameters": HParams(), "global_step": 7}
+    torch.save(lightning, os.path.join(OUT, "lightning.ckpt"))
 
     depth = torch.rand(1, 6, 8, generator=g)
     torch.save(depth, os.path.join(OUT, "depth.pt"))

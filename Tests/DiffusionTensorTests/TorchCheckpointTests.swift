@@ -87,6 +87,28 @@ final class TorchCheckpointTests: XCTestCase {
         for (name, e) in exp { try assertMatches(try XCTUnwrap(sd[name]), e, name) }
     }
 
+    func testFrameworkObjectsRefusedByDefaultAndInertOnRequest() throws {
+        try assertThrows("lightning.ckpt", ["refused global '__main__.ModelCheckpoint'"])
+        let path = try IOFixture.path("lightning.ckpt")
+        let root = try TorchCheckpoint.load(path: path, unknownGlobals: .placeholder)
+        if case .opaque(let name)? = root["hyper_parameters"] { XCTAssertEqual(name, "__main__.HParams") } else { XCTFail("hyper_parameters") }
+        let callback = try XCTUnwrap(root["callbacks"]?.dictEntries?.first)
+        if case .opaque(let name) = callback.key { XCTAssertEqual(name, "__main__.ModelCheckpoint") } else { XCTFail("callback key") }
+        XCTAssertEqual(try callback.value["best_model_score"]?.tensor?.toTensor().scalars, [0.25])
+        XCTAssertEqual(root["global_step"]?.int, 7)
+        let exp = try expected("nested.expected.json")
+        let sd = try TorchCheckpoint.loadStateDict(path: path, unknownGlobals: .placeholder)
+        for (name, e) in exp { try assertMatches(try XCTUnwrap(sd[name]), e, name) }
+        // Placeholders never run anything: the malicious files load as inert names.
+        let marker = "/tmp/sd_io_fixture_pwned"
+        try? FileManager.default.removeItem(atPath: marker)
+        if case .opaque(let name) = try TorchCheckpoint.load(path: IOFixture.path("malicious_system.pt"), unknownGlobals: .placeholder) {
+            XCTAssertEqual(name, "posix.system")
+        } else { XCTFail("malicious_system.pt in placeholder mode") }
+        _ = try TorchCheckpoint.load(path: IOFixture.path("malicious_eval.pt"), unknownGlobals: .placeholder)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: marker))
+    }
+
     func testBareTensorAndZip64() throws {
         let e = try XCTUnwrap(IOFixture.json("depth.expected.json") as? [String: Any])
         for fixture in ["depth.pt", "zip64.pt"] {

@@ -15,6 +15,9 @@ indirect enum PickleValue {
     case global(module: String, name: String)
     case storage(TorchStorage)
     case tensor(TorchTensor)
+    /// Stand-in for an object of a non-whitelisted class, built without running anything
+    /// (only with `TorchCheckpoint.UnknownGlobals.placeholder`).
+    case opaque(String)
 
     var kind: String {
         switch self {
@@ -30,6 +33,7 @@ indirect enum PickleValue {
         case .global(let m, let n): return "global \(m).\(n)"
         case .storage: return "storage"
         case .tensor: return "tensor"
+        case .opaque(let name): return "opaque \(name)"
         }
     }
 }

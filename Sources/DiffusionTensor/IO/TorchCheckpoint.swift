@@ -98,6 +98,10 @@ public indirect enum TorchValue: Sendable {
     /// Dicts and OrderedDicts, in insertion order; keys are usually strings.
     case dict([(key: TorchValue, value: TorchValue)])
     case tensor(TorchTensor)
+    /// An object of a class outside the whitelist, or a reference to such a class, kept as its
+    /// qualified name ("pytorch_lightning.callbacks.ModelCheckpoint"). Only produced when loading
+    /// with `unknownGlobals: .placeholder`; its constructor was never run.
+    case opaque(String)
 
     /// The value for a string key of a dict; nil for other values or a missing key.
     public subscript(key: String) -> TorchValue? {
@@ -126,8 +130,19 @@ public indirect enum TorchValue: Sendable {
 /// machine that knows only the globals torch uses for tensors and state dicts, so a malicious file
 /// is refused with the offending global named, and nothing in it is ever executed.
 public enum TorchCheckpoint {
+    /// What to do with a global (class or function) outside the whitelist.
+    public enum UnknownGlobals: Sendable {
+        /// Throw, naming the global. The default: a file that needs anything else is not a plain
+        /// tensor checkpoint.
+        case refuse
+        /// Build an inert `.opaque(name)` in its place, never calling it. For training checkpoints
+        /// that carry framework objects (e.g. Lightning callbacks keyed by class) next to the
+        /// weights. Still executes nothing, so a malicious file only yields placeholders.
+        case placeholder
+    }
+
     /// Loads the whole pickled object. Tensor data stays in the mapped file until converted.
-    public static func load(path: String) throws -> TorchValue {
+    public static func load(path: String, unknownGlobals: UnknownGlobals = .refuse) throws -> TorchValue {
         let file = try MappedFile(path: path)
         func bad(_ detail: String) -> TensorError { .badFile(file: path, detail: detail) }
         let head = file.slice(0, min(file.count, 4)).map(Array.init) ?? []
@@ -152,19 +167,20 @@ public enum TorchCheckpoint {
             guard order == "little" else { throw bad("zip entry '\(prefix)byteorder': byte order '\(order)' is not supported (only little)") }
         }
         let pickle = try zip.data(pickleName, verifyCRC: true)
-        let resolver = TorchResolver(zip: zip, prefix: prefix, path: path, pickleName: pickleName)
+        let resolver = TorchResolver(zip: zip, prefix: prefix, path: path, pickleName: pickleName,
+                                     allowUnknown: unknownGlobals == .placeholder)
         var machine = PickleMachine(bytes: pickle, source: pickleName, file: path, resolver: resolver)
         let value = try machine.run()
-        var converter = Converter(path: path, source: pickleName)
+        var converter = Converter(path: path, source: pickleName, allowUnknown: unknownGlobals == .placeholder)
         return try converter.convert(value)
     }
 
     /// The tensors of a state dict as fp32. A top-level `state_dict` entry (as in Lightning and
     /// original Stable Diffusion `.ckpt` files) is used when present; nested dicts of tensors are
     /// flattened with dotted names; non-tensor entries (epoch, config, ...) are skipped.
-    public static func loadStateDict(path: String) throws -> [String: Tensor] {
+    public static func loadStateDict(path: String, unknownGlobals: UnknownGlobals = .refuse) throws -> [String: Tensor] {
         var out: [String: Tensor] = [:]
-        for (name, t) in try stateDictTensors(path: path) {
+        for (name, t) in try stateDictTensors(path: path, unknownGlobals: unknownGlobals) {
             do { out[name] = try t.toTensor() } catch TensorError.badFile(_, let detail) {
                 throw TensorError.badFile(file: path, detail: "tensor '\(name)': \(detail)")
             }
@@ -173,8 +189,8 @@ public enum TorchCheckpoint {
     }
 
     /// Like `loadStateDict`, without converting: each tensor still refers to the mapped file.
-    public static func stateDictTensors(path: String) throws -> [String: TorchTensor] {
-        let root = try load(path: path)
+    public static func stateDictTensors(path: String, unknownGlobals: UnknownGlobals = .refuse) throws -> [String: TorchTensor] {
+        let root = try load(path: path, unknownGlobals: unknownGlobals)
         var dict = root
         if let inner = root["state_dict"], inner.dictEntries != nil { dict = inner }
         guard dict.dictEntries != nil else {
@@ -218,6 +234,7 @@ public enum TorchCheckpoint {
         case .list: return "list"
         case .dict: return "dict"
         case .tensor: return "tensor"
+        case .opaque(let name): return "object of \(name)"
         }
     }
 
@@ -227,6 +244,7 @@ public enum TorchCheckpoint {
     private struct Converter {
         let path: String
         let source: String
+        let allowUnknown: Bool
         var done: [ObjectIdentifier: TorchValue] = [:]
         var active: Set<ObjectIdentifier> = []
         var budget = 10_000_000
@@ -253,7 +271,11 @@ public enum TorchCheckpoint {
                 return try shared(d) { c in
                     .dict(try d.entries.map { (key: try c.convert($0.key, depth: depth + 1), value: try c.convert($0.value, depth: depth + 1)) })
                 }
-            case .global(let m, let n): throw bad("global \(m).\(n) appears as a value; only tensors and plain data are supported")
+            case .opaque(let name): return .opaque(name)
+            case .global(let m, let n):
+                // A class used as a value, e.g. as a dict key in Lightning's callback state.
+                if allowUnknown { return .opaque("\(m).\(n)") }
+                throw bad("global \(m).\(n) appears as a value; only tensors and plain data are supported")
             case .storage(let s): throw bad("bare storage '\(s.key)' (not wrapped in a tensor) is not supported")
             }
         }
@@ -276,9 +298,11 @@ final class TorchResolver: PickleResolver {
     let prefix: String
     let path: String
     let pickleName: String
+    let allowUnknown: Bool
     private var storages: [String: TorchStorage] = [:]
 
-    init(zip: ZipArchive, prefix: String, path: String, pickleName: String) {
+    init(zip: ZipArchive, prefix: String, path: String, pickleName: String, allowUnknown: Bool) {
+        self.allowUnknown = allowUnknown
         self.zip = zip
         self.prefix = prefix
         self.path = path
@@ -313,7 +337,7 @@ final class TorchResolver: PickleResolver {
         let full = "\(module).\(name)"
         let allowed = Self.functions.contains(full) || Self.tensorClasses.contains(full)
             || (module == "torch" && Self.storageTypes[name] != nil)
-        guard allowed else {
+        guard allowed || allowUnknown else {
             throw fail("refused global '\(full)': only the globals torch.save uses for tensors and state dicts are allowed (nothing was executed)")
         }
         return .global(module: module, name: name)
@@ -380,9 +404,19 @@ final class TorchResolver: PickleResolver {
         return .tensor(TorchTensor(scalarType: storage.scalarType, shape: shape, strides: strides, storageOffset: offset, storage: storage))
     }
 
+    private func isWhitelisted(_ full: String) -> Bool {
+        Self.functions.contains(full) || Self.tensorClasses.contains(full)
+    }
+
     func call(_ callable: PickleValue, _ args: [PickleValue]) throws -> PickleValue {
         guard case .global(let module, let name) = callable else { throw fail("calling a \(callable.kind), which is not a whitelisted global") }
-        switch "\(module).\(name)" {
+        let full = "\(module).\(name)"
+        if !isWhitelisted(full) {
+            // Reached only in placeholder mode (refuse mode stops at the GLOBAL opcode).
+            guard allowUnknown else { throw fail("global \(full) cannot be called") }
+            return .opaque(full)
+        }
+        switch full {
         case "collections.OrderedDict":
             let d = PickleDict()
             if let first = args.first {
@@ -441,7 +475,7 @@ final class TorchResolver: PickleResolver {
         switch object {
         // OrderedDict state is Module.state_dict()'s `_metadata` (version info); tensor state
         // carries Python attributes. Neither affects the data.
-        case .dict, .tensor: return object
+        case .dict, .tensor, .opaque: return object
         default: throw fail("BUILD on a \(object.kind) is not supported")
         }
     }

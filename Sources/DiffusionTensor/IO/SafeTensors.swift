@@ -163,3 +163,8 @@ public final class SafeTensorsFile: @unchecked Sendable {
         return try withExtendedLifetime(file) { try body(bytes) }
     }
 }
+
+extension SafeTensorsFile: TensorSource {
+    public func shape(of name: String) -> [Int]? { info(name)?.shape }
+    public var sourceDescription: String { path }
+}

@@ -29,6 +29,41 @@ public struct TensorDictionary: TensorSource {
     }
 }
 
+/// A source that makes tensors on demand in whatever shape the model asks for (benchmarks of the real
+/// architectures with random weights, where no file exists).
+public protocol SyntheticTensorSource: TensorSource {
+    func makeTensor(_ name: String, shape: [Int]) -> Tensor
+}
+
+/// Deterministic pseudo-random weights, uniform in [-scale, scale]; norms' scales come out small but
+/// non-zero, which keeps activations finite for timing runs.
+public struct RandomTensorSource: SyntheticTensorSource {
+    public let seed: UInt64
+    public let scale: Float
+    public init(seed: UInt64 = 0, scale: Float = 0.02) { self.seed = seed; self.scale = scale }
+    public var tensorNames: [String] { [] }
+    public var sourceDescription: String { "random weights (seed \(seed))" }
+    public func shape(of name: String) -> [Int]? { nil }
+    public func tensor(_ name: String) throws -> Tensor {
+        throw TensorError.invalidArgument("random weights have no fixed shape; \(name) must be requested with a shape")
+    }
+    public func makeTensor(_ name: String, shape: [Int]) -> Tensor {
+        var t = Tensor(uninitializedShape: shape)
+        // FNV-1a of the name (String.hashValue is seeded per process, so not reproducible).
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in name.utf8 { h = (h ^ UInt64(byte)) &* 0x100_0000_01b3 }
+        var state = (seed ^ h) | 1
+        let s = scale
+        t.withUnsafeMutableBufferPointer { p in
+            for i in 0..<p.count {
+                state ^= state << 13; state ^= state >> 7; state ^= state << 17
+                p[i] = (Float(state >> 40) * (1 / Float(1 << 24)) * 2 - 1) * s
+            }
+        }
+        return t
+    }
+}
+
 /// Hands out a model's weights by name, checking shapes, and remembers which names were used so the
 /// loader can report missing and unexpected keys (like torch's `load_state_dict(strict=True)`).
 public final class WeightReader: @unchecked Sendable {
@@ -40,6 +75,10 @@ public final class WeightReader: @unchecked Sendable {
 
     /// The tensor `name`, which must have `shape` when given.
     public func tensor(_ name: String, shape expected: [Int]? = nil) throws -> Tensor {
+        if let synthetic = source as? any SyntheticTensorSource, let expected {
+            used.insert(name)
+            return synthetic.makeTensor(name, shape: expected)
+        }
         guard let shape = source.shape(of: name) else {
             missing.append(name)
             throw TensorError.badFile(file: source.sourceDescription, detail: "missing tensor \(name)")

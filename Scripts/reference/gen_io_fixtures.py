@@ -61,6 +61,24 @@ def gen_safetensors():
     with open(os.path.join(OUT, "basic.expected.json"), "w") as f:
         json.dump({"metadata": meta, "tensors": expected}, f, indent=1, sort_keys=True)
 
+    # Every other convertible dtype; both float8 formats over all 256 bit patterns.
+    every = torch.arange(256, dtype=torch.int32).to(torch.uint8)
+    others = {
+        "f8_e4m3": every.clone().view(torch.float8_e4m3fn),
+        "f8_e5m2": every.clone().view(torch.float8_e5m2),
+        "i8": torch.tensor([-128, -1, 0, 127], dtype=torch.int8),
+        "i16": torch.tensor([-32768, 12345], dtype=torch.int16),
+        "u16": torch.tensor([0, 65535], dtype=torch.uint16),
+        "i32": torch.tensor([-2**31, 2**24 + 1], dtype=torch.int32),
+        "u32": torch.tensor([2**32 - 1, 7], dtype=torch.uint32),
+        "u64": torch.tensor([2**63 + 12345, 3], dtype=torch.uint64),
+        "bool": torch.tensor([True, False, True]),
+    }
+    write("dtypes.safetensors", save(others))
+    with open(os.path.join(OUT, "dtypes.expected.json"), "w") as f:
+        json.dump({k: {"shape": list(v.shape), "bits": bits(v.to(torch.float64) if v.dtype == torch.uint64 else v)}
+                   for k, v in others.items()}, f, indent=1, sort_keys=True)
+
     # Writer parity: fp32 inputs chosen to exercise rounding (ties, subnormals, overflow to inf),
     # written by the Python library as F32/F16/BF16. The Swift test writes the same inputs and
     # compares bytes. One metadata key only: the Rust library keeps metadata in a HashMap, so

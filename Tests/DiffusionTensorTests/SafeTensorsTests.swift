@@ -68,6 +68,22 @@ final class SafeTensorsTests: XCTestCase {
         XCTAssertEqual(try file.allTensors().count, tensors.count)
     }
 
+    /// Integer, bool and float8 dtypes convert like torch's `.float()` (float8: all 256 patterns).
+    func testOtherDtypesConvertLikeTorch() throws {
+        let file = try SafeTensorsFile(path: IOFixture.path("dtypes.safetensors"))
+        let expected = try XCTUnwrap(IOFixture.json("dtypes.expected.json") as? [String: [String: Any]])
+        XCTAssertEqual(file.tensorNames, expected.keys.sorted())
+        for (name, e) in expected {
+            let got = try file.tensor(name)
+            XCTAssertEqual(got.shape, e["shape"] as? [Int], name)
+            let want = IOFixture.floats(fromHexBits: try XCTUnwrap(e["bits"] as? [String]))
+            XCTAssertEqual(got.count, want.count, name)
+            for (i, (g, w)) in zip(got.scalars, want).enumerated() where !(g.isNaN && w.isNaN) && g.bitPattern != w.bitPattern {
+                XCTFail("\(name)[\(i)]: \(g) != \(w)")
+            }
+        }
+    }
+
     func testRawBytesAreTheStoredBytes() throws {
         let file = try SafeTensorsFile(path: IOFixture.path("basic.safetensors"))
         let info = try XCTUnwrap(file.info("b.f16"))

@@ -85,6 +85,7 @@ func assertCLIPClose(_ actual: Tensor, _ expected: Tensor, tolerance: Float = 1e
         if a[i].isNaN != e[i].isNaN { maxDiff = .infinity }
     }
     let rel = maxDiff / max(maxRef, 1e-6)
+    // CLIP_PRINT_ERRORS=1 swift test ... prints every measured error (for reports), not only failures.
     if ProcessInfo.processInfo.environment["CLIP_PRINT_ERRORS"] != nil { print("relative error \(rel) \(message)") }
     XCTAssertLessThanOrEqual(rel, tolerance, "relative error \(rel) \(message)", file: file, line: line)
 }

@@ -132,6 +132,9 @@ final class CLIPTextModelTests: XCTestCase {
         let layers = message(#"{"num_hidden_layers": 0}"#)
         XCTAssertTrue(layers.contains("num_hidden_layers"), layers)
         XCTAssertTrue(message("{").contains("te/config.json"))
+        XCTAssertThrowsError(try CLIPTextConfig.load(from: URL(fileURLWithPath: "/nonexistent/text_encoder"))) { error in
+            XCTAssertTrue(String(describing: error).contains("/nonexistent/text_encoder"), "\(error)")
+        }
         // Absent keys take transformers' defaults.
         XCTAssertEqual(try CLIPTextConfig(jsonData: Data("{}".utf8)), CLIPTextConfig(architectures: nil, modelType: nil))
     }

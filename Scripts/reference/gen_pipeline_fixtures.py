@@ -1,0 +1,178 @@
+"""Bundled tiny models (real diffusers folder layout, random weights, fp16) and end-to-end pipeline
+fixtures: diffusers' images for fixed seeds, plus intermediate tensors for debugging.
+
+    ~/.sd-ref-venv/bin/python Scripts/reference/gen_pipeline_fixtures.py
+Writes Models/tiny-sd1, Models/tiny-sd2 and Tests/StableDiffusionTests/Fixtures/pipelines/<case>/.
+"""
+import gzip
+import json
+import os
+import shutil
+
+import numpy as np
+import open_clip
+import torch
+from PIL import Image
+from diffusers import (AutoencoderKL, DDIMScheduler, EulerAncestralDiscreteScheduler, PNDMScheduler,
+                       StableDiffusionImg2ImgPipeline, StableDiffusionPipeline, UNet2DConditionModel)
+from safetensors.torch import save_file
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+REF = "../shared/reference-configs"
+OUT = "Tests/StableDiffusionTests/Fixtures/pipelines"
+torch.set_num_threads(2)
+
+
+def bytes_to_unicode():
+    # GPT-2's reversible byte <-> printable-unicode table, which CLIP's BPE vocabulary is written in.
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, [chr(c) for c in cs]))
+
+
+def write_small_vocab(dirname, merges_count=700):
+    """A CLIP BPE vocabulary made like the real one, but with only the first `merges_count` merges."""
+    path = os.path.join(os.path.dirname(open_clip.__file__), "bpe_simple_vocab_16e6.txt.gz")
+    merges = gzip.open(path).read().decode("utf-8").split("\n")[1:1 + merges_count]
+    merges = [tuple(m.split()) for m in merges]
+    vocab = list(bytes_to_unicode().values())
+    vocab = vocab + [v + "</w>" for v in vocab]
+    vocab += ["".join(m) for m in merges]
+    vocab += ["<|startoftext|>", "<|endoftext|>"]
+    os.makedirs(dirname, exist_ok=True)
+    with open(os.path.join(dirname, "vocab.json"), "w") as f:
+        json.dump({t: i for i, t in enumerate(vocab)}, f, ensure_ascii=False)
+    with open(os.path.join(dirname, "merges.txt"), "w") as f:
+        f.write("#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n")
+    return len(vocab)
+
+
+def randomise(model, scale=0.05):
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * scale)
+    return model
+
+
+def build_tiny(name, sd2):
+    torch.manual_seed(11 if sd2 else 10)
+    root = os.path.join("Models", name)
+    shutil.rmtree(root, ignore_errors=True)
+    tok_dir = os.path.join("/tmp", name + "-tok")
+    shutil.rmtree(tok_dir, ignore_errors=True)
+    vocab_size = write_small_vocab(tok_dir)
+    ref = "stabilityai-stable-diffusion-2-1" if sd2 else "runwayml-stable-diffusion-v1-5"
+    for f in ("tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(os.path.join(REF, ref, "tokenizer", f), tok_dir)
+    tokenizer = CLIPTokenizer.from_pretrained(tok_dir)
+
+    text_encoder = randomise(CLIPTextModel(CLIPTextConfig(
+        vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        max_position_embeddings=77, hidden_act="gelu" if sd2 else "quick_gelu", projection_dim=32,
+        bos_token_id=vocab_size - 2, eos_token_id=2 if not sd2 else vocab_size - 1, pad_token_id=1)))
+    unet = randomise(UNet2DConditionModel(
+        sample_size=16, in_channels=4, out_channels=4, block_out_channels=(32, 64), layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=32, norm_num_groups=8,
+        attention_head_dim=[2, 4] if sd2 else 4, use_linear_projection=sd2, upcast_attention=sd2))
+    vae = randomise(AutoencoderKL(
+        sample_size=128, block_out_channels=(16, 16, 32, 32), layers_per_block=1, norm_num_groups=8, latent_channels=4,
+        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4), scale=0.02)
+    scheduler_cls = DDIMScheduler if sd2 else PNDMScheduler
+    scheduler = scheduler_cls.from_pretrained(os.path.join(REF, ref, "scheduler"))
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
+                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe.to(torch.float16)
+    pipe.save_pretrained(root, safe_serialization=True)
+    # Keep exactly the tokenizer files the real repositories have: SD 1.x vocab.json + merges.txt,
+    # and (to cover the other format) SD 2.x with tokenizer.json only.
+    tdir = os.path.join(root, "tokenizer")
+    for f in os.listdir(tdir):
+        os.remove(os.path.join(tdir, f))
+    if sd2:
+        tokenizer.save_pretrained("/tmp/" + name + "-fast")
+        shutil.copy(os.path.join("/tmp/" + name + "-fast", "tokenizer.json"), tdir)
+    else:
+        shutil.copy(os.path.join(tok_dir, "vocab.json"), tdir)
+        shutil.copy(os.path.join(tok_dir, "merges.txt"), tdir)
+    for f in ("tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(os.path.join(REF, ref, "tokenizer", f), tdir)
+    # The reference computation runs in fp32 on the stored (fp16) weights, as the Swift engine does.
+    pipe = StableDiffusionPipeline.from_pretrained(root, torch_dtype=torch.float32, safety_checker=None,
+                                                   requires_safety_checker=False)
+    return root, pipe
+
+
+def test_image(w, h):
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    r = 127 + 120 * np.sin(x / 7.0)
+    g = 127 + 120 * np.cos(y / 5.0)
+    b = 255 * ((x // 16 + y // 16) % 2)
+    return Image.fromarray(np.stack([r, g, b], -1).clip(0, 255).astype(np.uint8))
+
+
+def run_case(case, pipe_cls, base_pipe, scheduler_cls, kwargs, image=None):
+    d = os.path.join(OUT, case)
+    shutil.rmtree(d, ignore_errors=True)
+    os.makedirs(d)
+    pipe = pipe_cls(**base_pipe.components)
+    if scheduler_cls is not None:
+        pipe.scheduler = scheduler_cls.from_config(base_pipe.scheduler.config)
+    tensors = {}
+    captured = []
+
+    def capture(p, i, t, cb):
+        captured.append(cb["latents"].clone())
+        return cb
+
+    call = dict(kwargs)
+    if image is not None:
+        image.save(os.path.join(d, "input.png"))
+        call["image"] = image
+    out = pipe(**call, generator=torch.Generator("cpu").manual_seed(kwargs_seed[case]),
+               callback_on_step_end=capture, callback_on_step_end_tensor_inputs=["latents"])
+    for i, img in enumerate(out.images):
+        img.save(os.path.join(d, f"expected-{i}.png"))
+        tensors[f"image{i}"] = torch.from_numpy(np.asarray(img).astype(np.float32))
+    tensors["final_latents"] = captured[-1].permute(0, 2, 3, 1).contiguous()
+    tensors["first_step_latents"] = captured[0].permute(0, 2, 3, 1).contiguous()
+    prompt = kwargs["prompt"]
+    pe, ne = pipe.encode_prompt(prompt, "cpu", kwargs.get("num_images_per_prompt", 1),
+                                kwargs.get("guidance_scale", 7.5) > 1, kwargs.get("negative_prompt"))
+    tensors["prompt_embeds"] = pe.contiguous()
+    if ne is not None:
+        tensors["negative_prompt_embeds"] = ne.contiguous()
+    save_file(tensors, os.path.join(d, "tensors.safetensors"))
+    meta = {k: v for k, v in kwargs.items()}
+    meta["seed"] = kwargs_seed[case]
+    meta["model"] = base_pipe.name_or_path if hasattr(base_pipe, "name_or_path") else ""
+    meta["scheduler"] = type(pipe.scheduler).__name__
+    meta["pipeline"] = pipe_cls.__name__
+    with open(os.path.join(d, "case.json"), "w") as f:
+        json.dump(meta, f, indent=1)
+    print(case, [img.size for img in out.images])
+
+
+kwargs_seed = {"sd1_txt2img": 42, "sd1_txt2img_batch": 7, "sd1_img2img_euler_a": 3, "sd2_txt2img": 1234, "sd2_txt2img_nocfg": 5}
+P = "a photograph of an astronaut riding a horse"
+N = "blurry, low quality"
+
+root1, pipe1 = build_tiny("tiny-sd1", sd2=False)
+run_case("sd1_txt2img", StableDiffusionPipeline, pipe1, None,
+         dict(prompt=P, negative_prompt=N, num_images_per_prompt=2, height=64, width=96, num_inference_steps=8, guidance_scale=7.5))
+run_case("sd1_txt2img_batch", StableDiffusionPipeline, pipe1, None,
+         dict(prompt=[P, "a red cube on a table, 4k"], num_inference_steps=5, guidance_scale=5.0))
+run_case("sd1_img2img_euler_a", StableDiffusionImg2ImgPipeline, pipe1, EulerAncestralDiscreteScheduler,
+         dict(prompt=P, negative_prompt=N, strength=0.6, num_inference_steps=10, guidance_scale=7.5), image=test_image(96, 64))
+
+root2, pipe2 = build_tiny("tiny-sd2", sd2=True)
+run_case("sd2_txt2img", StableDiffusionPipeline, pipe2, None,
+         dict(prompt=P, negative_prompt=N, num_images_per_prompt=2, height=64, width=96, num_inference_steps=6, guidance_scale=7.5))
+run_case("sd2_txt2img_nocfg", StableDiffusionPipeline, pipe2, None,
+         dict(prompt=P, num_inference_steps=4, guidance_scale=1.0, height=48, width=48))

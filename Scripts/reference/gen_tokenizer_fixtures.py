@@ -70,6 +70,9 @@ PROMPTS = [
     "ภาษาไทย สวัสดี",
     "control\x00chars\x01and\x7fdel",
     "Ǆemo ǈ ǋ Ǳ titlecase",
+    # Characters newer than tokenizers' tables: its NFC knows Unicode 9.0, its regex 16.0, lower-casing 17.0.
+    "new letters \U00010952\U00010953 garay \U00010D4A\U00010D4B kawi \U00011F04 toto \U0001E290",
+    "dives akuru \U00011935\U00011930 marks a\u1df6\u0316 a\u0301\u0316 e\u0316\u0301 case \ua7ce\U00016ea0\ua7cb",
     " ".join(["a highly detailed portrait of a cyberpunk samurai"] * 12),
     "a" * 300,
     "🙂" * 40,

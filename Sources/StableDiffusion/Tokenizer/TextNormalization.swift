@@ -10,15 +10,27 @@ import Foundation
 /// characters and whitespace is just a separator. The regexes are hand-written scanners over Unicode
 /// scalars with the same character classes as the Oniguruma engine `tokenizers` uses.
 enum TextNormalization {
+    /// The Unicode versions of the tables inside `tokenizers` 0.23 (measured against it): its NFC
+    /// (unicode-normalization-alignments) knows Unicode 9.0, its regex engine (Oniguruma) 16.0, and
+    /// Rust's `char::to_lowercase` 17.0. Characters newer than a table behave as unassigned there.
+    static let nfcVersion = (major: 9, minor: 0)
+    static let regexVersion = (major: 16, minor: 0)
+    static let lowercaseVersion = (major: 17, minor: 0)
+
+    @inline(__always)
+    static func isNewer(_ s: Unicode.Scalar, than v: (major: Int, minor: Int)) -> Bool {
+        guard let age = s.properties.age else { return false }  // unassigned everywhere
+        return age.major > v.major || (age.major == v.major && age.minor > v.minor)
+    }
+
     /// NFC then lower-casing. The `\s+` -> " " replacement is skipped: whitespace only ever separates
     /// pieces in the split that follows, so collapsing it changes no token.
     static func normalize(_ text: String) -> String {
-        let composed = text.precomposedStringWithCanonicalMapping
         var out = String.UnicodeScalarView()
-        for scalar in composed.unicodeScalars {
+        for scalar in nfc(text).unicodeScalars {
             // Rust's `char::to_lowercase`: the full, context-free mapping (İ -> i + U+0307; Σ -> σ always).
             let props = scalar.properties
-            if props.changesWhenLowercased {
+            if props.changesWhenLowercased && !isNewer(scalar, than: lowercaseVersion) {
                 out.append(contentsOf: props.lowercaseMapping.unicodeScalars)
             } else {
                 out.append(scalar)
@@ -27,12 +39,37 @@ enum TextNormalization {
         return String(out)
     }
 
+    /// NFC as of Unicode 9.0. A character newer than that is, to the old tables, a starter with no
+    /// decomposition that composes with nothing, so it splits the text into independently normalized
+    /// runs; within a run of older characters, today's NFC equals 9.0's (normalization stability).
+    static func nfc(_ text: String) -> String {
+        if text.utf8.allSatisfy({ $0 < 0x80 }) { return text }  // ASCII is always NFC
+        let scalars = text.unicodeScalars
+        guard scalars.contains(where: { isNewer($0, than: nfcVersion) }) else {
+            return text.precomposedStringWithCanonicalMapping
+        }
+        var out = ""
+        var run = String.UnicodeScalarView()
+        for scalar in scalars {
+            if isNewer(scalar, than: nfcVersion) {
+                out += String(run).precomposedStringWithCanonicalMapping
+                run.removeAll()
+                out.unicodeScalars.append(scalar)
+            } else {
+                run.append(scalar)
+            }
+        }
+        out += String(run).precomposedStringWithCanonicalMapping
+        return out
+    }
+
     enum CharClass { case letter, number, space, other }
 
     @inline(__always)
     static func classify(_ s: Unicode.Scalar) -> CharClass {
         // Oniguruma's \s is U+0009-000D, U+0085 and the Z* categories: exactly Unicode White_Space.
         if s.properties.isWhitespace { return .space }
+        if isNewer(s, than: regexVersion) { return .other }
         switch s.properties.generalCategory {
         case .uppercaseLetter, .lowercaseLetter, .titlecaseLetter, .modifierLetter, .otherLetter:
             return .letter

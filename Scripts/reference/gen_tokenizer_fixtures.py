@@ -8,6 +8,8 @@ transformers' `CLIPTokenizer` produces for a list of awkward prompts in three co
   sd1       vocab.json + merges.txt, SD 1.5 tokenizer_config.json/special_tokens_map.json (pad <|endoftext|>)
   sd2       vocab.json + merges.txt, SD 2.1 configs (pad "!")
   sd2-json  tokenizer.json as transformers 5 saves it (merges as ["a","b"] pairs), SD 2.1 flavour
+  sd1-added vocab.json + merges.txt with a transformers 4.3x-style tokenizer_config.json alone, whose
+            added_tokens_decoder marks <|endoftext|> normalized (so "<|ENDOFTEXT|>" matches it)
 
 The vocab/merges files are stored once (clip-bpe/); the Swift tests combine them with each config.
 
@@ -118,6 +120,27 @@ def assemble(vocab_dir, config_dir, dst):
     return dst
 
 
+# tokenizer_config.json as transformers 4.3x writes it: special tokens as strings, flags in added_tokens_decoder.
+ADDED_TOKENS_CONFIG = {
+    "add_prefix_space": False,
+    "added_tokens_decoder": {
+        "49406": {"content": "<|startoftext|>", "lstrip": False, "normalized": True, "rstrip": False,
+                  "single_word": False, "special": True},
+        "49407": {"content": "<|endoftext|>", "lstrip": False, "normalized": True, "rstrip": False,
+                  "single_word": False, "special": True},
+    },
+    "bos_token": "<|startoftext|>",
+    "clean_up_tokenization_spaces": True,
+    "do_lower_case": True,
+    "eos_token": "<|endoftext|>",
+    "errors": "replace",
+    "model_max_length": 77,
+    "pad_token": "<|endoftext|>",
+    "tokenizer_class": "CLIPTokenizer",
+    "unk_token": "<|endoftext|>",
+}
+
+
 def encode_all(tok):
     n = tok.model_max_length
     rows = []
@@ -188,19 +211,34 @@ def main():
         for f in ("tokenizer_config.json", "special_tokens_map.json"):
             shutil.copy(os.path.join(src, f), d)
 
+    added_dir = os.path.join(OUT, "sd1-added")
+    os.makedirs(added_dir, exist_ok=True)
+    with open(os.path.join(added_dir, "tokenizer_config.json"), "w", encoding="utf-8") as f:
+        json.dump(ADDED_TOKENS_CONFIG, f, indent=2)
+        f.write("\n")
+    added_tmp = os.path.join(tmp, "sd1-added")
+    os.makedirs(added_tmp)
+    for name in ("vocab.json", "merges.txt"):
+        shutil.copy(os.path.join(bpe_dir, name), added_tmp)
+    shutil.copy(os.path.join(added_dir, "tokenizer_config.json"), added_tmp)
+    sd1added = CLIPTokenizer.from_pretrained(added_tmp)
+
     expected = {
         "generator": "Scripts/reference/gen_tokenizer_fixtures.py",
         "transformers": transformers.__version__,
         "tokenizers": tokenizers.__version__,
         "prompts": PROMPTS,
-        "configs": {"sd1": encode_all(sd1), "sd2": encode_all(sd2), "sd2-json": encode_all(sd2json)},
+        "configs": {
+            "sd1": encode_all(sd1), "sd2": encode_all(sd2), "sd2-json": encode_all(sd2json),
+            "sd1-added": encode_all(sd1added),
+        },
     }
     assert encode_all(sd2str) == expected["configs"]["sd2-json"]
     assert expected["configs"]["sd2-json"] == expected["configs"]["sd2"]
     with open(os.path.join(OUT, "expected.json"), "w", encoding="utf-8") as f:
         f.write(compact_json(expected))
     shutil.rmtree(tmp)
-    print(f"wrote {OUT}: {len(PROMPTS)} prompts x 3 configurations")
+    print(f"wrote {OUT}: {len(PROMPTS)} prompts x {len(expected['configs'])} configurations")
 
 
 if __name__ == "__main__":

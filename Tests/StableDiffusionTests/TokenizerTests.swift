@@ -31,11 +31,12 @@ final class TokenizerTests: XCTestCase {
     /// The shared clip-bpe/ vocabulary with one flavour's config files.
     static func files(flavour: String) throws -> TokenizerFiles {
         let root = try fixtures()
+        let map = root.appendingPathComponent("\(flavour)/special_tokens_map.json")
         return TokenizerFiles(
             vocab: root.appendingPathComponent("clip-bpe/vocab.json"),
             merges: root.appendingPathComponent("clip-bpe/merges.txt"),
             tokenizerConfig: root.appendingPathComponent("\(flavour)/tokenizer_config.json"),
-            specialTokensMap: root.appendingPathComponent("\(flavour)/special_tokens_map.json"))
+            specialTokensMap: FileManager.default.fileExists(atPath: map.path) ? map : nil)
     }
 
     /// A scratch folder, removed when the test ends.
@@ -54,7 +55,7 @@ final class TokenizerTests: XCTestCase {
         for (sub, name) in [
             ("clip-bpe", "vocab.json"), ("clip-bpe", "merges.txt"),
             (flavour, "tokenizer_config.json"), (flavour, "special_tokens_map.json"),
-        ] {
+        ] where FileManager.default.fileExists(atPath: root.appendingPathComponent("\(sub)/\(name)").path) {
             try FileManager.default.copyItem(
                 at: root.appendingPathComponent("\(sub)/\(name)"), to: dir.appendingPathComponent(name))
         }
@@ -103,6 +104,13 @@ final class TokenizerTests: XCTestCase {
         try assertMatchesTransformers(tokenizer, config: "sd2")
     }
 
+    /// A transformers 4.3x-style tokenizer_config.json alone: its added_tokens_decoder flags win.
+    func testAddedTokensDecoderConfigMatchesTransformers() throws {
+        let tokenizer = try CLIPTokenizer(files: Self.files(flavour: "sd1-added"))
+        XCTAssertEqual(tokenizer.padTokenID, 49407)
+        try assertMatchesTransformers(tokenizer, config: "sd1-added")
+    }
+
     func testTokenizerJSONWithPairMergesMatchesTransformers() throws {
         let tokenizer = try CLIPTokenizer(directory: Self.fixtures().appendingPathComponent("sd2-json"))
         XCTAssertEqual(tokenizer.vocabularySize, 49408)
@@ -130,7 +138,7 @@ final class TokenizerTests: XCTestCase {
 
     func testDirectoryLayoutLoadsLikeExplicitFiles() throws {
         let expected = try Self.expected()
-        for flavour in ["sd1", "sd2"] {
+        for flavour in ["sd1", "sd2", "sd1-added"] {
             let fromDir = try CLIPTokenizer(directory: assembledFolder(flavour: flavour))
             let fromFiles = try CLIPTokenizer(files: Self.files(flavour: flavour))
             for prompt in expected.prompts {

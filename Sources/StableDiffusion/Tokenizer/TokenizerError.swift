@@ -3,7 +3,8 @@ import Foundation
 /// Errors raised while loading tokenizer files. Each names the file it concerns, so a user can fix
 /// the model folder without reading code.
 public enum TokenizerError: Error, Equatable, CustomStringConvertible, Sendable {
-    /// No usable tokenizer files in a directory (neither `tokenizer.json` nor `vocab.json` + `merges.txt`).
+    /// No usable tokenizer files in a directory (neither `tokenizer.json` nor `vocab.json` + `merges.txt`),
+    /// or no such directory.
     case noTokenizerFiles(directory: String)
     /// A file the tokenizer needs is absent.
     case missingFile(path: String)

@@ -26,7 +26,7 @@ public struct TokenizerFiles: Sendable, Equatable {
         let fm = FileManager.default
         var isDir: ObjCBool = false
         guard fm.fileExists(atPath: directory.path, isDirectory: &isDir), isDir.boolValue else {
-            throw TokenizerError.missingFile(path: directory.path)
+            throw TokenizerError.noTokenizerFiles(directory: directory.path)
         }
         func existing(_ name: String) -> URL? {
             let url = directory.appendingPathComponent(name)

@@ -4,7 +4,12 @@ import Foundation
 enum Sigmas {
     /// `((1 - alphas_cumprod) / alphas_cumprod) ** 0.5` in float32, ascending in t.
     static func trainSigmas(_ s: NoiseSchedule) -> [Float] {
-        s.alphasCumprod.map { ((1 - $0) / $0).squareRoot() }
+        s.alphasCumprod.map { a in
+            // Zero-terminal-SNR schedules set the last alpha to 2^-24: sqrt(16777215) lies within 1e-15 of a
+            // rounding midpoint, and torch's x86 sqrt returns 4096 where a correctly rounded one gives 4095.9998.
+            if a == 0x1p-24 { return 4096 }
+            return ((1 - a) / a).squareRoot()
+        }
     }
 
     /// Float timesteps of Euler-style `set_timesteps`, descending (float32 values).
@@ -38,8 +43,9 @@ enum Sigmas {
         var low = 0
         for (i, ls) in logSigmas.enumerated() where logSigma - Double(ls) >= 0 { low = i }
         low = min(low, logSigmas.count - 2)
-        let lo = Double(logSigmas[low]), hi = Double(logSigmas[low + 1])
-        var w = (lo - logSigma) / (lo - hi)
+        // numpy: the numerator is float64 (float32 - float64), the denominator float32 - float32.
+        let lo = logSigmas[low], hi = logSigmas[low + 1]
+        var w = (Double(lo) - logSigma) / Double(lo - hi)
         w = min(max(w, 0), 1)
         return (1 - w) * Double(low) + w * Double(low + 1)
     }

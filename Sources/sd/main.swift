@@ -10,7 +10,7 @@ struct SD: ParsableCommand {
 
 /// Each subcommand lives in its own file; this list is the one place that names them.
 enum SubcommandRegistry {
-    static let all: [any ParsableCommand.Type] = []
+    static let all: [any ParsableCommand.Type] = [BenchCommand.self]
 }
 
 SD.main()

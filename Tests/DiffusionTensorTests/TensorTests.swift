@@ -1,5 +1,5 @@
 import XCTest
-@testable import DiffusionTensor
+import DiffusionTensor
 
 final class TensorTests: XCTestCase {
     func testShapeScalarMismatchThrows() {

@@ -1,5 +1,5 @@
 import XCTest
-@testable import StableDiffusion
+import StableDiffusion
 
 final class SmokeTests: XCTestCase {
     func testLibraryLinksTensorLayer() {

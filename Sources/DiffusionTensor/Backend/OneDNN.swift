@@ -1,0 +1,65 @@
+#if canImport(CDNNL)
+import CDNNL
+
+/// Process-wide oneDNN engine and stream. oneDNN primitives are thread-safe to execute; the stream
+/// is used in-order from whichever thread runs a model.
+final class OneDNN: @unchecked Sendable {
+    static let shared = OneDNN()
+
+    let engine: dnnl_engine_t
+    let stream: dnnl_stream_t
+
+    private init() {
+        var e: dnnl_engine_t?
+        var s: dnnl_stream_t?
+        // Without a CPU engine nothing can run; this only fails if the library itself is broken.
+        precondition(dnnl_engine_create(&e, dnnl_cpu, 0) == dnnl_success && e != nil, "oneDNN: cannot create CPU engine")
+        precondition(dnnl_stream_create(&s, e, dnnl_stream_default_flags.rawValue) == dnnl_success && s != nil, "oneDNN: cannot create stream")
+        engine = e!
+        stream = s!
+    }
+
+    static func check(_ status: dnnl_status_t, _ what: @autoclosure () -> String) throws {
+        guard status == dnnl_success else {
+            throw TensorError.backend("oneDNN \(what()) failed (status \(status.rawValue))")
+        }
+    }
+
+    static func dims(_ values: [Int]) -> dnnl_dims_t {
+        var d: dnnl_dims_t = (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+        withUnsafeMutableBytes(of: &d) { raw in
+            let p = raw.bindMemory(to: Int64.self)
+            for (i, v) in values.enumerated() { p[i] = Int64(v) }
+        }
+        return d
+    }
+
+    static func memoryDesc(_ dimensions: [Int], tag: dnnl_format_tag_t) throws -> dnnl_memory_desc_t {
+        var md = dnnl_memory_desc_t()
+        var d = dims(dimensions)
+        try check(withUnsafePointer(to: &d) { p in
+            p.withMemoryRebound(to: Int64.self, capacity: 12) {
+                dnnl_memory_desc_init_by_tag(&md, Int32(dimensions.count), $0, dnnl_f32, tag)
+            }
+        }, "memory descriptor \(dimensions)")
+        return md
+    }
+
+    /// A memory object over caller-owned data (no copy).
+    static func memory(_ md: inout dnnl_memory_desc_t, _ data: UnsafeMutableRawPointer?) throws -> dnnl_memory_t {
+        var m: dnnl_memory_t?
+        try check(dnnl_memory_create(&m, &md, shared.engine, data), "memory creation")
+        guard let mem = m else { throw TensorError.backend("oneDNN returned no memory object") }
+        return mem
+    }
+
+    /// Executes a primitive and waits for it.
+    static func execute(_ primitive: dnnl_primitive_t, _ args: [(Int32, dnnl_memory_t)]) throws {
+        let execArgs = args.map { dnnl_exec_arg_t(arg: $0.0, memory: $0.1) }
+        try check(execArgs.withUnsafeBufferPointer {
+            dnnl_primitive_execute(primitive, shared.stream, Int32($0.count), $0.baseAddress)
+        }, "primitive execution")
+        try check(dnnl_stream_wait(shared.stream), "stream wait")
+    }
+}
+#endif

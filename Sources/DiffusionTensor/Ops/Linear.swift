@@ -1,0 +1,97 @@
+/// A fully connected layer `y = activation(x W^T + b)` over the last dimension.
+///
+/// The weight is kept as torch stores it (`[out, in]`); the GEMM reads it transposed, so no copy is made.
+public final class Linear: @unchecked Sendable {
+    public let inFeatures: Int
+    public let outFeatures: Int
+    private let weight: TensorStorage
+    private let bias: TensorStorage?
+
+    public init(weight: Tensor, bias: Tensor?) throws {
+        guard weight.rank == 2 else { throw TensorError.shapeMismatch("linear weight must be [out, in], got \(weight.shape)") }
+        outFeatures = weight.shape[0]
+        inFeatures = weight.shape[1]
+        self.weight = TensorStorage(count: weight.count)
+        self.weight.pointer.update(from: weight.unsafePointer, count: weight.count)
+        if let bias {
+            guard bias.shape == [outFeatures] else {
+                throw TensorError.shapeMismatch("linear bias must be [\(outFeatures)], got \(bias.shape)")
+            }
+            let b = TensorStorage(count: outFeatures)
+            b.pointer.update(from: bias.unsafePointer, count: outFeatures)
+            self.bias = b
+        } else {
+            self.bias = nil
+        }
+    }
+
+    /// Applies the layer to `[..., in]`, returning `[..., out]`. A residual of the output's shape is added
+    /// before the activation (it seeds the GEMM's accumulator, so the addition is free).
+    public func callAsFunction(_ x: Tensor, residual: Tensor? = nil, activation: Activation = .identity) throws -> Tensor {
+        guard x.rank >= 1, x.shape[x.rank - 1] == inFeatures else {
+            throw TensorError.shapeMismatch("linear expects last dimension \(inFeatures), got \(x.shape)")
+        }
+        let rows = x.count / max(inFeatures, 1)
+        var outShape = x.shape
+        outShape[outShape.count - 1] = outFeatures
+        if let residual, residual.shape != outShape {
+            throw TensorError.shapeMismatch("linear residual must be \(outShape), got \(residual.shape)")
+        }
+        var out = residual ?? Tensor(uninitializedShape: outShape)
+        let o = outFeatures
+        out.withUnsafeMutableBufferPointer { ob in
+            let y = ob.baseAddress!
+            var beta: Float = residual == nil ? 0 : 1
+            if let bias {
+                // Seed every row with the bias (added to the residual when present).
+                let b = bias.pointer
+                let hasResidual = residual != nil
+                Parallel.forRanges(rows, minChunk: 64) { r in
+                    for i in r {
+                        let row = y + i * o
+                        if hasResidual { for j in 0..<o { row[j] += b[j] } } else { row.update(from: b, count: o) }
+                    }
+                }
+                beta = 1
+            }
+            Gemm.sgemm(transposeA: false, transposeB: true, m: rows, n: o, k: inFeatures,
+                       a: x.unsafePointer, lda: inFeatures, b: weight.pointer, ldb: inFeatures,
+                       beta: beta, c: y, ldc: o)
+            activation.apply(inPlace: y, count: rows * o)
+        }
+        return out
+    }
+}
+
+extension Tensor {
+    /// Batched matrix product over the last two dimensions: `[..., m, k] x [..., k, n] -> [..., m, n]`,
+    /// with optional transposes of either operand's last two dimensions. Batch dimensions must match
+    /// exactly, or `other` may be a single 2-D matrix shared by every batch.
+    public func matmul(_ other: Tensor, transposeSelf: Bool = false, transposeOther: Bool = false) throws -> Tensor {
+        guard rank >= 2, other.rank >= 2 else {
+            throw TensorError.shapeMismatch("matmul needs rank >= 2 operands, got \(shape) and \(other.shape)")
+        }
+        let (ar, ac) = (shape[rank - 2], shape[rank - 1])
+        let (br, bc) = (other.shape[other.rank - 2], other.shape[other.rank - 1])
+        let (m, k) = transposeSelf ? (ac, ar) : (ar, ac)
+        let (k2, n) = transposeOther ? (bc, br) : (br, bc)
+        guard k == k2 else { throw TensorError.shapeMismatch("matmul inner dimensions differ: \(shape) x \(other.shape)") }
+        let batchShape = Array(shape.dropLast(2))
+        let otherBatch = Array(other.shape.dropLast(2))
+        guard otherBatch == batchShape || otherBatch.isEmpty else {
+            throw TensorError.shapeMismatch("matmul batch dimensions differ: \(shape) x \(other.shape)")
+        }
+        let batches = batchShape.reduce(1, *)
+        var out = Tensor(uninitializedShape: batchShape + [m, n])
+        let a = unsafePointer, b = other.unsafePointer
+        let bStride = otherBatch.isEmpty ? 0 : br * bc
+        out.withUnsafeMutableBufferPointer { ob in
+            for i in 0..<batches {
+                Gemm.sgemm(transposeA: transposeSelf, transposeB: transposeOther, m: m, n: n, k: k,
+                           a: a + i * ar * ac, lda: ac, b: b + i * bStride, ldb: bc,
+                           c: ob.baseAddress! + i * m * n, ldc: n)
+            }
+        }
+        return out
+    }
+}

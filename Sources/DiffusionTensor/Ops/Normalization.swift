@@ -1,0 +1,125 @@
+extension Tensor {
+    /// Group normalisation of an NHWC tensor (`[N, H, W, C]`, or `[N, L, C]`), torch semantics:
+    /// statistics per sample and per group of `C / groups` consecutive channels, biased variance,
+    /// then a per-channel affine transform. `activation` is fused into the write-out (GroupNorm + SiLU
+    /// is the resnet block's pattern).
+    public func groupNorm(groups: Int, gamma: Tensor?, beta: Tensor?, eps: Float, activation: Activation = .identity) throws -> Tensor {
+        guard rank >= 2 else { throw TensorError.shapeMismatch("groupNorm needs [N, ..., C], got \(shape)") }
+        let c = shape[rank - 1]
+        guard groups > 0, c % groups == 0 else {
+            throw TensorError.invalidArgument("groupNorm: \(c) channels are not divisible into \(groups) groups")
+        }
+        if let gamma, gamma.shape != [c] { throw TensorError.shapeMismatch("groupNorm gamma must be [\(c)], got \(gamma.shape)") }
+        if let beta, beta.shape != [c] { throw TensorError.shapeMismatch("groupNorm beta must be [\(c)], got \(beta.shape)") }
+        let n = shape[0]
+        let pixels = count / max(n * c, 1)
+        let cpg = c / groups
+        var out = Tensor(uninitializedShape: shape)
+        let x = unsafePointer
+        let g = gamma?.unsafePointer, bt = beta?.unsafePointer
+        // Per-sample statistics: per-channel sums in Double over pixel chunks (parallel), combined per group.
+        let chunks = max(1, min(Parallel.workerCount * 4, pixels / 64))
+        let chunkSize = (pixels + chunks - 1) / chunks
+        out.withUnsafeMutableBufferPointer { ob in
+            let y = ob.baseAddress!
+            var sums = [Double](repeating: 0, count: chunks * c)
+            var scale = [Float](repeating: 0, count: c)
+            var shift = [Float](repeating: 0, count: c)
+            for s in 0..<n {
+                let xs = x + s * pixels * c
+                // Pass 1: mean.
+                sums.withUnsafeMutableBufferPointer { sp in
+                    let sp = sp.baseAddress!
+                    Parallel.forEach(chunks) { ch in
+                        let acc = sp + ch * c
+                        for j in 0..<c { acc[j] = 0 }
+                        let lo = ch * chunkSize, hi = min(pixels, lo + chunkSize)
+                        if lo >= hi { return }
+                        for p in lo..<hi {
+                            let row = xs + p * c
+                            for j in 0..<c { acc[j] += Double(row[j]) }
+                        }
+                    }
+                }
+                var mean = [Double](repeating: 0, count: groups)
+                for gi in 0..<groups {
+                    var t = 0.0
+                    for ch in 0..<chunks { for j in gi * cpg..<(gi + 1) * cpg { t += sums[ch * c + j] } }
+                    mean[gi] = t / Double(pixels * cpg)
+                }
+                // Pass 2: variance around the mean (two-pass for accuracy).
+                let meanPerChannel = (0..<c).map { mean[$0 / cpg] }
+                sums.withUnsafeMutableBufferPointer { sp in
+                    let sp = sp.baseAddress!
+                    meanPerChannel.withUnsafeBufferPointer { mp in
+                        let mp = mp.baseAddress!
+                        Parallel.forEach(chunks) { ch in
+                            let acc = sp + ch * c
+                            for j in 0..<c { acc[j] = 0 }
+                            let lo = ch * chunkSize, hi = min(pixels, lo + chunkSize)
+                            if lo >= hi { return }
+                            for p in lo..<hi {
+                                let row = xs + p * c
+                                for j in 0..<c { let d = Double(row[j]) - mp[j]; acc[j] += d * d }
+                            }
+                        }
+                    }
+                }
+                for gi in 0..<groups {
+                    var t = 0.0
+                    for ch in 0..<chunks { for j in gi * cpg..<(gi + 1) * cpg { t += sums[ch * c + j] } }
+                    let rstd = 1 / (t / Double(pixels * cpg) + Double(eps)).squareRoot()
+                    for j in gi * cpg..<(gi + 1) * cpg {
+                        let gj = Double(g?[j] ?? 1)
+                        scale[j] = Float(rstd * gj)
+                        shift[j] = Float(Double(bt?[j] ?? 0) - mean[gi] * rstd * gj)
+                    }
+                }
+                let ys = y + s * pixels * c
+                scale.withUnsafeBufferPointer { scp in shift.withUnsafeBufferPointer { shp in
+                    let a = scp.baseAddress!, b = shp.baseAddress!
+                    Parallel.forRanges(pixels, minChunk: 64) { r in
+                        for p in r {
+                            let xi = xs + p * c, yo = ys + p * c
+                            if activation == .identity {
+                                for j in 0..<c { yo[j] = xi[j] * a[j] + b[j] }
+                            } else {
+                                for j in 0..<c { yo[j] = activation.apply(xi[j] * a[j] + b[j]) }
+                            }
+                        }
+                    }
+                } }
+            }
+        }
+        return out
+    }
+
+    /// Layer normalisation over the last dimension (torch `layer_norm` with `normalized_shape = [C]`).
+    public func layerNorm(gamma: Tensor?, beta: Tensor?, eps: Float) throws -> Tensor {
+        guard rank >= 1 else { throw TensorError.shapeMismatch("layerNorm needs rank >= 1, got \(shape)") }
+        let c = shape[rank - 1]
+        if let gamma, gamma.shape != [c] { throw TensorError.shapeMismatch("layerNorm gamma must be [\(c)], got \(gamma.shape)") }
+        if let beta, beta.shape != [c] { throw TensorError.shapeMismatch("layerNorm beta must be [\(c)], got \(beta.shape)") }
+        let rows = count / max(c, 1)
+        var out = Tensor(uninitializedShape: shape)
+        let x = unsafePointer
+        let g = gamma?.unsafePointer, b = beta?.unsafePointer
+        out.withUnsafeMutableBufferPointer { ob in
+            let y = ob.baseAddress!
+            Parallel.forRanges(rows, minChunk: 16) { r in
+                for i in r {
+                    let xi = x + i * c, yo = y + i * c
+                    var sum = 0.0
+                    for j in 0..<c { sum += Double(xi[j]) }
+                    let mean = sum / Double(c)
+                    var sq = 0.0
+                    for j in 0..<c { let d = Double(xi[j]) - mean; sq += d * d }
+                    let rstd = Float(1 / (sq / Double(c) + Double(eps)).squareRoot())
+                    let m = Float(mean)
+                    for j in 0..<c { yo[j] = (xi[j] - m) * rstd * (g?[j] ?? 1) + (b?[j] ?? 0) }
+                }
+            }
+        }
+        return out
+    }
+}

@@ -1,0 +1,74 @@
+/// Anything that serves named tensors: a safetensors file, a torch checkpoint, an in-memory dictionary.
+/// Models load through this, so they do not care where weights come from.
+public protocol TensorSource: Sendable {
+    /// All tensor names, sorted.
+    var tensorNames: [String] { get }
+    /// Shape of a tensor without loading it; nil when absent.
+    func shape(of name: String) -> [Int]?
+    /// The tensor converted to fp32. Throws when absent or unreadable.
+    func tensor(_ name: String) throws -> Tensor
+    /// Where the tensors come from, for error messages (a path).
+    var sourceDescription: String { get }
+}
+
+/// In-memory tensors by name (tests, converted checkpoints).
+public struct TensorDictionary: TensorSource {
+    public var tensors: [String: Tensor]
+    public var sourceDescription: String
+
+    public init(_ tensors: [String: Tensor], description: String = "in-memory tensors") {
+        self.tensors = tensors
+        self.sourceDescription = description
+    }
+
+    public var tensorNames: [String] { tensors.keys.sorted() }
+    public func shape(of name: String) -> [Int]? { tensors[name]?.shape }
+    public func tensor(_ name: String) throws -> Tensor {
+        guard let t = tensors[name] else { throw TensorError.badFile(file: sourceDescription, detail: "tensor \(name) missing") }
+        return t
+    }
+}
+
+/// Hands out a model's weights by name, checking shapes, and remembers which names were used so the
+/// loader can report missing and unexpected keys (like torch's `load_state_dict(strict=True)`).
+public final class WeightReader: @unchecked Sendable {
+    public let source: any TensorSource
+    private var used = Set<String>()
+    public private(set) var missing: [String] = []
+
+    public init(_ source: any TensorSource) { self.source = source }
+
+    /// The tensor `name`, which must have `shape` when given.
+    public func tensor(_ name: String, shape expected: [Int]? = nil) throws -> Tensor {
+        guard let shape = source.shape(of: name) else {
+            missing.append(name)
+            throw TensorError.badFile(file: source.sourceDescription, detail: "missing tensor \(name)")
+        }
+        if let expected, shape != expected {
+            throw TensorError.badFile(file: source.sourceDescription, detail: "tensor \(name) has shape \(shape), expected \(expected)")
+        }
+        used.insert(name)
+        return try source.tensor(name)
+    }
+
+    /// The tensor `name` if present (optional parameters such as a bias), else nil.
+    public func optionalTensor(_ name: String, shape expected: [Int]? = nil) throws -> Tensor? {
+        guard source.shape(of: name) != nil else { return nil }
+        return try tensor(name, shape: expected)
+    }
+
+    /// Whether `name` exists (used to pick between alternative naming conventions).
+    public func contains(_ name: String) -> Bool { source.shape(of: name) != nil }
+
+    /// Names in the source that no `tensor` call consumed.
+    public var unexpected: [String] { source.tensorNames.filter { !used.contains($0) } }
+
+    /// Throws when some tensors in the source were never used (strict loading).
+    public func requireAllUsed(ignoring ignoredPrefixes: [String] = []) throws {
+        let extra = unexpected.filter { name in !ignoredPrefixes.contains { name.hasPrefix($0) } }
+        guard extra.isEmpty else {
+            let list = extra.prefix(10).joined(separator: ", ")
+            throw TensorError.badFile(file: source.sourceDescription, detail: "\(extra.count) unexpected tensor(s): \(list)\(extra.count > 10 ? ", ..." : "")")
+        }
+    }
+}

@@ -1,0 +1,52 @@
+import DiffusionTensor
+
+/// Group normalisation parameters (`torch.nn.GroupNorm`).
+struct GroupNorm {
+    let gamma: Tensor, beta: Tensor, groups: Int, eps: Float
+    func callAsFunction(_ x: Tensor, activation: Activation = .identity) throws -> Tensor {
+        try x.groupNorm(groups: groups, gamma: gamma, beta: beta, eps: eps, activation: activation)
+    }
+}
+
+/// Layer normalisation parameters (`torch.nn.LayerNorm` over the last dimension).
+struct LayerNorm {
+    let gamma: Tensor, beta: Tensor, eps: Float
+    func callAsFunction(_ x: Tensor) throws -> Tensor { try x.layerNorm(gamma: gamma, beta: beta, eps: eps) }
+}
+
+/// Builders for layers from diffusers/transformers weight names (`prefix.weight`, `prefix.bias`).
+extension WeightReader {
+    func conv2d(_ prefix: String, in i: Int, out o: Int, kernel k: Int, stride: Int = 1,
+                padding: ConvPadding? = nil, bias: Bool = true) throws -> Conv2D {
+        let w = try tensor("\(prefix).weight", shape: [o, i, k, k])
+        let b = bias ? try tensor("\(prefix).bias", shape: [o]) : nil
+        return try Conv2D(weight: w, bias: b, stride: stride, padding: padding ?? .uniform((k - 1) / 2))
+    }
+
+    /// A linear layer; also accepts a 1x1 convolution's `[out, in, 1, 1]` weight (the same map on NHWC data).
+    func linear(_ prefix: String, in i: Int, out o: Int, bias: Bool = true) throws -> Linear {
+        let name = "\(prefix).weight"
+        var w: Tensor
+        if shape(of: name) == [o, i, 1, 1] {
+            w = try tensor(name, shape: [o, i, 1, 1]).reshaped([o, i])
+        } else {
+            w = try tensor(name, shape: [o, i])
+        }
+        let b = bias ? try tensor("\(prefix).bias", shape: [o]) : nil
+        return try Linear(weight: w, bias: b)
+    }
+
+    func groupNorm(_ prefix: String, channels c: Int, groups: Int, eps: Float) throws -> GroupNorm {
+        guard groups > 0, c % groups == 0 else {
+            throw TensorError.invalidArgument("\(prefix): \(c) channels are not divisible into \(groups) groups")
+        }
+        return GroupNorm(gamma: try tensor("\(prefix).weight", shape: [c]), beta: try tensor("\(prefix).bias", shape: [c]),
+                         groups: groups, eps: eps)
+    }
+
+    func layerNorm(_ prefix: String, channels c: Int, eps: Float) throws -> LayerNorm {
+        LayerNorm(gamma: try tensor("\(prefix).weight", shape: [c]), beta: try tensor("\(prefix).bias", shape: [c]), eps: eps)
+    }
+
+    func shape(of name: String) -> [Int]? { source.shape(of: name) }
+}

@@ -55,7 +55,7 @@ final class SchedulerTests: XCTestCase {
         func slice(_ offset: Int) -> ArraySlice<Float> { floats[offset..<offset + n] }
         func tensor(_ offset: Int) throws -> Tensor { try Tensor(shape: shape, scalars: Array(slice(offset))) }
         var checked = 0
-        for c in fixture.cases where Self.implemented.contains(c.config["_class_name"].map { if case .string(let s) = $0 { s } else { "" } } ?? "") {
+        for c in fixture.cases where Self.implemented.contains(c.config["_class_name"]?.stringValue ?? "") {
             let config = SchedulerConfig(values: c.config, source: "\(c.name).json")
             var s = try Schedulers.make(config: config)
             try s.setTimesteps(c.steps)
@@ -73,9 +73,9 @@ final class SchedulerTests: XCTestCase {
 
             var gen: RandomGenerators?
             switch c.generator {
-            case .number(let seed)?: gen = RandomGenerators(seed: UInt64(seed))
+            case .int(let seed)?: gen = RandomGenerators(seed: UInt64(seed))
             case .array(let seeds)?:
-                gen = try RandomGenerators(perImage: seeds.map { if case .number(let v) = $0 { TorchGenerator(seed: UInt64(v)) } else { TorchGenerator(seed: 0) } })
+                gen = try RandomGenerators(perImage: seeds.map { if case .int(let v) = $0 { TorchGenerator(seed: UInt64(v)) } else { TorchGenerator(seed: 0) } })
             default: gen = nil
             }
             let sigma = s.initNoiseSigma

@@ -104,7 +104,7 @@ public enum Schedulers {
         switch cliName {
         case "dpm++2m", "dpm++2m-karras":
             config.values["algorithm_type"] = .string("dpmsolver++")
-            config.values["solver_order"] = .number(2)
+            config.values["solver_order"] = .int(2)
             config.values["use_karras_sigmas"] = .bool(cliName == "dpm++2m-karras")
             return try make(.dpmSolverMultistep, config: config)
         default:

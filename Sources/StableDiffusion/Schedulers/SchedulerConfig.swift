@@ -23,37 +23,6 @@ public enum SchedulerError: Error, CustomStringConvertible, Equatable, Sendable 
     }
 }
 
-/// A JSON value of `scheduler_config.json`.
-public enum JSONValue: Sendable, Equatable, Decodable {
-    case null
-    case bool(Bool)
-    case number(Double)
-    case string(String)
-    case array([JSONValue])
-    case object([String: JSONValue])
-
-    public init(from decoder: Decoder) throws {
-        let c = try decoder.singleValueContainer()
-        if c.decodeNil() { self = .null }
-        else if let b = try? c.decode(Bool.self) { self = .bool(b) }
-        else if let d = try? c.decode(Double.self) { self = .number(d) }
-        else if let s = try? c.decode(String.self) { self = .string(s) }
-        else if let a = try? c.decode([JSONValue].self) { self = .array(a) }
-        else { self = .object(try c.decode([String: JSONValue].self)) }
-    }
-
-    var text: String {
-        switch self {
-        case .null: return "null"
-        case .bool(let b): return String(b)
-        case .number(let d): return d == d.rounded() && abs(d) < 1e15 ? String(Int(d)) : String(d)
-        case .string(let s): return "\"\(s)\""
-        case .array(let a): return "[\(a.count) values]"
-        case .object: return "{...}"
-        }
-    }
-}
-
 /// The contents of a `scheduler_config.json`, kept whole as diffusers' `from_config` does: each scheduler
 /// reads the keys it knows (with its own defaults) and ignores the others, so a config can be handed
 /// from one scheduler class to another.
@@ -99,7 +68,7 @@ public struct SchedulerConfig: Sendable, Equatable {
 
     func double(_ key: String, _ fallback: Double) throws -> Double {
         guard let v = raw(key) else { return fallback }
-        guard case .number(let d) = v else { throw SchedulerError.invalidValue(file: source, key: key, detail: "expected a number, got \(v.text)") }
+        guard let d = v.doubleValue else { throw SchedulerError.invalidValue(file: source, key: key, detail: "expected a number, got \(v.description)") }
         return d
     }
 
@@ -110,23 +79,23 @@ public struct SchedulerConfig: Sendable, Equatable {
 
     func int(_ key: String, _ fallback: Int) throws -> Int {
         guard let v = raw(key) else { return fallback }
-        guard case .number(let d) = v, d == d.rounded(), abs(d) < 1e12 else {
-            throw SchedulerError.invalidValue(file: source, key: key, detail: "expected an integer, got \(v.text)")
+        guard let i = v.intValue else {
+            throw SchedulerError.invalidValue(file: source, key: key, detail: "expected an integer, got \(v.description)")
         }
-        return Int(d)
+        return i
     }
 
     func bool(_ key: String, _ fallback: Bool) throws -> Bool {
         guard let v = raw(key) else { return fallback }
-        guard case .bool(let b) = v else { throw SchedulerError.invalidValue(file: source, key: key, detail: "expected true or false, got \(v.text)") }
+        guard case .bool(let b) = v else { throw SchedulerError.invalidValue(file: source, key: key, detail: "expected true or false, got \(v.description)") }
         return b
     }
 
     /// A string restricted to `allowed`; other values are an error naming the key.
     func choice(_ key: String, _ fallback: String, _ allowed: [String]) throws -> String {
         guard let v = raw(key) else { return fallback }
-        guard case .string(let s) = v else { throw SchedulerError.invalidValue(file: source, key: key, detail: "expected a string, got \(v.text)") }
-        guard allowed.contains(s) else { throw SchedulerError.unsupported(file: source, key: key, value: v.text) }
+        guard case .string(let s) = v else { throw SchedulerError.invalidValue(file: source, key: key, detail: "expected a string, got \(v.description)") }
+        guard allowed.contains(s) else { throw SchedulerError.unsupported(file: source, key: key, value: v.description) }
         return s
     }
 
@@ -134,7 +103,7 @@ public struct SchedulerConfig: Sendable, Equatable {
         guard let v = raw(key) else { return nil }
         guard case .array(let a) = v else { throw SchedulerError.invalidValue(file: source, key: key, detail: "expected a list of numbers") }
         return try a.map {
-            guard case .number(let d) = $0 else { throw SchedulerError.invalidValue(file: source, key: key, detail: "expected a list of numbers") }
+            guard let d = $0.doubleValue else { throw SchedulerError.invalidValue(file: source, key: key, detail: "expected a list of numbers") }
             return d
         }
     }

@@ -21,6 +21,7 @@ final class SchedulerTests: XCTestCase {
     /// Classes implemented so far; the fixtures also hold cases for the others.
     static let implemented: Set<String> = [
         "PNDMScheduler", "DDIMScheduler", "EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler",
+        "DPMSolverMultistepScheduler",
     ]
 
     static func fixtures() throws -> (Fixture, [Float]) {

@@ -91,6 +91,7 @@ public enum Schedulers {
         case .ddim: return try DDIMScheduler(config: config)
         case .euler: return try EulerDiscreteScheduler(config: config)
         case .eulerAncestral: return try EulerAncestralDiscreteScheduler(config: config)
+        case .dpmSolverMultistep: return try DPMSolverMultistepScheduler(config: config)
         default:
             throw SchedulerError.unsupported(file: config.source, key: "_class_name", value: "\"\(kind.className)\" (not implemented yet)")
         }

@@ -1,0 +1,172 @@
+#!/usr/bin/env python3
+"""Writes Tests/StableDiffusionTests/Fixtures/schedulers/: diffusers scheduler trajectories for the Swift tests.
+
+Each case builds a scheduler with `Class.from_config(config)`, calls set_timesteps(n), starts from a
+seeded sample times init_noise_sigma, and runs the pipeline loop with a deterministic fake model
+    eps(x, t) = 0.95 * x + (x * x - 1) / (x * x + 1) * (0.05 * t / 1000)
+(a bounded, denoiser-like stand-in, so that every scheduler's trajectory stays finite)
+(x being scale_model_input's output). Ancestral/noisy schedulers get seeded generators.
+Samples are stored NHWC (the engine's layout; noise is drawn NCHW as torch does, then permuted), as
+little-endian float32 in trajectories.bin at the offsets recorded in cases.json.
+Run: /root/.sd-ref-venv/bin/python Scripts/reference/gen_scheduler_fixtures.py
+"""
+import json
+import os
+import sys
+
+import numpy as np
+import torch
+import diffusers
+
+OUT = os.path.join(os.path.dirname(__file__), "..", "..", "Tests", "StableDiffusionTests", "Fixtures", "schedulers")
+
+# Stable Diffusion 1.x's scheduler_config.json: every case starts from it (as `--scheduler` does).
+SD15 = {
+    "_class_name": "PNDMScheduler", "_diffusers_version": "0.6.0", "beta_end": 0.012,
+    "beta_schedule": "scaled_linear", "beta_start": 0.00085, "num_train_timesteps": 1000,
+    "set_alpha_to_one": False, "skip_prk_steps": True, "steps_offset": 1, "trained_betas": None,
+    "clip_sample": False,
+}
+SHAPE = (2, 4, 4, 4)  # NCHW, as torch holds latents
+
+TRAINED = [float(b) for b in np.linspace(0.0001, 0.03, 100) ** 1.1]
+
+
+def model(x, t):
+    return x * 0.95 + (x * x - 1.0) / (x * x + 1.0) * (0.05 * float(t) / 1000.0)
+
+
+def nhwc(t):
+    return t.permute(0, 2, 3, 1).contiguous().reshape(-1).numpy().astype("<f4")
+
+
+def cases():
+    steps = (1, 7, 20)
+    out = []
+
+    def add(cls, overrides, ns=steps, gen=None, name=""):
+        for n in ns:
+            out.append((cls, overrides, n, gen, f"{cls}-{name or 'base'}-{n}"))
+
+    P = "PNDMScheduler"
+    add(P, {})
+    add(P, {"skip_prk_steps": False}, (4, 7, 20), name="prk")
+    add(P, {"prediction_type": "v_prediction", "timestep_spacing": "trailing"}, (1, 7), name="v-trailing")
+    add(P, {"timestep_spacing": "linspace", "beta_schedule": "linear", "beta_start": 0.0001, "beta_end": 0.02}, (7,), name="linspace-linear")
+    add(P, {"beta_schedule": "squaredcos_cap_v2", "set_alpha_to_one": True, "steps_offset": 0}, (7,), name="cos-alpha1")
+
+    D = "DDIMScheduler"
+    add(D, {})
+    add(D, {"timestep_spacing": "trailing", "rescale_betas_zero_snr": True, "prediction_type": "v_prediction", "set_alpha_to_one": True}, (1, 7), name="zsnr-v-trailing")
+    add(D, {"prediction_type": "sample", "clip_sample": True, "clip_sample_range": 1.5}, (7,), name="sample-clip")
+    add(D, {"thresholding": True, "sample_max_value": 2.0, "dynamic_thresholding_ratio": 0.9}, (7,), name="thresholding")
+    add(D, {"timestep_spacing": "linspace", "steps_offset": 0}, (7,), name="linspace")
+    add(D, {"trained_betas": TRAINED, "num_train_timesteps": 100}, (7,), name="trained-betas")
+
+    E = "EulerDiscreteScheduler"
+    add(E, {})
+    add(E, {"timestep_spacing": "leading"}, (1, 7), name="leading")
+    add(E, {"timestep_spacing": "trailing", "final_sigmas_type": "sigma_min"}, (7,), name="trailing-sigmamin")
+    add(E, {"use_karras_sigmas": True}, (1, 7, 20), name="karras")
+    add(E, {"prediction_type": "v_prediction", "rescale_betas_zero_snr": True, "timestep_spacing": "trailing"}, (7,), name="v-zsnr")
+    add(E, {"use_exponential_sigmas": True, "beta_schedule": "squaredcos_cap_v2"}, (7,), name="exp-cos")
+    add(E, {"interpolation_type": "log_linear"}, (7,), name="loglinear")
+
+    A = "EulerAncestralDiscreteScheduler"
+    add(A, {}, gen=11)
+    add(A, {"timestep_spacing": "leading"}, (7,), gen=12, name="leading")
+    add(A, {"prediction_type": "v_prediction", "timestep_spacing": "trailing"}, (7,), gen=13, name="v-trailing")
+    add(A, {}, (7,), gen=[21, 22], name="genlist")
+
+    M = "DPMSolverMultistepScheduler"
+    add(M, {})
+    add(M, {"use_karras_sigmas": True}, name="karras")
+    add(M, {"solver_order": 3}, (7,), name="order3")
+    add(M, {"solver_order": 1}, (7,), name="order1")
+    add(M, {"lower_order_final": False}, (7,), name="no-lower-final")
+    add(M, {"algorithm_type": "dpmsolver", "final_sigmas_type": "sigma_min"}, (7,), name="dpmsolver")
+    add(M, {"prediction_type": "v_prediction", "timestep_spacing": "trailing"}, (7,), name="v-trailing")
+    add(M, {"prediction_type": "sample", "thresholding": True}, (7,), name="sample-thresh")
+    add(M, {"final_sigmas_type": "sigma_min", "timestep_spacing": "leading"}, (7,), name="sigmamin-leading")
+    add(M, {"euler_at_final": True, "use_karras_sigmas": True}, (7,), name="euler-final")
+    add(M, {"algorithm_type": "sde-dpmsolver++"}, (7,), gen=31, name="sde")
+
+    DD = "DDPMScheduler"
+    add(DD, {}, gen=41)
+    add(DD, {"variance_type": "fixed_small_log", "clip_sample": True}, (7,), gen=42, name="smalllog-clip")
+    add(DD, {"variance_type": "fixed_large", "prediction_type": "v_prediction"}, (7,), gen=43, name="large-v")
+    add(DD, {"variance_type": "fixed_large_log", "prediction_type": "sample", "thresholding": True}, (7,), gen=44, name="largelog-sample-thresh")
+    add(DD, {"timestep_spacing": "trailing", "rescale_betas_zero_snr": True}, (7,), gen=45, name="trailing-zsnr")
+
+    L = "LMSDiscreteScheduler"
+    add(L, {})
+    add(L, {"use_karras_sigmas": True}, (7,), name="karras")
+    add(L, {"prediction_type": "v_prediction", "timestep_spacing": "leading"}, (7,), name="v-leading")
+
+    H = "HeunDiscreteScheduler"
+    add(H, {})
+    add(H, {"use_karras_sigmas": True}, (7,), name="karras")
+    add(H, {"prediction_type": "v_prediction", "timestep_spacing": "trailing"}, (7,), name="v-trailing")
+    add(H, {"prediction_type": "sample", "timestep_spacing": "leading", "clip_sample": True}, (7,), name="sample-leading")
+
+    U = "UniPCMultistepScheduler"
+    add(U, {})
+    add(U, {"solver_order": 3, "solver_type": "bh1"}, (7,), name="order3-bh1")
+    add(U, {"predict_x0": False}, (7,), name="noise-pred")
+    add(U, {"use_karras_sigmas": True, "lower_order_final": False}, (7,), name="karras")
+    add(U, {"prediction_type": "v_prediction", "timestep_spacing": "trailing", "final_sigmas_type": "sigma_min"}, (7,), name="v-trailing")
+    add(U, {"disable_corrector": [0], "thresholding": True}, (7,), name="nocorr-thresh")
+    return out
+
+
+def main():
+    os.makedirs(OUT, exist_ok=True)
+    blob = []
+    off = 0
+    records = []
+    for cls_name, overrides, n, gen, name in cases():
+        config = dict(SD15)
+        config.update(overrides)
+        config["_class_name"] = cls_name
+        cls = getattr(diffusers, cls_name)
+        sched = cls.from_config(config)
+        sched.set_timesteps(n)
+        timesteps = [float(t) for t in sched.timesteps.tolist()]
+        sigma0 = float(sched.init_noise_sigma)
+        x0 = torch.randn(SHAPE, generator=torch.Generator().manual_seed(n))
+        # add_noise before any step (begin index unset), one timestep per batch item.
+        clean = torch.randn(SHAPE, generator=torch.Generator().manual_seed(100 + n))
+        noise = torch.randn(SHAPE, generator=torch.Generator().manual_seed(200 + n))
+        nt = sched.timesteps[[min(1, len(timesteps) - 1), 0]]
+        noisy = sched.add_noise(clean, noise, nt)
+        if gen is None:
+            g = None
+        elif isinstance(gen, list):
+            g = [torch.Generator().manual_seed(s) for s in gen]
+        else:
+            g = torch.Generator().manual_seed(gen)
+        sample = x0 * sched.init_noise_sigma
+        traj = []
+        for t in sched.timesteps:
+            inp = sched.scale_model_input(sample, t)
+            eps = model(inp, t)
+            kwargs = {"generator": g} if g is not None else {}
+            sample = sched.step(eps, t, sample, **kwargs).prev_sample
+            traj.append(sample)
+        rec = {"name": name, "config": config, "steps": n, "timesteps": timesteps, "init_noise_sigma": sigma0,
+               "order": sched.order, "generator": gen, "sample_seed": n, "noise_timesteps": [float(v) for v in nt.tolist()]}
+        for key, t in (("clean", clean), ("noise", noise), ("noisy", noisy), ("initial", x0)):
+            blob.append(nhwc(t)); rec[key] = off; off += t.numel()
+        rec["trajectory"] = off
+        for t in traj:
+            blob.append(nhwc(t)); off += t.numel()
+        records.append(rec)
+    np.concatenate(blob).tofile(os.path.join(OUT, "trajectories.bin"))
+    with open(os.path.join(OUT, "cases.json"), "w") as f:
+        json.dump({"diffusers": diffusers.__version__, "shape_nhwc": [SHAPE[0], SHAPE[2], SHAPE[3], SHAPE[1]],
+                   "cases": records}, f)
+    print(f"{len(records)} cases, {off} floats", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

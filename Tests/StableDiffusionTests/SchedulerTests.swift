@@ -1,0 +1,134 @@
+import Foundation
+import StableDiffusion
+import XCTest
+
+/// Scheduler trajectories against diffusers (Fixtures/schedulers, written by
+/// Scripts/reference/gen_scheduler_fixtures.py): same config, same seeded start, same fake model.
+final class SchedulerTests: XCTestCase {
+    struct Case: Decodable {
+        let name: String
+        let config: [String: JSONValue]
+        let steps: Int
+        let timesteps: [Double]
+        let init_noise_sigma: Double
+        let order: Int
+        let generator: JSONValue?
+        let noise_timesteps: [Double]
+        let clean: Int, noise: Int, noisy: Int, initial: Int, trajectory: Int
+    }
+    struct Fixture: Decodable { let shape_nhwc: [Int]; let cases: [Case] }
+
+    /// Classes implemented so far; the fixtures also hold cases for the others.
+    static let implemented: Set<String> = [
+        "PNDMScheduler", "DDIMScheduler", "EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler",
+        "DPMSolverMultistepScheduler",
+    ]
+
+    static func fixtures() throws -> (Fixture, [Float]) {
+        let root = try XCTUnwrap(Bundle.module.url(forResource: "Fixtures", withExtension: nil)).appendingPathComponent("schedulers")
+        let fixture = try JSONDecoder().decode(Fixture.self, from: Data(contentsOf: root.appendingPathComponent("cases.json")))
+        let data = try Data(contentsOf: root.appendingPathComponent("trajectories.bin"))
+        let floats = data.withUnsafeBytes { raw in
+            (0..<(data.count / 4)).map { Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 4, as: UInt32.self))) }
+        }
+        return (fixture, floats)
+    }
+
+    /// The fake model of the fixture script: eps(x, t) = 0.95 x + (x^2 - 1) / (x^2 + 1) * (0.05 t / 1000), float32.
+    static func model(_ x: Tensor, _ t: Double) throws -> Tensor {
+        let c = Float(0.05 * t / 1000.0)
+        return try Tensor(shape: x.shape, scalars: x.scalars.map { $0 * 0.95 + ($0 * $0 - 1) / ($0 * $0 + 1) * c })
+    }
+
+    /// Largest error relative to the reference tensor's largest magnitude.
+    static func relError(_ got: Tensor, _ want: ArraySlice<Float>) -> Float {
+        let g = got.scalars
+        let scale = max(want.map { abs($0) }.max() ?? 0, 1e-6)
+        var worst: Float = 0
+        for (a, b) in zip(g, want) { worst = max(worst, abs(a - b)) }
+        return worst.isNaN || g.contains(where: \.isNaN) ? .infinity : worst / scale
+    }
+
+    func testTrajectoriesMatchDiffusers() throws {
+        let (fixture, floats) = try Self.fixtures()
+        let shape = fixture.shape_nhwc
+        let n = shape.reduce(1, *)
+        func slice(_ offset: Int) -> ArraySlice<Float> { floats[offset..<offset + n] }
+        func tensor(_ offset: Int) throws -> Tensor { try Tensor(shape: shape, scalars: Array(slice(offset))) }
+        var checked = 0
+        for c in fixture.cases where Self.implemented.contains(c.config["_class_name"]?.stringValue ?? "") {
+            let config = SchedulerConfig(values: c.config, source: "\(c.name).json")
+            var s = try Schedulers.make(config: config)
+            try s.setTimesteps(c.steps)
+            // Integer timesteps must be equal; sigma-derived ones (Karras) may differ by an ulp of float32,
+            // as numpy's float32 log is not glibc's.
+            XCTAssertEqual(s.timesteps.count, c.timesteps.count, "\(c.name): timesteps")
+            for (a, b) in zip(s.timesteps, c.timesteps) {
+                XCTAssertEqual(a, b, accuracy: 1e-6 * max(abs(b), 1), "\(c.name): timesteps \(s.timesteps) vs \(c.timesteps)")
+            }
+            XCTAssertEqual(s.order, c.order, "\(c.name): order")
+            XCTAssertEqual(Double(s.initNoiseSigma), c.init_noise_sigma, accuracy: 1e-6 * c.init_noise_sigma, "\(c.name): init_noise_sigma")
+
+            let noisy = try s.addNoise(originalSamples: tensor(c.clean), noise: tensor(c.noise), timesteps: c.noise_timesteps)
+            XCTAssertLessThan(Self.relError(noisy, slice(c.noisy)), 1e-6, "\(c.name): add_noise")
+
+            var gen: RandomGenerators?
+            switch c.generator {
+            case .int(let seed)?: gen = RandomGenerators(seed: UInt64(seed))
+            case .array(let seeds)?:
+                gen = try RandomGenerators(perImage: seeds.map { if case .int(let v) = $0 { TorchGenerator(seed: UInt64(v)) } else { TorchGenerator(seed: 0) } })
+            default: gen = nil
+            }
+            let sigma = s.initNoiseSigma
+            var sample = try tensor(c.initial).reshaped(shape)
+            sample = try Tensor(shape: shape, scalars: sample.scalars.map { $0 * sigma })
+            for (i, t) in s.timesteps.enumerated() {
+                let input = try s.scaleModelInput(sample, timestep: t)
+                let eps = try Self.model(input, t)
+                sample = try s.step(modelOutput: eps, timestep: t, sample: sample, generator: &gen)
+                let err = Self.relError(sample, slice(c.trajectory + i * n))
+                if !(err < 1e-5) {
+                    XCTFail("\(c.name): step \(i) (t=\(t)) relative error \(err)")
+                    break
+                }
+            }
+            checked += 1
+        }
+        XCTAssertGreaterThan(checked, 0)
+        print("checked \(checked) scheduler trajectories")
+    }
+
+    func testFactoryNamesAndErrors() throws {
+        let base = SchedulerConfig(values: ["_class_name": .string("PNDMScheduler"), "beta_schedule": .string("scaled_linear")], source: "sched.json")
+        XCTAssertEqual(try Schedulers.make(config: base).kind, .pndm)
+        XCTAssertEqual(try Schedulers.make(cliName: "euler-a", config: base).kind, .eulerAncestral)
+        XCTAssertEqual(try Schedulers.make(cliName: "ddim", config: base).kind, .ddim)
+        XCTAssertThrowsError(try Schedulers.make(cliName: "nope", config: base))
+
+        var bad = base
+        bad.values["_class_name"] = .string("FancyScheduler")
+        XCTAssertThrowsError(try Schedulers.make(config: bad)) { error in
+            XCTAssertTrue("\(error)".contains("sched.json") && "\(error)".contains("FancyScheduler"), "\(error)")
+        }
+        bad = base
+        bad.values["beta_schedule"] = .string("quadratic")
+        XCTAssertThrowsError(try Schedulers.make(config: bad)) { error in
+            XCTAssertTrue("\(error)".contains("sched.json") && "\(error)".contains("beta_schedule"), "\(error)")
+        }
+        bad = base
+        bad.values["steps_offset"] = .string("one")
+        XCTAssertThrowsError(try Schedulers.make(config: bad)) { error in
+            XCTAssertTrue("\(error)".contains("steps_offset"), "\(error)")
+        }
+        let json = Data(#"{"_class_name": "EulerDiscreteScheduler", "prediction_type": "epsilon", "trained_betas": null}"#.utf8)
+        XCTAssertEqual(try Schedulers.make(config: SchedulerConfig(jsonData: json, source: "x.json")).kind, .euler)
+        XCTAssertThrowsError(try SchedulerConfig(jsonData: Data("[1]".utf8), source: "x.json"))
+    }
+
+    func testAncestralStepNeedsGenerator() throws {
+        var s = try Schedulers.make(cliName: "euler-a", config: SchedulerConfig())
+        try s.setTimesteps(3)
+        let x = Tensor(zeros: [1, 2, 2, 4])
+        XCTAssertThrowsError(try s.step(modelOutput: x, timestep: s.timesteps[0], sample: x))
+    }
+}

@@ -1,0 +1,53 @@
+import Foundation
+import DiffusionTensor
+
+/// The loop every Stable Diffusion pipeline shares: scale the model input, run the UNet on the
+/// (doubled, with guidance) batch, combine with classifier-free guidance, step the scheduler.
+struct DenoisingLoop {
+    let unet: UNet2DConditionModel
+    let guidanceScale: Float
+    let classifierFreeGuidance: Bool
+
+    /// - Parameters:
+    ///   - extraChannels: concatenated after the scaled latents on the channel axis at every step
+    ///     (inpainting's mask + masked-image latents, the upscaler's noised low-res image), already
+    ///     doubled for guidance.
+    ///   - afterStep: called with the new latents after each step (inpainting's blending of known regions).
+    func run(latents initial: Tensor, timesteps: [Double], scheduler: inout any Scheduler, embeddings: Tensor,
+             generator: inout RandomGenerators?, extraChannels: Tensor? = nil, classLabels: [Float]? = nil,
+             progress: ProgressHandler?, afterStep: ((Int, Tensor) throws -> Tensor)? = nil) throws -> Tensor {
+        var latents = initial
+        let start = Date()
+        for (i, t) in timesteps.enumerated() {
+            let doubled = classifierFreeGuidance ? try Tensor.concatenate([latents, latents], axis: 0) : latents
+            var input = try scheduler.scaleModelInput(doubled, timestep: t)
+            if let extraChannels { input = try Tensor.concatenate([input, extraChannels], axis: 3) }
+            let labels = classLabels.map { classifierFreeGuidance ? $0 + $0 : $0 }
+            var noise = try unet(sample: input, timesteps: [Float(t)], encoderHiddenStates: embeddings, classLabels: labels)
+            if classifierFreeGuidance {
+                noise = try guided(noise)
+            }
+            latents = try scheduler.step(modelOutput: noise, timestep: t, sample: latents, generator: &generator)
+            if let afterStep { latents = try afterStep(i, latents) }
+            if let progress, !progress(PipelineProgress(step: i + 1, totalSteps: timesteps.count, timestep: t,
+                                                        elapsedSeconds: Date().timeIntervalSince(start))) {
+                throw PipelineError.cancelled
+            }
+        }
+        return latents
+    }
+
+    /// `uncond + g * (text - uncond)` over the two halves of the batch.
+    private func guided(_ noise: Tensor) throws -> Tensor {
+        let half = noise.shape[0] / 2
+        let per = noise.count / noise.shape[0] * half
+        var out = Tensor(uninitializedShape: [half] + noise.shape.dropFirst())
+        let g = guidanceScale
+        noise.withUnsafeBufferPointer { n in
+            out.withUnsafeMutableBufferPointer { o in
+                for i in 0..<per { o[i] = n[i] + g * (n[per + i] - n[i]) }
+            }
+        }
+        return out
+    }
+}

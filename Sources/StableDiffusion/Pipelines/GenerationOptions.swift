@@ -1,0 +1,93 @@
+/// Parameters shared by every pipeline call, with diffusers' names and defaults.
+public struct GenerationOptions: Sendable {
+    /// One prompt, or several (a batch).
+    public var prompts: [String]
+    /// nil: the unconditional (empty) prompt. One entry applies to every prompt; otherwise one per prompt.
+    public var negativePrompts: [String]?
+    /// Output size in pixels (multiples of 8); nil: the UNet's `sample_size` x the VAE scale factor
+    /// (text-to-image) or the input image's size (image-to-image).
+    public var height: Int?
+    public var width: Int?
+    public var numInferenceSteps: Int = 50
+    /// Classifier-free guidance scale; guidance is skipped at <= 1.
+    public var guidanceScale: Float = 7.5
+    public var numImagesPerPrompt: Int = 1
+    /// The seed of a `torch.Generator("cpu").manual_seed(seed)`; nil picks a random one (reported back).
+    public var seed: UInt64?
+    /// One seed per generated image (diffusers' list of generators); overrides `seed`.
+    public var perImageSeeds: [UInt64]?
+    /// DDIM's eta (ignored by other schedulers, as in diffusers).
+    public var eta: Float = 0
+    /// Use the output of an earlier text-encoder layer (diffusers' `clip_skip`).
+    public var clipSkip: Int?
+    /// Replace the model's scheduler class, keeping its config (CLI names: `pndm`, `ddim`, `euler-a`, ...).
+    public var scheduler: String?
+    /// Start from these latents (NHWC, `[batch*images, h/8, w/8, 4]`) instead of drawing them (text-to-image).
+    public var latents: Tensor?
+
+    public init(prompt: String, negativePrompt: String? = nil) {
+        prompts = [prompt]
+        negativePrompts = negativePrompt.map { [$0] }
+    }
+
+    public init(prompts: [String], negativePrompts: [String]? = nil) {
+        self.prompts = prompts
+        self.negativePrompts = negativePrompts
+    }
+
+    var classifierFreeGuidance: Bool { guidanceScale > 1 }
+    var batchSize: Int { prompts.count * numImagesPerPrompt }
+
+    /// The checks diffusers' `check_inputs` makes, before any work.
+    func validate(vaeScaleFactor: Int) throws {
+        guard !prompts.isEmpty else { throw PipelineError.invalidArgument("prompt must not be empty (give at least one prompt)") }
+        if let h = height, h <= 0 || h % 8 != 0 { throw PipelineError.invalidArgument("height must be a positive multiple of 8, got \(h)") }
+        if let w = width, w <= 0 || w % 8 != 0 { throw PipelineError.invalidArgument("width must be a positive multiple of 8, got \(w)") }
+        guard numInferenceSteps >= 1 else { throw PipelineError.invalidArgument("number of inference steps must be >= 1, got \(numInferenceSteps)") }
+        guard numImagesPerPrompt >= 1 else { throw PipelineError.invalidArgument("number of images per prompt must be >= 1, got \(numImagesPerPrompt)") }
+        guard guidanceScale.isFinite else { throw PipelineError.invalidArgument("guidance scale must be a finite number") }
+        if let n = negativePrompts, n.count != 1, n.count != prompts.count {
+            throw PipelineError.invalidArgument("negative prompt has \(n.count) entries but prompt has \(prompts.count)")
+        }
+        if let seeds = perImageSeeds, seeds.count != batchSize {
+            throw PipelineError.invalidArgument("\(seeds.count) per-image seeds given for \(batchSize) images")
+        }
+        if let c = clipSkip, c < 0 { throw PipelineError.invalidArgument("clip skip must be >= 0, got \(c)") }
+        if let s = scheduler, !Schedulers.cliNames.contains(s) {
+            throw PipelineError.invalidArgument("unknown scheduler \"\(s)\" (choose from \(Schedulers.cliNames.joined(separator: ", ")))")
+        }
+    }
+
+    /// The generator(s) for this call and the seed actually used.
+    func makeGenerator() throws -> (RandomGenerators, UInt64) {
+        if let seeds = perImageSeeds {
+            return (try RandomGenerators(perImage: seeds.map { TorchGenerator(seed: $0) }), seeds[0])
+        }
+        let s = seed ?? UInt64.random(in: 0...UInt64(UInt32.max))
+        return (RandomGenerators(seed: s), s)
+    }
+}
+
+/// What a pipeline call returns.
+public struct GenerationResult: Sendable {
+    /// The images, `[batch, height, width, 3]` NHWC, in [0, 1] (diffusers' "np" output).
+    public let images: Tensor
+    /// The final latents before VAE decoding (NHWC), as diffusers' `output_type="latent"` gives.
+    public let latents: Tensor
+    /// The seed used (the first one with per-image seeds).
+    public let seed: UInt64
+    /// The scheduler class that ran (e.g. `PNDMScheduler`).
+    public let schedulerName: String
+    public let denoisingSeconds: Double
+
+    public var count: Int { images.shape[0] }
+
+    /// Image `i` as 8-bit RGB rows, rounded as diffusers' `numpy_to_pil` does.
+    public func rgb8(_ i: Int) -> [UInt8] {
+        let (h, w) = (images.shape[1], images.shape[2])
+        let n = h * w * 3
+        return images.withUnsafeBufferPointer { p in
+            (0..<n).map { UInt8((p[i * n + $0] * 255).rounded(.toNearestOrEven)) }
+        }
+    }
+}

@@ -1,0 +1,84 @@
+import Foundation
+import DiffusionTensor
+
+/// The loaded parts of a diffusers Stable Diffusion folder. Loading is where every file problem is found:
+/// a pipeline built from these never touches the disk again.
+public final class StableDiffusionComponents: @unchecked Sendable {
+    public let directory: URL
+    public let index: ModelIndex
+    public let tokenizer: CLIPTokenizer
+    public let textEncoder: CLIPTextModel
+    public let unet: UNet2DConditionModel
+    public let vae: AutoencoderKL
+    public let schedulerConfig: SchedulerConfig
+    /// The x4 upscaler's `low_res_scheduler`, when present.
+    public let lowResSchedulerConfig: SchedulerConfig?
+    /// Seconds spent loading and the process's peak resident memory after loading (bytes).
+    public let loadSeconds: Double
+    public let peakMemoryBytes: Int
+
+    /// Loads `directory` (a folder with `model_index.json`).
+    /// - Parameters:
+    ///   - variant: weight-file variant, e.g. `"fp16"` for `diffusion_pytorch_model.fp16.safetensors`.
+    ///   - includeVAEEncoder: text-to-image needs only the decoder.
+    public init(directory: URL, variant: String? = nil, includeVAEEncoder: Bool = true) throws {
+        let start = Date()
+        self.directory = directory
+        index = try ModelIndex(contentsOf: directory.appendingPathComponent("model_index.json"))
+        for required in ["unet", "vae", "text_encoder", "tokenizer", "scheduler"] where index.components[required] == nil {
+            throw PipelineError.badModel(path: directory.appendingPathComponent("model_index.json").path,
+                                         detail: "component \"\(required)\" is missing")
+        }
+        func sub(_ name: String) throws -> URL {
+            let url = directory.appendingPathComponent(name)
+            var isDir: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isDir), isDir.boolValue else {
+                throw PipelineError.badModel(path: url.path, detail: "component folder is missing")
+            }
+            return url
+        }
+        if let textClass = index.components["text_encoder"]?.className, textClass != "CLIPTextModel" {
+            throw PipelineError.badModel(path: directory.path, detail: "text encoder class \(textClass) is not supported (CLIPTextModel is)")
+        }
+        tokenizer = try CLIPTokenizer(directory: try sub("tokenizer"))
+        let textDir = try sub("text_encoder")
+        textEncoder = try CLIPTextModel(config: CLIPTextConfig.load(from: textDir),
+                                        weights: WeightFiles.open(directory: textDir, stems: ["model", "pytorch_model"], variant: variant))
+        let unetDir = try sub("unet")
+        unet = try UNet2DConditionModel(config: UNet2DConditionConfig.load(unetDir.appendingPathComponent("config.json")),
+                                        weights: WeightFiles.open(directory: unetDir, stems: ["diffusion_pytorch_model"], variant: variant))
+        let vaeDir = try sub("vae")
+        vae = try AutoencoderKL(config: AutoencoderKLConfig.load(vaeDir.appendingPathComponent("config.json")),
+                                weights: WeightFiles.open(directory: vaeDir, stems: ["diffusion_pytorch_model"], variant: variant),
+                                includeEncoder: includeVAEEncoder)
+        schedulerConfig = try SchedulerConfig(contentsOf: try sub("scheduler").appendingPathComponent("scheduler_config.json"))
+        if index.components["low_res_scheduler"] != nil {
+            lowResSchedulerConfig = try SchedulerConfig(contentsOf: try sub("low_res_scheduler").appendingPathComponent("scheduler_config.json"))
+        } else {
+            lowResSchedulerConfig = nil
+        }
+        let hidden = textEncoder.config.hiddenSize
+        guard unet.config.crossAttentionDim.allSatisfy({ $0 == hidden }) else {
+            throw PipelineError.badModel(path: directory.path, detail: "UNet cross_attention_dim \(unet.config.crossAttentionDim[0]) does not match the text encoder's hidden_size \(hidden)")
+        }
+        loadSeconds = Date().timeIntervalSince(start)
+        peakMemoryBytes = ProcessMemory.peakResidentBytes
+    }
+
+    /// Pixels per latent (8 for SD, 4 for the x4 upscaler).
+    public var vaeScaleFactor: Int { vae.config.scaleFactor }
+}
+
+/// Peak resident memory of this process, from getrusage (kilobytes on Linux, bytes on Darwin).
+public enum ProcessMemory {
+    public static var peakResidentBytes: Int {
+        var usage = rusage()
+        #if canImport(Darwin)
+        getrusage(RUSAGE_SELF, &usage)
+        return Int(usage.ru_maxrss)
+        #else
+        getrusage(RUSAGE_SELF.rawValue, &usage)
+        return Int(usage.ru_maxrss) * 1024
+        #endif
+    }
+}

@@ -1,0 +1,81 @@
+import Foundation
+import DiffusionTensor
+
+/// diffusers' `StableDiffusionPipeline`: text to image.
+public final class StableDiffusionPipeline: @unchecked Sendable {
+    public let components: StableDiffusionComponents
+
+    public init(components: StableDiffusionComponents) throws {
+        guard components.unet.config.inChannels == 4 else {
+            throw PipelineError.badModel(path: components.directory.path,
+                                         detail: "text-to-image needs a 4-channel UNet; this one has \(components.unet.config.inChannels) input channels (use the matching pipeline)")
+        }
+        self.components = components
+    }
+
+    /// Loads a model folder and builds the pipeline.
+    public convenience init(modelDirectory: URL, variant: String? = nil) throws {
+        try self.init(components: StableDiffusionComponents(directory: modelDirectory, variant: variant, includeVAEEncoder: false))
+    }
+
+    /// diffusers' `encode_prompt`: `[negative..., positive...]` embeddings with guidance, else the positive ones.
+    public func encodePrompt(_ options: GenerationOptions) throws -> Tensor {
+        try PromptEncoder(tokenizer: components.tokenizer, textEncoder: components.textEncoder).encode(
+            prompts: options.prompts, negativePrompts: options.negativePrompts, numImagesPerPrompt: options.numImagesPerPrompt,
+            classifierFreeGuidance: options.classifierFreeGuidance, clipSkip: options.clipSkip)
+    }
+
+    public func callAsFunction(_ options: GenerationOptions, progress: ProgressHandler? = nil) throws -> GenerationResult {
+        let c = components
+        try options.validate(vaeScaleFactor: c.vaeScaleFactor)
+        let sampleSize = c.unet.config.sampleSize ?? 64
+        let height = options.height ?? sampleSize * c.vaeScaleFactor
+        let width = options.width ?? sampleSize * c.vaeScaleFactor
+        var scheduler = try PipelineSupport.makeScheduler(c, options)
+        let embeddings = try encodePrompt(options)
+        try scheduler.setTimesteps(options.numInferenceSteps)
+        var (generators, seed) = try options.makeGenerator()
+        let latentShape = [options.batchSize, height / c.vaeScaleFactor, width / c.vaeScaleFactor, c.unet.config.outChannels]
+        var latents: Tensor
+        if let given = options.latents {
+            guard given.shape == latentShape else {
+                throw PipelineError.invalidArgument("latents must have shape \(latentShape) (NHWC), got \(given.shape)")
+            }
+            latents = given
+        } else {
+            latents = try generators.randnNHWC(batch: latentShape[0], channels: latentShape[3], height: latentShape[1], width: latentShape[2])
+        }
+        latents = latents * scheduler.initNoiseSigma
+        let start = Date()
+        var generator: RandomGenerators? = generators
+        latents = try DenoisingLoop(unet: c.unet, guidanceScale: options.guidanceScale, classifierFreeGuidance: options.classifierFreeGuidance)
+            .run(latents: latents, timesteps: scheduler.timesteps, scheduler: &scheduler, embeddings: embeddings,
+                 generator: &generator, progress: progress)
+        let images = try PipelineSupport.decode(latents, vae: c.vae)
+        return GenerationResult(images: images, latents: latents, seed: seed, schedulerName: scheduler.kind.className,
+                                denoisingSeconds: Date().timeIntervalSince(start))
+    }
+}
+
+/// Steps every pipeline shares around the denoising loop.
+enum PipelineSupport {
+    static func makeScheduler(_ c: StableDiffusionComponents, _ options: GenerationOptions) throws -> any Scheduler {
+        if let name = options.scheduler {
+            var s = try Schedulers.make(cliName: name, config: c.schedulerConfig)
+            if var ddim = s as? DDIMScheduler { ddim.eta = options.eta; s = ddim }
+            return s
+        }
+        var s = try Schedulers.make(config: c.schedulerConfig)
+        if var ddim = s as? DDIMScheduler { ddim.eta = options.eta; s = ddim }
+        return s
+    }
+
+    /// `vae.decode(latents / scaling_factor)`, then diffusers' postprocess to [0, 1].
+    static func decode(_ latents: Tensor, vae: AutoencoderKL) throws -> Tensor {
+        var image = try vae.decode(latents * (1 / vae.config.scalingFactor))
+        image.withUnsafeMutableBufferPointer { p in
+            for i in 0..<p.count { p[i] = min(max(p[i] / 2 + 0.5, 0), 1) }
+        }
+        return image
+    }
+}

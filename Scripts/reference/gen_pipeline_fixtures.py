@@ -135,6 +135,7 @@ def run_case(case, pipe_cls, base_pipe, scheduler_cls, kwargs, image=None):
     if image is not None:
         image.save(os.path.join(d, "input.png"))
         call["image"] = image
+        tensors["input_image"] = pipe.image_processor.preprocess(image).permute(0, 2, 3, 1).contiguous()
     out = pipe(**call, generator=torch.Generator("cpu").manual_seed(kwargs_seed[case]),
                callback_on_step_end=capture, callback_on_step_end_tensor_inputs=["latents"])
     for i, img in enumerate(out.images):

@@ -26,7 +26,7 @@ final class TextToImageTests: XCTestCase {
     func testPromptEmbeddingsAndFinalLatentsMatch() throws {
         for (name, pipe) in [("sd1_txt2img", try Self.sd1.get()), ("sd2_txt2img", try Self.sd2.get())] {
             let c = try PipelineCase(name)
-            let embeds = try pipe.encodePrompt(c.options)
+            let embeds = try pipe.components.encodePrompt(c.options)
             let expected = try Tensor.concatenate([c.tensors.tensor("negative_prompt_embeds"), c.tensors.tensor("prompt_embeds")], axis: 0)
             assertClose(embeds, expected, tolerance: 1e-4, name)
             let result = try pipe(c.options)

@@ -37,3 +37,12 @@ struct PromptEncoder {
         return try Tensor.concatenate(rows.flatMap { [Tensor](repeating: $0, count: n) }, axis: 0)
     }
 }
+
+extension StableDiffusionComponents {
+    /// diffusers' `encode_prompt` for `options`: `[negative..., positive...]` with guidance, else the positive ones.
+    public func encodePrompt(_ options: GenerationOptions) throws -> Tensor {
+        try PromptEncoder(tokenizer: tokenizer, textEncoder: textEncoder).encode(
+            prompts: options.prompts, negativePrompts: options.negativePrompts, numImagesPerPrompt: options.numImagesPerPrompt,
+            classifierFreeGuidance: options.classifierFreeGuidance, clipSkip: options.clipSkip)
+    }
+}

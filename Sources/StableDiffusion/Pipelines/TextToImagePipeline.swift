@@ -18,13 +18,6 @@ public final class StableDiffusionPipeline: @unchecked Sendable {
         try self.init(components: StableDiffusionComponents(directory: modelDirectory, variant: variant, includeVAEEncoder: false))
     }
 
-    /// diffusers' `encode_prompt`: `[negative..., positive...]` embeddings with guidance, else the positive ones.
-    public func encodePrompt(_ options: GenerationOptions) throws -> Tensor {
-        try PromptEncoder(tokenizer: components.tokenizer, textEncoder: components.textEncoder).encode(
-            prompts: options.prompts, negativePrompts: options.negativePrompts, numImagesPerPrompt: options.numImagesPerPrompt,
-            classifierFreeGuidance: options.classifierFreeGuidance, clipSkip: options.clipSkip)
-    }
-
     public func callAsFunction(_ options: GenerationOptions, progress: ProgressHandler? = nil) throws -> GenerationResult {
         let c = components
         try options.validate(vaeScaleFactor: c.vaeScaleFactor)
@@ -32,7 +25,7 @@ public final class StableDiffusionPipeline: @unchecked Sendable {
         let height = options.height ?? sampleSize * c.vaeScaleFactor
         let width = options.width ?? sampleSize * c.vaeScaleFactor
         var scheduler = try PipelineSupport.makeScheduler(c, options)
-        let embeddings = try encodePrompt(options)
+        let embeddings = try c.encodePrompt(options)
         try scheduler.setTimesteps(options.numInferenceSteps)
         var (generators, seed) = try options.makeGenerator()
         let latentShape = [options.batchSize, height / c.vaeScaleFactor, width / c.vaeScaleFactor, c.unet.config.outChannels]

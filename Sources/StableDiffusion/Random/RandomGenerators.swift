@@ -57,4 +57,13 @@ public struct RandomGenerators: Sendable, Equatable {
         if s.count == 4 { return try randnNHWC(batch: s[0], channels: s[3], height: s[1], width: s[2]) }
         return try randn(shape: s)
     }
+
+    /// Draws from generator `index` alone, as diffusers does when it handles each image with its own
+    /// generator (e.g. encoding images one by one in image-to-image).
+    public mutating func randnNHWC(generatorIndex index: Int, batch: Int, channels: Int, height: Int, width: Int) throws -> Tensor {
+        guard generators.indices.contains(index) else {
+            throw TensorError.invalidArgument("generator \(index) requested from a list of \(generators.count)")
+        }
+        return nchwToNHWC(try generators[index].randn(shape: [batch, channels, height, width]))
+    }
 }

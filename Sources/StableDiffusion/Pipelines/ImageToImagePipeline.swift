@@ -1,0 +1,52 @@
+import Foundation
+import DiffusionTensor
+
+/// diffusers' `StableDiffusionImg2ImgPipeline`: start from a noised encoding of an image.
+public final class StableDiffusionImg2ImgPipeline: @unchecked Sendable {
+    public let components: StableDiffusionComponents
+
+    public init(components: StableDiffusionComponents) throws {
+        guard components.unet.config.inChannels == 4 else {
+            throw PipelineError.badModel(path: components.directory.path,
+                                         detail: "image-to-image needs a 4-channel UNet; this one has \(components.unet.config.inChannels) input channels")
+        }
+        guard components.vae.hasEncoder else {
+            throw PipelineError.badModel(path: components.directory.path, detail: "image-to-image needs the VAE encoder")
+        }
+        self.components = components
+    }
+
+    public convenience init(modelDirectory: URL, variant: String? = nil) throws {
+        try self.init(components: StableDiffusionComponents(directory: modelDirectory, variant: variant))
+    }
+
+    /// - Parameters:
+    ///   - image: the preprocessed input, NHWC `[1 or n, height, width, 3]` in [-1, 1], with height and
+    ///     width multiples of the VAE scale factor (see `ImageProcessor`).
+    ///   - strength: how much to transform the image, in [0, 1] (diffusers' default 0.8).
+    public func callAsFunction(_ options: GenerationOptions, image: Tensor, strength: Double = 0.8,
+                               progress: ProgressHandler? = nil) throws -> GenerationResult {
+        let c = components
+        try options.validate(vaeScaleFactor: c.vaeScaleFactor)
+        guard strength >= 0, strength <= 1 else { throw PipelineError.invalidArgument("strength must be in [0, 1], got \(strength)") }
+        guard image.rank == 4, image.shape[3] == 3, image.shape[1] % c.vaeScaleFactor == 0, image.shape[2] % c.vaeScaleFactor == 0 else {
+            throw PipelineError.invalidArgument("image must be NHWC RGB with sides that are multiples of \(c.vaeScaleFactor), got \(image.shape)")
+        }
+        var scheduler = try PipelineSupport.makeScheduler(c, options)
+        let embeddings = try c.encodePrompt(options)
+        try scheduler.setTimesteps(options.numInferenceSteps)
+        let timesteps = try LatentPreparation.truncatedTimesteps(&scheduler, steps: options.numInferenceSteps, strength: strength)
+        var (generators, seed) = try options.makeGenerator()
+        let initLatents = try LatentPreparation.encodeImages(image, vae: c.vae, batchSize: options.batchSize, generator: &generators)
+        let noise = try generators.randnLike(initLatents)
+        var latents = try scheduler.addNoise(originalSamples: initLatents, noise: noise, timesteps: [timesteps[0]])
+        let start = Date()
+        var generator: RandomGenerators? = generators
+        latents = try DenoisingLoop(unet: c.unet, guidanceScale: options.guidanceScale, classifierFreeGuidance: options.classifierFreeGuidance)
+            .run(latents: latents, timesteps: timesteps, scheduler: &scheduler, embeddings: embeddings,
+                 generator: &generator, progress: progress)
+        let images = try PipelineSupport.decode(latents, vae: c.vae)
+        return GenerationResult(images: images, latents: latents, seed: seed, schedulerName: scheduler.kind.className,
+                                denoisingSeconds: Date().timeIntervalSince(start))
+    }
+}

@@ -12,10 +12,11 @@ struct DenoisingLoop {
     ///   - extraChannels: concatenated after the scaled latents on the channel axis at every step
     ///     (inpainting's mask + masked-image latents, the upscaler's noised low-res image), already
     ///     doubled for guidance.
-    ///   - afterStep: called with the new latents after each step (inpainting's blending of known regions).
+    ///   - afterStep: called with the step index, the new latents and the scheduler in its state after the
+    ///     step (inpainting's blending of known regions, whose `add_noise` depends on that state).
     func run(latents initial: Tensor, timesteps: [Double], scheduler: inout any Scheduler, embeddings: Tensor,
              generator: inout RandomGenerators?, extraChannels: Tensor? = nil, classLabels: [Float]? = nil,
-             progress: ProgressHandler?, afterStep: ((Int, Tensor) throws -> Tensor)? = nil) throws -> Tensor {
+             progress: ProgressHandler?, afterStep: ((Int, Tensor, any Scheduler) throws -> Tensor)? = nil) throws -> Tensor {
         var latents = initial
         let start = Date()
         for (i, t) in timesteps.enumerated() {
@@ -28,7 +29,7 @@ struct DenoisingLoop {
                 noise = try guided(noise)
             }
             latents = try scheduler.step(modelOutput: noise, timestep: t, sample: latents, generator: &generator)
-            if let afterStep { latents = try afterStep(i, latents) }
+            if let afterStep { latents = try afterStep(i, latents, scheduler) }
             if let progress, !progress(PipelineProgress(step: i + 1, totalSteps: timesteps.count, timestep: t,
                                                         elapsedSeconds: Date().timeIntervalSince(start))) {
                 throw PipelineError.cancelled

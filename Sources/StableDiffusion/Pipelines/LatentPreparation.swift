@@ -16,20 +16,23 @@ enum LatentPreparation {
     }
 
     /// Encodes images with the VAE, sampling the latent distribution with the generator(s) as diffusers
-    /// does (one draw for the whole batch, or one per image with per-image generators), scales them,
-    /// and repeats them to `batchSize`.
-    static func encodeImages(_ images: Tensor, vae: AutoencoderKL, batchSize: Int, generator: inout RandomGenerators) throws -> Tensor {
+    /// does, scales them, and repeats them to `batchSize`.
+    ///
+    /// With per-image generators, image-to-image first repeats the images to the batch and encodes each with
+    /// its own generator (`repeatBeforeEncoding`), while inpainting encodes only the given images, image `i`
+    /// with generator `i`; with one generator the whole input is encoded in one draw.
+    static func encodeImages(_ images: Tensor, vae: AutoencoderKL, batchSize: Int, generator: inout RandomGenerators,
+                             repeatBeforeEncoding: Bool = true) throws -> Tensor {
         let n = images.shape[0]
         guard n > 0, batchSize % n == 0 else {
             throw PipelineError.invalidArgument("cannot repeat \(n) input images to a batch of \(batchSize)")
         }
         var latents: Tensor
         if generator.isPerImage {
-            // Each image is encoded on its own with its own generator.
-            let repeated = try Tensor.concatenate([Tensor](repeating: images, count: batchSize / n), axis: 0)
+            let source = repeatBeforeEncoding ? try Tensor.concatenate([Tensor](repeating: images, count: batchSize / n), axis: 0) : images
             var parts: [Tensor] = []
-            for i in 0..<batchSize {
-                let dist = try vae.encode(try repeated.slice(axis: 0, i..<(i + 1)))
+            for i in 0..<source.shape[0] {
+                let dist = try vae.encode(try source.slice(axis: 0, i..<(i + 1)))
                 let m = dist.mean.shape
                 let noise = try generator.randnNHWC(generatorIndex: i, batch: 1, channels: m[3], height: m[1], width: m[2])
                 parts.append(try dist.sample(noise: noise))
@@ -42,9 +45,16 @@ enum LatentPreparation {
             latents = try dist.sample(noise: noise)
         }
         latents = latents * vae.config.scalingFactor
-        if latents.shape[0] < batchSize {
-            latents = try Tensor.concatenate([Tensor](repeating: latents, count: batchSize / latents.shape[0]), axis: 0)
+        return try repeatBatch(latents, to: batchSize)
+    }
+
+    /// Repeats a batch `[n, ...]` to `[batchSize, ...]` (`tensor.repeat(batchSize / n, 1, 1, 1)`).
+    static func repeatBatch(_ t: Tensor, to batchSize: Int) throws -> Tensor {
+        let n = t.shape[0]
+        if n == batchSize { return t }
+        guard n > 0, batchSize % n == 0 else {
+            throw PipelineError.invalidArgument("cannot repeat a batch of \(n) to \(batchSize)")
         }
-        return latents
+        return try Tensor.concatenate([Tensor](repeating: t, count: batchSize / n), axis: 0)
     }
 }

@@ -1,0 +1,142 @@
+import Foundation
+import DiffusionTensor
+
+/// diffusers' `StableDiffusionInpaintPipeline`, for 9-channel inpainting UNets (latents + mask +
+/// masked-image latents) and for ordinary 4-channel UNets (known regions re-noised and blended back
+/// after every step).
+public final class StableDiffusionInpaintPipeline: @unchecked Sendable {
+    public let components: StableDiffusionComponents
+
+    public init(components: StableDiffusionComponents) throws {
+        let ch = components.unet.config.inChannels
+        guard ch == 4 || ch == 9 else {
+            throw PipelineError.badModel(path: components.directory.path, detail: "inpainting needs a UNet with 4 or 9 input channels, this one has \(ch)")
+        }
+        guard components.vae.hasEncoder else {
+            throw PipelineError.badModel(path: components.directory.path, detail: "inpainting needs the VAE encoder")
+        }
+        self.components = components
+    }
+
+    public convenience init(modelDirectory: URL, variant: String? = nil) throws {
+        try self.init(components: StableDiffusionComponents(directory: modelDirectory, variant: variant))
+    }
+
+    /// The default output size: the UNet's sample size times the VAE scale factor (as diffusers).
+    public var defaultSize: (height: Int, width: Int) {
+        let s = (components.unet.config.sampleSize ?? 64) * components.vaeScaleFactor
+        return (s, s)
+    }
+
+    /// Runs on already processed inputs (see `ImageProcessor` / `MaskProcessor`):
+    /// - Parameters:
+    ///   - image: NHWC `[1 or n, height, width, 3]` in [-1, 1] at the working size.
+    ///   - mask: NHWC `[1 or n, height, width, 1]`, binarised (1 = repaint).
+    ///   - strength: 1 starts from pure noise; less starts from the noised image.
+    public func callAsFunction(_ options: GenerationOptions, image: Tensor, mask: Tensor, strength: Double = 1.0,
+                               progress: ProgressHandler? = nil) throws -> GenerationResult {
+        let c = components
+        try options.validate(vaeScaleFactor: c.vaeScaleFactor)
+        guard strength >= 0, strength <= 1 else { throw PipelineError.invalidArgument("strength must be in [0, 1], got \(strength)") }
+        guard image.rank == 4, image.shape[3] == 3 else { throw PipelineError.invalidArgument("image must be NHWC RGB, got \(image.shape)") }
+        let (height, width) = (image.shape[1], image.shape[2])
+        guard height % c.vaeScaleFactor == 0, width % c.vaeScaleFactor == 0 else {
+            throw PipelineError.invalidArgument("image sides must be multiples of \(c.vaeScaleFactor), got \(height)x\(width)")
+        }
+        guard mask.rank == 4, mask.shape[1] == height, mask.shape[2] == width, mask.shape[3] == 1 else {
+            throw PipelineError.invalidArgument("mask must be NHWC [n, \(height), \(width), 1], got \(mask.shape)")
+        }
+        let batch = options.batchSize
+        let cfg = options.classifierFreeGuidance
+        var scheduler = try PipelineSupport.makeScheduler(c, options)
+        let embeddings = try c.encodePrompt(options)
+        try scheduler.setTimesteps(options.numInferenceSteps)
+        let timesteps = try LatentPreparation.truncatedTimesteps(&scheduler, steps: options.numInferenceSteps, strength: strength)
+        var (generators, seed) = try options.makeGenerator()
+        let fullStrength = strength == 1.0
+        let unetChannels = c.unet.config.inChannels
+        let latentShape = [batch, height / c.vaeScaleFactor, width / c.vaeScaleFactor, c.vae.config.latentChannels]
+
+        // Random draws in diffusers' order: image latents (when needed), noise, masked-image latents.
+        var imageLatents: Tensor?
+        if unetChannels == 4 || !fullStrength {
+            imageLatents = try LatentPreparation.encodeImages(image, vae: c.vae, batchSize: batch, generator: &generators,
+                                                              repeatBeforeEncoding: false)
+        }
+        let noise: Tensor
+        if let given = options.latents {
+            guard given.shape == latentShape else { throw PipelineError.invalidArgument("latents must have shape \(latentShape), got \(given.shape)") }
+            noise = given
+        } else {
+            noise = try generators.randnNHWC(batch: batch, channels: latentShape[3], height: latentShape[1], width: latentShape[2])
+        }
+        var latents: Tensor
+        if fullStrength || options.latents != nil {
+            latents = noise * scheduler.initNoiseSigma
+        } else {
+            guard let imageLatents else { throw PipelineError.invalidArgument("image latents missing") }
+            latents = try scheduler.addNoise(originalSamples: imageLatents, noise: noise, timesteps: [timesteps[0]])
+        }
+        // masked_image = image * (mask < 0.5)
+        let keep = mask
+        var maskedImage = image
+        try maskedImage.withUnsafeMutableBufferPointer { p in
+            let pixels = height * width
+            let masks = keep.shape[0], images = image.shape[0]
+            guard masks == images || masks == 1 else { throw PipelineError.invalidArgument("\(masks) masks for \(images) images") }
+            keep.withUnsafeBufferPointer { m in
+                for b in 0..<images { for q in 0..<pixels where m[(masks == 1 ? 0 : b) * pixels + q] >= 0.5 {
+                    for ch in 0..<3 { p[(b * pixels + q) * 3 + ch] = 0 }
+                } }
+            }
+        }
+        let latentMask = try LatentPreparation.repeatBatch(
+            try mask.resized(height: latentShape[1], width: latentShape[2], mode: .nearest), to: batch)
+        let maskedLatents = try LatentPreparation.encodeImages(maskedImage, vae: c.vae, batchSize: batch, generator: &generators,
+                                                               repeatBeforeEncoding: false)
+        var extra: Tensor? = nil
+        if unetChannels == 9 {
+            let perStep = try Tensor.concatenate([latentMask, maskedLatents], axis: 3)
+            extra = cfg ? try Tensor.concatenate([perStep, perStep], axis: 0) : perStep
+        }
+        // 4-channel UNets: after each step, put back the known region, noised to the next timestep.
+        var blend: ((Int, Tensor, any Scheduler) throws -> Tensor)? = nil
+        if unetChannels == 4, let imageLatents {
+            blend = { i, current, sched in
+                var known = imageLatents
+                if i < timesteps.count - 1 {
+                    known = try sched.addNoise(originalSamples: imageLatents, noise: noise, timesteps: [timesteps[i + 1]])
+                }
+                return try Self.blend(known: known, generated: current, mask: latentMask)
+            }
+        }
+        let start = Date()
+        var generator: RandomGenerators? = generators
+        latents = try DenoisingLoop(unet: c.unet, guidanceScale: options.guidanceScale, classifierFreeGuidance: cfg)
+            .run(latents: latents, timesteps: timesteps, scheduler: &scheduler, embeddings: embeddings, generator: &generator,
+                 extraChannels: extra, progress: progress, afterStep: blend)
+        let images = try PipelineSupport.decode(latents, vae: c.vae)
+        return GenerationResult(images: images, latents: latents, seed: seed, schedulerName: scheduler.kind.className,
+                                denoisingSeconds: Date().timeIntervalSince(start))
+    }
+
+    /// `(1 - mask) * known + mask * generated`, the mask broadcast over channels.
+    static func blend(known: Tensor, generated: Tensor, mask: Tensor) throws -> Tensor {
+        guard known.shape == generated.shape, mask.shape[0] == known.shape[0] else {
+            throw TensorError.shapeMismatch("inpaint blend: \(known.shape), \(generated.shape), mask \(mask.shape)")
+        }
+        var out = generated
+        let ch = known.shape[3]
+        out.withUnsafeMutableBufferPointer { o in
+            known.withUnsafeBufferPointer { k in
+                mask.withUnsafeBufferPointer { m in
+                    for p in 0..<m.count {
+                        let w = m[p]
+                        for c in 0..<ch { o[p * ch + c] = (1 - w) * k[p * ch + c] + w * o[p * ch + c] }
+                    }
+                }
+            }
+        }
+        return out
+    }
+}

@@ -14,7 +14,8 @@ import open_clip
 import torch
 from PIL import Image
 from diffusers import (AutoencoderKL, DDIMScheduler, EulerAncestralDiscreteScheduler, PNDMScheduler,
-                       StableDiffusionImg2ImgPipeline, StableDiffusionPipeline, UNet2DConditionModel)
+                       StableDiffusionImg2ImgPipeline, StableDiffusionInpaintPipeline, StableDiffusionPipeline,
+                       UNet2DConditionModel)
 from safetensors.torch import save_file
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
@@ -60,8 +61,8 @@ def randomise(model, scale=0.05):
     return model
 
 
-def build_tiny(name, sd2):
-    torch.manual_seed(11 if sd2 else 10)
+def build_tiny(name, sd2, in_channels=4, seed=None, pipeline_cls=StableDiffusionPipeline):
+    torch.manual_seed(seed if seed is not None else (11 if sd2 else 10))
     root = os.path.join("Models", name)
     shutil.rmtree(root, ignore_errors=True)
     tok_dir = os.path.join("/tmp", name + "-tok")
@@ -77,7 +78,7 @@ def build_tiny(name, sd2):
         max_position_embeddings=77, hidden_act="gelu" if sd2 else "quick_gelu", projection_dim=32,
         bos_token_id=vocab_size - 2, eos_token_id=2 if not sd2 else vocab_size - 1, pad_token_id=1)))
     unet = randomise(UNet2DConditionModel(
-        sample_size=16, in_channels=4, out_channels=4, block_out_channels=(32, 64), layers_per_block=1,
+        sample_size=16, in_channels=in_channels, out_channels=4, block_out_channels=(32, 64), layers_per_block=1,
         down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
         cross_attention_dim=32, norm_num_groups=8,
         attention_head_dim=[2, 4] if sd2 else 4, use_linear_projection=sd2, upcast_attention=sd2))
@@ -86,8 +87,8 @@ def build_tiny(name, sd2):
         down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4), scale=0.02)
     scheduler_cls = DDIMScheduler if sd2 else PNDMScheduler
     scheduler = scheduler_cls.from_pretrained(os.path.join(REF, ref, "scheduler"))
-    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
-                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe = pipeline_cls(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
+                        safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     pipe.to(torch.float16)
     pipe.save_pretrained(root, safe_serialization=True)
     # Keep exactly the tokenizer files the real repositories have: SD 1.x vocab.json + merges.txt,
@@ -104,8 +105,8 @@ def build_tiny(name, sd2):
     for f in ("tokenizer_config.json", "special_tokens_map.json"):
         shutil.copy(os.path.join(REF, ref, "tokenizer", f), tdir)
     # The reference computation runs in fp32 on the stored (fp16) weights, as the Swift engine does.
-    pipe = StableDiffusionPipeline.from_pretrained(root, torch_dtype=torch.float32, safety_checker=None,
-                                                   requires_safety_checker=False)
+    pipe = pipeline_cls.from_pretrained(root, torch_dtype=torch.float32, safety_checker=None,
+                                        requires_safety_checker=False)
     return root, pipe
 
 
@@ -117,7 +118,7 @@ def test_image(w, h):
     return Image.fromarray(np.stack([r, g, b], -1).clip(0, 255).astype(np.uint8))
 
 
-def run_case(case, pipe_cls, base_pipe, scheduler_cls, kwargs, image=None):
+def run_case(case, pipe_cls, base_pipe, scheduler_cls, kwargs, image=None, mask=None):
     d = os.path.join(OUT, case)
     shutil.rmtree(d, ignore_errors=True)
     os.makedirs(d)
@@ -132,12 +133,32 @@ def run_case(case, pipe_cls, base_pipe, scheduler_cls, kwargs, image=None):
         return cb
 
     call = dict(kwargs)
+    recorded = {}
+
+    def record(name, fn):
+        def wrapper(*a, **k):
+            out = fn(*a, **k)
+            recorded.setdefault(name, out)
+            return out
+        return wrapper
+
+    if mask is not None:
+        mask.save(os.path.join(d, "mask.png"))
+        call["mask_image"] = mask
+        pipe.image_processor.preprocess = record("init_image", pipe.image_processor.preprocess)
+        pipe.mask_processor.preprocess = record("mask_condition", pipe.mask_processor.preprocess)
+        pipe.image_processor.postprocess = record("pre_overlay", pipe.image_processor.postprocess)
     if image is not None:
         image.save(os.path.join(d, "input.png"))
         call["image"] = image
-        tensors["input_image"] = pipe.image_processor.preprocess(image).permute(0, 2, 3, 1).contiguous()
+        if mask is None:
+            tensors["input_image"] = pipe.image_processor.preprocess(image).permute(0, 2, 3, 1).contiguous()
     out = pipe(**call, generator=torch.Generator("cpu").manual_seed(kwargs_seed[case]),
                callback_on_step_end=capture, callback_on_step_end_tensor_inputs=["latents"])
+    if mask is not None:
+        tensors["input_image"] = recorded["init_image"].permute(0, 2, 3, 1).contiguous()
+        tensors["mask_condition"] = recorded["mask_condition"].permute(0, 2, 3, 1).contiguous()
+        tensors["pre_overlay"] = torch.from_numpy(np.stack([np.asarray(i) for i in recorded["pre_overlay"]])).float().contiguous()
     for i, img in enumerate(out.images):
         img.save(os.path.join(d, f"expected-{i}.png"))
         tensors[f"image{i}"] = torch.from_numpy(np.asarray(img).astype(np.float32))
@@ -160,7 +181,7 @@ def run_case(case, pipe_cls, base_pipe, scheduler_cls, kwargs, image=None):
     print(case, [img.size for img in out.images])
 
 
-kwargs_seed = {"sd1_txt2img": 42, "sd1_txt2img_batch": 7, "sd1_img2img_euler_a": 3, "sd2_txt2img": 1234, "sd2_txt2img_nocfg": 5}
+kwargs_seed = {"inpaint9_crop": 21, "inpaint4_blend": 22, "inpaint9_strength_mask_size": 23, "sd1_txt2img": 42, "sd1_txt2img_batch": 7, "sd1_img2img_euler_a": 3, "sd2_txt2img": 1234, "sd2_txt2img_nocfg": 5}
 P = "a photograph of an astronaut riding a horse"
 N = "blurry, low quality"
 
@@ -177,3 +198,25 @@ run_case("sd2_txt2img", StableDiffusionPipeline, pipe2, None,
          dict(prompt=P, negative_prompt=N, num_images_per_prompt=2, height=64, width=96, num_inference_steps=6, guidance_scale=7.5))
 run_case("sd2_txt2img_nocfg", StableDiffusionPipeline, pipe2, None,
          dict(prompt=P, num_inference_steps=4, guidance_scale=1.0, height=48, width=48))
+
+
+def test_mask(w, h, box):
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    cx, cy, rx, ry = box
+    inside = ((x - cx) / rx) ** 2 + ((y - cy) / ry) ** 2 <= 1
+    return Image.fromarray((inside * 255).astype(np.uint8), mode="L")
+
+
+root3, pipe3 = build_tiny("tiny-sd-inpainting", sd2=False, in_channels=9, seed=12, pipeline_cls=StableDiffusionInpaintPipeline)
+big = test_image(160, 128)
+run_case("inpaint9_crop", StableDiffusionInpaintPipeline, pipe3, None,
+         dict(prompt=P, negative_prompt=N, num_images_per_prompt=2, height=64, width=64, num_inference_steps=6,
+              guidance_scale=7.5, padding_mask_crop=8),
+         image=big, mask=test_mask(160, 128, (100, 50, 20, 14)))
+inpaint4 = StableDiffusionInpaintPipeline(**pipe1.components)
+run_case("inpaint4_blend", StableDiffusionInpaintPipeline, inpaint4, None,
+         dict(prompt=P, num_inference_steps=6, guidance_scale=6.0, height=64, width=96, strength=1.0),
+         image=test_image(96, 64), mask=test_mask(96, 64, (40, 30, 25, 18)))
+run_case("inpaint9_strength_mask_size", StableDiffusionInpaintPipeline, pipe3, None,
+         dict(prompt=P, negative_prompt=N, num_inference_steps=10, guidance_scale=7.5, height=64, width=96, strength=0.6),
+         image=test_image(96, 64), mask=test_mask(48, 40, (20, 20, 12, 10)))

@@ -76,3 +76,13 @@ func assertImagesMatch(_ result: GenerationResult, _ expected: [Tensor], file: S
         XCTAssertLessThanOrEqual(m, 16, "image \(i) max channel difference", file: file, line: line)
     }
 }
+
+extension TinyModels {
+    static var inpainting: URL { root.appendingPathComponent("tiny-sd-inpainting") }
+}
+
+/// Compares a result with 0...255 reference pixels `[n, h, w, 3]` (PSNR >= 40 dB, max difference <= 16).
+func assertImagesMatch(_ result: GenerationResult, pixels expected: Tensor, file: StaticString = #filePath, line: UInt = #line) throws {
+    let images = try (0..<expected.shape[0]).map { try expected.slice(axis: 0, $0..<($0 + 1)).reshaped(Array(expected.shape.dropFirst())) }
+    assertImagesMatch(result, images, file: file, line: line)
+}

@@ -36,6 +36,11 @@ def model(x, t):
     return x * 0.95 + (x * x - 1.0) / (x * x + 1.0) * (0.05 * float(t) / 1000.0)
 
 
+def model_learned(x, t):
+    """For variance_type learned/learned_range: [eps, v] along channels, with v in [0, 0.5)."""
+    return torch.cat([model(x, t), x * x / (x * x + 1.0) * 0.5], dim=1)
+
+
 def nhwc(t):
     return t.permute(0, 2, 3, 1).contiguous().reshape(-1).numpy().astype("<f4")
 
@@ -90,24 +95,44 @@ def cases():
     add(M, {"final_sigmas_type": "sigma_min", "timestep_spacing": "leading"}, (7,), name="sigmamin-leading")
     add(M, {"euler_at_final": True, "use_karras_sigmas": True}, (7,), name="euler-final")
     add(M, {"algorithm_type": "sde-dpmsolver++"}, (7,), gen=31, name="sde")
+    add(M, {"solver_order": 3, "algorithm_type": "sde-dpmsolver++", "solver_type": "heun"}, (20,), gen=32, name="sde-order3-heun")
+    add(M, {"algorithm_type": "sde-dpmsolver", "final_sigmas_type": "sigma_min"}, (5,), gen=33, name="sde-dpmsolver")
+    add(M, {"solver_type": "heun"}, (1, 7), name="heun")
+    add(M, {"algorithm_type": "dpmsolver", "solver_type": "heun", "final_sigmas_type": "sigma_min", "solver_order": 3, "lower_order_final": False}, (7,), name="dpmsolver-heun-order3")
+    add(M, {"use_lu_lambdas": True}, (7,), name="lu")
+    # (exponential sigmas on the cosine schedule repeat timestep 998, which breaks diffusers' own loop)
+    add(M, {"use_exponential_sigmas": True}, (7,), name="exp")
+    add(M, {"beta_schedule": "squaredcos_cap_v2", "lambda_min_clipped": -5.1}, (7,), name="cos-clipped")
 
     DD = "DDPMScheduler"
     add(DD, {}, gen=41)
     add(DD, {"variance_type": "fixed_small_log", "clip_sample": True}, (7,), gen=42, name="smalllog-clip")
     add(DD, {"variance_type": "fixed_large", "prediction_type": "v_prediction"}, (7,), gen=43, name="large-v")
-    add(DD, {"variance_type": "fixed_large_log", "prediction_type": "sample", "thresholding": True}, (7,), gen=44, name="largelog-sample-thresh")
-    add(DD, {"timestep_spacing": "trailing", "rescale_betas_zero_snr": True}, (7,), gen=45, name="trailing-zsnr")
+    # fixed_large_log is left out: diffusers' step takes sqrt(log(beta)) < 0 there, so every noisy step is NaN
+    # (the engine rejects it with an error naming variance_type).
+    add(DD, {"prediction_type": "sample", "thresholding": True}, (7,), gen=44, name="sample-thresh")
+    # Zero terminal SNR makes alpha_bar(999) = 0, which only v-prediction survives (epsilon divides by 0).
+    add(DD, {"timestep_spacing": "trailing", "rescale_betas_zero_snr": True, "prediction_type": "v_prediction"}, (1, 7), gen=45, name="trailing-zsnr-v")
+    add(DD, {"timestep_spacing": "linspace", "beta_schedule": "sigmoid", "clip_sample": False}, (7,), gen=46, name="linspace-sigmoid")
+    # Learned variances: the fake model also predicts a variance channel block (see model_learned).
+    add(DD, {"variance_type": "learned", "clip_sample": False}, (7,), gen=47, name="learned")
+    add(DD, {"variance_type": "learned_range", "beta_schedule": "squaredcos_cap_v2"}, (1, 7), gen=48, name="learned-range")
 
     L = "LMSDiscreteScheduler"
     add(L, {})
     add(L, {"use_karras_sigmas": True}, (7,), name="karras")
     add(L, {"prediction_type": "v_prediction", "timestep_spacing": "leading"}, (7,), name="v-leading")
+    add(L, {"use_exponential_sigmas": True, "timestep_spacing": "trailing"}, (7,), name="exp-trailing")
+    add(L, {"prediction_type": "sample", "beta_schedule": "squaredcos_cap_v2"}, (4,), name="sample-cos")
 
     H = "HeunDiscreteScheduler"
     add(H, {})
     add(H, {"use_karras_sigmas": True}, (7,), name="karras")
     add(H, {"prediction_type": "v_prediction", "timestep_spacing": "trailing"}, (7,), name="v-trailing")
     add(H, {"prediction_type": "sample", "timestep_spacing": "leading", "clip_sample": True}, (7,), name="sample-leading")
+    # (with 5 steps, sigma 403 -> 52 amplifies float32 rounding, and torch's sqrt (MKL) is not always
+    # correctly rounded: 1e-5 is then out of reach; 20 smaller steps keep the case well-conditioned)
+    add(H, {"use_exponential_sigmas": True, "beta_schedule": "exp"}, (20,), name="exp-exp")
 
     U = "UniPCMultistepScheduler"
     add(U, {})
@@ -149,12 +174,14 @@ def main():
         traj = []
         for t in sched.timesteps:
             inp = sched.scale_model_input(sample, t)
-            eps = model(inp, t)
+            learned = overrides.get("variance_type") in ("learned", "learned_range")
+            eps = model_learned(inp, t) if learned else model(inp, t)
             kwargs = {"generator": g} if g is not None else {}
             sample = sched.step(eps, t, sample, **kwargs).prev_sample
             traj.append(sample)
         rec = {"name": name, "config": config, "steps": n, "timesteps": timesteps, "init_noise_sigma": sigma0,
-               "order": sched.order, "generator": gen, "sample_seed": n, "noise_timesteps": [float(v) for v in nt.tolist()]}
+               "order": sched.order, "generator": gen,
+               "learned_variance": overrides.get("variance_type") in ("learned", "learned_range"), "sample_seed": n, "noise_timesteps": [float(v) for v in nt.tolist()]}
         for key, t in (("clean", clean), ("noise", noise), ("noisy", noisy), ("initial", x0)):
             blob.append(nhwc(t)); rec[key] = off; off += t.numel()
         rec["trajectory"] = off

@@ -13,6 +13,8 @@ final class SchedulerTests: XCTestCase {
         let init_noise_sigma: Double
         let order: Int
         let generator: JSONValue?
+        /// The model also predicts a variance (DDPM `learned`/`learned_range`): see `learnedModel`.
+        let learned_variance: Bool?
         let noise_timesteps: [Double]
         let clean: Int, noise: Int, noisy: Int, initial: Int, trajectory: Int
     }
@@ -21,7 +23,7 @@ final class SchedulerTests: XCTestCase {
     /// Classes implemented so far; the fixtures also hold cases for the others.
     static let implemented: Set<String> = [
         "PNDMScheduler", "DDIMScheduler", "EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler",
-        "DPMSolverMultistepScheduler",
+        "DPMSolverMultistepScheduler", "DDPMScheduler", "LMSDiscreteScheduler", "HeunDiscreteScheduler",
     ]
 
     static func fixtures() throws -> (Fixture, [Float]) {
@@ -40,6 +42,19 @@ final class SchedulerTests: XCTestCase {
         return try Tensor(shape: x.shape, scalars: x.scalars.map { $0 * 0.95 + ($0 * $0 - 1) / ($0 * $0 + 1) * c })
     }
 
+    /// The fixture script's `model_learned`: [eps, x^2 / (x^2 + 1) * 0.5] along channels (the last NHWC axis).
+    static func learnedModel(_ x: Tensor, _ t: Double) throws -> Tensor {
+        let eps = try model(x, t).scalars, xs = x.scalars
+        guard let c = x.shape.last, c > 0 else { return x }
+        var out: [Float] = []
+        out.reserveCapacity(2 * xs.count)
+        for p in 0..<(xs.count / c) {
+            out += eps[p * c..<(p + 1) * c]
+            out += xs[p * c..<(p + 1) * c].map { $0 * $0 / ($0 * $0 + 1) * 0.5 }
+        }
+        return try Tensor(shape: Array(x.shape.dropLast()) + [2 * c], scalars: out)
+    }
+
     /// Largest error relative to the reference tensor's largest magnitude.
     static func relError(_ got: Tensor, _ want: ArraySlice<Float>) -> Float {
         let g = got.scalars
@@ -56,6 +71,7 @@ final class SchedulerTests: XCTestCase {
         func slice(_ offset: Int) -> ArraySlice<Float> { floats[offset..<offset + n] }
         func tensor(_ offset: Int) throws -> Tensor { try Tensor(shape: shape, scalars: Array(slice(offset))) }
         var checked = 0
+        var worst: [String: Float] = [:]
         for c in fixture.cases where Self.implemented.contains(c.config["_class_name"]?.stringValue ?? "") {
             let config = SchedulerConfig(values: c.config, source: "\(c.name).json")
             var s = try Schedulers.make(config: config)
@@ -84,9 +100,10 @@ final class SchedulerTests: XCTestCase {
             sample = try Tensor(shape: shape, scalars: sample.scalars.map { $0 * sigma })
             for (i, t) in s.timesteps.enumerated() {
                 let input = try s.scaleModelInput(sample, timestep: t)
-                let eps = try Self.model(input, t)
+                let eps = try c.learned_variance == true ? Self.learnedModel(input, t) : Self.model(input, t)
                 sample = try s.step(modelOutput: eps, timestep: t, sample: sample, generator: &gen)
                 let err = Self.relError(sample, slice(c.trajectory + i * n))
+                worst[c.name.components(separatedBy: "-")[0], default: 0] = max(worst[c.name.components(separatedBy: "-")[0], default: 0], err)
                 if !(err < 1e-5) {
                     XCTFail("\(c.name): step \(i) (t=\(t)) relative error \(err)")
                     break
@@ -95,7 +112,7 @@ final class SchedulerTests: XCTestCase {
             checked += 1
         }
         XCTAssertGreaterThan(checked, 0)
-        print("checked \(checked) scheduler trajectories")
+        print("checked \(checked) scheduler trajectories; worst relative error per class: \(worst.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))")
     }
 
     func testFactoryNamesAndErrors() throws {

@@ -136,9 +136,15 @@ def cases():
 
     U = "UniPCMultistepScheduler"
     add(U, {})
-    add(U, {"solver_order": 3, "solver_type": "bh1"}, (7,), name="order3-bh1")
-    add(U, {"predict_x0": False}, (7,), name="noise-pred")
-    add(U, {"use_karras_sigmas": True, "lower_order_final": False}, (7,), name="karras")
+    # With a final sigma of zero, h is infinite at the last step: diffusers then returns NaN for bh1
+    # (B(h) * 0), for predict_x0=False (sigma_t * expm1(inf)) and, without lower_order_final, for any
+    # order > 1 (r_k = 0). These cases end at sigma_min instead, which keeps the same options covered.
+    add(U, {"solver_order": 3, "solver_type": "bh1", "final_sigmas_type": "sigma_min"}, (7, 20), name="order3-bh1")
+    add(U, {"predict_x0": False, "final_sigmas_type": "sigma_min"}, (7,), name="noise-pred")
+    add(U, {"use_karras_sigmas": True}, (7,), name="karras")
+    add(U, {"lower_order_final": False, "solver_order": 3, "final_sigmas_type": "sigma_min"}, (7,), name="no-lower-final")
+    add(U, {"use_exponential_sigmas": True, "prediction_type": "sample"}, (7,), name="exp-sample")
+    add(U, {"timestep_spacing": "leading", "rescale_betas_zero_snr": True, "prediction_type": "v_prediction", "solver_type": "midpoint"}, (5,), name="leading-zsnr-v")
     add(U, {"prediction_type": "v_prediction", "timestep_spacing": "trailing", "final_sigmas_type": "sigma_min"}, (7,), name="v-trailing")
     add(U, {"disable_corrector": [0], "thresholding": True}, (7,), name="nocorr-thresh")
     return out

@@ -20,10 +20,11 @@ final class SchedulerTests: XCTestCase {
     }
     struct Fixture: Decodable { let shape_nhwc: [Int]; let cases: [Case] }
 
-    /// Classes implemented so far; the fixtures also hold cases for the others.
+    /// The classes whose fixture cases are checked (all of them).
     static let implemented: Set<String> = [
         "PNDMScheduler", "DDIMScheduler", "EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler",
         "DPMSolverMultistepScheduler", "DDPMScheduler", "LMSDiscreteScheduler", "HeunDiscreteScheduler",
+        "UniPCMultistepScheduler",
     ]
 
     static func fixtures() throws -> (Fixture, [Float]) {

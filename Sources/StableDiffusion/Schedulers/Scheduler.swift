@@ -95,8 +95,7 @@ public enum Schedulers {
         case .ddpm: return try DDPMScheduler(config: config)
         case .lms: return try LMSDiscreteScheduler(config: config)
         case .heun: return try HeunDiscreteScheduler(config: config)
-        default:
-            throw SchedulerError.unsupported(file: config.source, key: "_class_name", value: "\"\(kind.className)\" (not implemented yet)")
+        case .unipc: return try UniPCMultistepScheduler(config: config)
         }
     }
 

@@ -49,9 +49,9 @@ def cases():
     steps = (1, 7, 20)
     out = []
 
-    def add(cls, overrides, ns=steps, gen=None, name=""):
+    def add(cls, overrides, ns=steps, gen=None, name="", begin=None):
         for n in ns:
-            out.append((cls, overrides, n, gen, f"{cls}-{name or 'base'}-{n}"))
+            out.append((cls, overrides, n, gen, f"{cls}-{name or 'base'}-{n}", begin))
 
     P = "PNDMScheduler"
     add(P, {})
@@ -147,6 +147,10 @@ def cases():
     add(U, {"timestep_spacing": "leading", "rescale_betas_zero_snr": True, "prediction_type": "v_prediction", "solver_type": "midpoint"}, (5,), name="leading-zsnr-v")
     add(U, {"prediction_type": "v_prediction", "timestep_spacing": "trailing", "final_sigmas_type": "sigma_min"}, (7,), name="v-trailing")
     add(U, {"disable_corrector": [0], "thresholding": True}, (7,), name="nocorr-thresh")
+    # img2img-style starts (strength 0.6 of 10 steps: t_start 4, times `order`): set_begin_index, add_noise
+    # at the first remaining timestep, then the loop over the remaining timesteps, as the pipelines do.
+    for cls, gen in ((P, None), (D, None), (E, None), (A, 51), (M, None), (DD, 52), (L, None), (H, None), (U, None)):
+        add(cls, {}, (10,), gen=gen, name="img2img", begin=4)
     return out
 
 
@@ -155,7 +159,7 @@ def main():
     blob = []
     off = 0
     records = []
-    for cls_name, overrides, n, gen, name in cases():
+    for cls_name, overrides, n, gen, name, begin in cases():
         config = dict(SD15)
         config.update(overrides)
         config["_class_name"] = cls_name
@@ -168,7 +172,13 @@ def main():
         # add_noise before any step (begin index unset), one timestep per batch item.
         clean = torch.randn(SHAPE, generator=torch.Generator().manual_seed(100 + n))
         noise = torch.randn(SHAPE, generator=torch.Generator().manual_seed(200 + n))
-        nt = sched.timesteps[[min(1, len(timesteps) - 1), 0]]
+        if begin is not None:
+            begin *= sched.order
+            if hasattr(sched, "set_begin_index"):
+                sched.set_begin_index(begin)
+            nt = sched.timesteps[[begin, begin]]
+        else:
+            nt = sched.timesteps[[min(1, len(timesteps) - 1), 0]]
         noisy = sched.add_noise(clean, noise, nt)
         if gen is None:
             g = None
@@ -176,9 +186,9 @@ def main():
             g = [torch.Generator().manual_seed(s) for s in gen]
         else:
             g = torch.Generator().manual_seed(gen)
-        sample = x0 * sched.init_noise_sigma
+        sample = x0 * sched.init_noise_sigma if begin is None else noisy
         traj = []
-        for t in sched.timesteps:
+        for t in sched.timesteps[begin or 0:]:
             inp = sched.scale_model_input(sample, t)
             learned = overrides.get("variance_type") in ("learned", "learned_range")
             eps = model_learned(inp, t) if learned else model(inp, t)
@@ -186,7 +196,7 @@ def main():
             sample = sched.step(eps, t, sample, **kwargs).prev_sample
             traj.append(sample)
         rec = {"name": name, "config": config, "steps": n, "timesteps": timesteps, "init_noise_sigma": sigma0,
-               "order": sched.order, "generator": gen,
+               "order": sched.order, "generator": gen, "begin_index": begin,
                "learned_variance": overrides.get("variance_type") in ("learned", "learned_range"), "sample_seed": n, "noise_timesteps": [float(v) for v in nt.tolist()]}
         for key, t in (("clean", clean), ("noise", noise), ("noisy", noisy), ("initial", x0)):
             blob.append(nhwc(t)); rec[key] = off; off += t.numel()

@@ -36,6 +36,11 @@ def model(x, t):
     return x * 0.95 + (x * x - 1.0) / (x * x + 1.0) * (0.05 * float(t) / 1000.0)
 
 
+def model_learned(x, t):
+    """For variance_type learned/learned_range: [eps, v] along channels, with v in [0, 0.5)."""
+    return torch.cat([model(x, t), x * x / (x * x + 1.0) * 0.5], dim=1)
+
+
 def nhwc(t):
     return t.permute(0, 2, 3, 1).contiguous().reshape(-1).numpy().astype("<f4")
 
@@ -44,9 +49,9 @@ def cases():
     steps = (1, 7, 20)
     out = []
 
-    def add(cls, overrides, ns=steps, gen=None, name=""):
+    def add(cls, overrides, ns=steps, gen=None, name="", begin=None):
         for n in ns:
-            out.append((cls, overrides, n, gen, f"{cls}-{name or 'base'}-{n}"))
+            out.append((cls, overrides, n, gen, f"{cls}-{name or 'base'}-{n}", begin))
 
     P = "PNDMScheduler"
     add(P, {})
@@ -90,32 +95,62 @@ def cases():
     add(M, {"final_sigmas_type": "sigma_min", "timestep_spacing": "leading"}, (7,), name="sigmamin-leading")
     add(M, {"euler_at_final": True, "use_karras_sigmas": True}, (7,), name="euler-final")
     add(M, {"algorithm_type": "sde-dpmsolver++"}, (7,), gen=31, name="sde")
+    add(M, {"solver_order": 3, "algorithm_type": "sde-dpmsolver++", "solver_type": "heun"}, (20,), gen=32, name="sde-order3-heun")
+    add(M, {"algorithm_type": "sde-dpmsolver", "final_sigmas_type": "sigma_min"}, (5,), gen=33, name="sde-dpmsolver")
+    add(M, {"solver_type": "heun"}, (1, 7), name="heun")
+    add(M, {"algorithm_type": "dpmsolver", "solver_type": "heun", "final_sigmas_type": "sigma_min", "solver_order": 3, "lower_order_final": False}, (7,), name="dpmsolver-heun-order3")
+    add(M, {"use_lu_lambdas": True}, (7,), name="lu")
+    # (exponential sigmas on the cosine schedule repeat timestep 998, which breaks diffusers' own loop)
+    add(M, {"use_exponential_sigmas": True}, (7,), name="exp")
+    add(M, {"beta_schedule": "squaredcos_cap_v2", "lambda_min_clipped": -5.1}, (7,), name="cos-clipped")
 
     DD = "DDPMScheduler"
     add(DD, {}, gen=41)
     add(DD, {"variance_type": "fixed_small_log", "clip_sample": True}, (7,), gen=42, name="smalllog-clip")
     add(DD, {"variance_type": "fixed_large", "prediction_type": "v_prediction"}, (7,), gen=43, name="large-v")
-    add(DD, {"variance_type": "fixed_large_log", "prediction_type": "sample", "thresholding": True}, (7,), gen=44, name="largelog-sample-thresh")
-    add(DD, {"timestep_spacing": "trailing", "rescale_betas_zero_snr": True}, (7,), gen=45, name="trailing-zsnr")
+    # fixed_large_log is left out: diffusers' step takes sqrt(log(beta)) < 0 there, so every noisy step is NaN
+    # (the engine rejects it with an error naming variance_type).
+    add(DD, {"prediction_type": "sample", "thresholding": True}, (7,), gen=44, name="sample-thresh")
+    # Zero terminal SNR makes alpha_bar(999) = 0, which only v-prediction survives (epsilon divides by 0).
+    add(DD, {"timestep_spacing": "trailing", "rescale_betas_zero_snr": True, "prediction_type": "v_prediction"}, (1, 7), gen=45, name="trailing-zsnr-v")
+    add(DD, {"timestep_spacing": "linspace", "beta_schedule": "sigmoid", "clip_sample": False}, (7,), gen=46, name="linspace-sigmoid")
+    # Learned variances: the fake model also predicts a variance channel block (see model_learned).
+    add(DD, {"variance_type": "learned", "clip_sample": False}, (7,), gen=47, name="learned")
+    add(DD, {"variance_type": "learned_range", "beta_schedule": "squaredcos_cap_v2"}, (1, 7), gen=48, name="learned-range")
 
     L = "LMSDiscreteScheduler"
     add(L, {})
     add(L, {"use_karras_sigmas": True}, (7,), name="karras")
     add(L, {"prediction_type": "v_prediction", "timestep_spacing": "leading"}, (7,), name="v-leading")
+    add(L, {"use_exponential_sigmas": True, "timestep_spacing": "trailing"}, (7,), name="exp-trailing")
+    add(L, {"prediction_type": "sample", "beta_schedule": "squaredcos_cap_v2"}, (4,), name="sample-cos")
 
     H = "HeunDiscreteScheduler"
     add(H, {})
     add(H, {"use_karras_sigmas": True}, (7,), name="karras")
     add(H, {"prediction_type": "v_prediction", "timestep_spacing": "trailing"}, (7,), name="v-trailing")
     add(H, {"prediction_type": "sample", "timestep_spacing": "leading", "clip_sample": True}, (7,), name="sample-leading")
+    # (with 5 steps, sigma 403 -> 52 amplifies float32 rounding, and torch's sqrt (MKL) is not always
+    # correctly rounded: 1e-5 is then out of reach; 20 smaller steps keep the case well-conditioned)
+    add(H, {"use_exponential_sigmas": True, "beta_schedule": "exp"}, (20,), name="exp-exp")
 
     U = "UniPCMultistepScheduler"
     add(U, {})
-    add(U, {"solver_order": 3, "solver_type": "bh1"}, (7,), name="order3-bh1")
-    add(U, {"predict_x0": False}, (7,), name="noise-pred")
-    add(U, {"use_karras_sigmas": True, "lower_order_final": False}, (7,), name="karras")
+    # With a final sigma of zero, h is infinite at the last step: diffusers then returns NaN for bh1
+    # (B(h) * 0), for predict_x0=False (sigma_t * expm1(inf)) and, without lower_order_final, for any
+    # order > 1 (r_k = 0). These cases end at sigma_min instead, which keeps the same options covered.
+    add(U, {"solver_order": 3, "solver_type": "bh1", "final_sigmas_type": "sigma_min"}, (7, 20), name="order3-bh1")
+    add(U, {"predict_x0": False, "final_sigmas_type": "sigma_min"}, (7,), name="noise-pred")
+    add(U, {"use_karras_sigmas": True}, (7,), name="karras")
+    add(U, {"lower_order_final": False, "solver_order": 3, "final_sigmas_type": "sigma_min"}, (7,), name="no-lower-final")
+    add(U, {"use_exponential_sigmas": True, "prediction_type": "sample"}, (7,), name="exp-sample")
+    add(U, {"timestep_spacing": "leading", "rescale_betas_zero_snr": True, "prediction_type": "v_prediction", "solver_type": "midpoint"}, (5,), name="leading-zsnr-v")
     add(U, {"prediction_type": "v_prediction", "timestep_spacing": "trailing", "final_sigmas_type": "sigma_min"}, (7,), name="v-trailing")
     add(U, {"disable_corrector": [0], "thresholding": True}, (7,), name="nocorr-thresh")
+    # img2img-style starts (strength 0.6 of 10 steps: t_start 4, times `order`): set_begin_index, add_noise
+    # at the first remaining timestep, then the loop over the remaining timesteps, as the pipelines do.
+    for cls, gen in ((P, None), (D, None), (E, None), (A, 51), (M, None), (DD, 52), (L, None), (H, None), (U, None)):
+        add(cls, {}, (10,), gen=gen, name="img2img", begin=4)
     return out
 
 
@@ -124,7 +159,7 @@ def main():
     blob = []
     off = 0
     records = []
-    for cls_name, overrides, n, gen, name in cases():
+    for cls_name, overrides, n, gen, name, begin in cases():
         config = dict(SD15)
         config.update(overrides)
         config["_class_name"] = cls_name
@@ -137,7 +172,13 @@ def main():
         # add_noise before any step (begin index unset), one timestep per batch item.
         clean = torch.randn(SHAPE, generator=torch.Generator().manual_seed(100 + n))
         noise = torch.randn(SHAPE, generator=torch.Generator().manual_seed(200 + n))
-        nt = sched.timesteps[[min(1, len(timesteps) - 1), 0]]
+        if begin is not None:
+            begin *= sched.order
+            if hasattr(sched, "set_begin_index"):
+                sched.set_begin_index(begin)
+            nt = sched.timesteps[[begin, begin]]
+        else:
+            nt = sched.timesteps[[min(1, len(timesteps) - 1), 0]]
         noisy = sched.add_noise(clean, noise, nt)
         if gen is None:
             g = None
@@ -145,16 +186,18 @@ def main():
             g = [torch.Generator().manual_seed(s) for s in gen]
         else:
             g = torch.Generator().manual_seed(gen)
-        sample = x0 * sched.init_noise_sigma
+        sample = x0 * sched.init_noise_sigma if begin is None else noisy
         traj = []
-        for t in sched.timesteps:
+        for t in sched.timesteps[begin or 0:]:
             inp = sched.scale_model_input(sample, t)
-            eps = model(inp, t)
+            learned = overrides.get("variance_type") in ("learned", "learned_range")
+            eps = model_learned(inp, t) if learned else model(inp, t)
             kwargs = {"generator": g} if g is not None else {}
             sample = sched.step(eps, t, sample, **kwargs).prev_sample
             traj.append(sample)
         rec = {"name": name, "config": config, "steps": n, "timesteps": timesteps, "init_noise_sigma": sigma0,
-               "order": sched.order, "generator": gen, "sample_seed": n, "noise_timesteps": [float(v) for v in nt.tolist()]}
+               "order": sched.order, "generator": gen, "begin_index": begin,
+               "learned_variance": overrides.get("variance_type") in ("learned", "learned_range"), "sample_seed": n, "noise_timesteps": [float(v) for v in nt.tolist()]}
         for key, t in (("clean", clean), ("noise", noise), ("noisy", noisy), ("initial", x0)):
             blob.append(nhwc(t)); rec[key] = off; off += t.numel()
         rec["trajectory"] = off

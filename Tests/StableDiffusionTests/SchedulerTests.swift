@@ -13,15 +13,20 @@ final class SchedulerTests: XCTestCase {
         let init_noise_sigma: Double
         let order: Int
         let generator: JSONValue?
+        /// The model also predicts a variance (DDPM `learned`/`learned_range`): see `learnedModel`.
+        let learned_variance: Bool?
+        /// img2img-style start: `setBeginIndex`, add_noise at that timestep, then the remaining steps from the noisy sample.
+        let begin_index: Int?
         let noise_timesteps: [Double]
         let clean: Int, noise: Int, noisy: Int, initial: Int, trajectory: Int
     }
     struct Fixture: Decodable { let shape_nhwc: [Int]; let cases: [Case] }
 
-    /// Classes implemented so far; the fixtures also hold cases for the others.
+    /// The classes whose fixture cases are checked (all of them).
     static let implemented: Set<String> = [
         "PNDMScheduler", "DDIMScheduler", "EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler",
-        "DPMSolverMultistepScheduler",
+        "DPMSolverMultistepScheduler", "DDPMScheduler", "LMSDiscreteScheduler", "HeunDiscreteScheduler",
+        "UniPCMultistepScheduler",
     ]
 
     static func fixtures() throws -> (Fixture, [Float]) {
@@ -40,6 +45,19 @@ final class SchedulerTests: XCTestCase {
         return try Tensor(shape: x.shape, scalars: x.scalars.map { $0 * 0.95 + ($0 * $0 - 1) / ($0 * $0 + 1) * c })
     }
 
+    /// The fixture script's `model_learned`: [eps, x^2 / (x^2 + 1) * 0.5] along channels (the last NHWC axis).
+    static func learnedModel(_ x: Tensor, _ t: Double) throws -> Tensor {
+        let eps = try model(x, t).scalars, xs = x.scalars
+        guard let c = x.shape.last, c > 0 else { return x }
+        var out: [Float] = []
+        out.reserveCapacity(2 * xs.count)
+        for p in 0..<(xs.count / c) {
+            out += eps[p * c..<(p + 1) * c]
+            out += xs[p * c..<(p + 1) * c].map { $0 * $0 / ($0 * $0 + 1) * 0.5 }
+        }
+        return try Tensor(shape: Array(x.shape.dropLast()) + [2 * c], scalars: out)
+    }
+
     /// Largest error relative to the reference tensor's largest magnitude.
     static func relError(_ got: Tensor, _ want: ArraySlice<Float>) -> Float {
         let g = got.scalars
@@ -56,6 +74,7 @@ final class SchedulerTests: XCTestCase {
         func slice(_ offset: Int) -> ArraySlice<Float> { floats[offset..<offset + n] }
         func tensor(_ offset: Int) throws -> Tensor { try Tensor(shape: shape, scalars: Array(slice(offset))) }
         var checked = 0
+        var worst: [String: Float] = [:]
         for c in fixture.cases where Self.implemented.contains(c.config["_class_name"]?.stringValue ?? "") {
             let config = SchedulerConfig(values: c.config, source: "\(c.name).json")
             var s = try Schedulers.make(config: config)
@@ -69,6 +88,7 @@ final class SchedulerTests: XCTestCase {
             XCTAssertEqual(s.order, c.order, "\(c.name): order")
             XCTAssertEqual(Double(s.initNoiseSigma), c.init_noise_sigma, accuracy: 1e-6 * c.init_noise_sigma, "\(c.name): init_noise_sigma")
 
+            if let b = c.begin_index { s.setBeginIndex(b) }
             let noisy = try s.addNoise(originalSamples: tensor(c.clean), noise: tensor(c.noise), timesteps: c.noise_timesteps)
             XCTAssertLessThan(Self.relError(noisy, slice(c.noisy)), 1e-6, "\(c.name): add_noise")
 
@@ -82,11 +102,13 @@ final class SchedulerTests: XCTestCase {
             let sigma = s.initNoiseSigma
             var sample = try tensor(c.initial).reshaped(shape)
             sample = try Tensor(shape: shape, scalars: sample.scalars.map { $0 * sigma })
-            for (i, t) in s.timesteps.enumerated() {
+            if c.begin_index != nil { sample = noisy }
+            for (i, t) in s.timesteps.dropFirst(c.begin_index ?? 0).enumerated() {
                 let input = try s.scaleModelInput(sample, timestep: t)
-                let eps = try Self.model(input, t)
+                let eps = try c.learned_variance == true ? Self.learnedModel(input, t) : Self.model(input, t)
                 sample = try s.step(modelOutput: eps, timestep: t, sample: sample, generator: &gen)
                 let err = Self.relError(sample, slice(c.trajectory + i * n))
+                worst[c.name.components(separatedBy: "-")[0], default: 0] = max(worst[c.name.components(separatedBy: "-")[0], default: 0], err)
                 if !(err < 1e-5) {
                     XCTFail("\(c.name): step \(i) (t=\(t)) relative error \(err)")
                     break
@@ -95,7 +117,7 @@ final class SchedulerTests: XCTestCase {
             checked += 1
         }
         XCTAssertGreaterThan(checked, 0)
-        print("checked \(checked) scheduler trajectories")
+        print("checked \(checked) scheduler trajectories; worst relative error per class: \(worst.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))")
     }
 
     func testFactoryNamesAndErrors() throws {
@@ -123,6 +145,64 @@ final class SchedulerTests: XCTestCase {
         let json = Data(#"{"_class_name": "EulerDiscreteScheduler", "prediction_type": "epsilon", "trained_betas": null}"#.utf8)
         XCTAssertEqual(try Schedulers.make(config: SchedulerConfig(jsonData: json, source: "x.json")).kind, .euler)
         XCTAssertThrowsError(try SchedulerConfig(jsonData: Data("[1]".utf8), source: "x.json"))
+    }
+
+    /// Every `--scheduler` name works on Stable Diffusion 1.x's config, and runs a short loop.
+    func testCLINames() throws {
+        let json = Data(#"{"_class_name": "PNDMScheduler", "beta_end": 0.012, "beta_schedule": "scaled_linear", "beta_start": 0.00085, "num_train_timesteps": 1000, "set_alpha_to_one": false, "skip_prk_steps": true, "steps_offset": 1, "trained_betas": null, "clip_sample": false}"#.utf8)
+        let config = try SchedulerConfig(jsonData: json, source: "scheduler_config.json")
+        let expected: [String: SchedulerKind] = [
+            "pndm": .pndm, "ddim": .ddim, "ddpm": .ddpm, "lms": .lms, "euler": .euler, "euler-a": .eulerAncestral,
+            "heun": .heun, "dpm++2m": .dpmSolverMultistep, "dpm++2m-karras": .dpmSolverMultistep, "unipc": .unipc,
+        ]
+        XCTAssertEqual(Set(Schedulers.cliNames), Set(expected.keys))
+        var timesteps: [String: [Double]] = [:]
+        for name in Schedulers.cliNames {
+            var s = try Schedulers.make(cliName: name, config: config)
+            XCTAssertEqual(s.kind, expected[name], name)
+            try s.setTimesteps(5)
+            timesteps[name] = s.timesteps
+            var start = RandomGenerators(seed: 0)
+            let noise = try start.randn(shape: [1, 2, 2, 4])
+            var x = try Tensor(shape: noise.shape, scalars: noise.scalars.map { $0 * s.initNoiseSigma })
+            var gen: RandomGenerators? = RandomGenerators(seed: 1)
+            for t in s.timesteps {
+                let input = try s.scaleModelInput(x, timestep: t)
+                x = try s.step(modelOutput: Self.model(input, t), timestep: t, sample: x, generator: &gen)
+            }
+            XCTAssertFalse(x.scalars.contains { !$0.isFinite }, name)
+        }
+        // dpm++2m-karras differs from dpm++2m only by its Karras timesteps.
+        XCTAssertNotEqual(timesteps["dpm++2m"], timesteps["dpm++2m-karras"])
+        XCTAssertEqual(timesteps["heun"]?.count, 9)
+    }
+
+    /// Options diffusers cannot run (or that give NaN there) are errors naming the key.
+    func testUnsupportedOptionsNameTheKey() throws {
+        func expectError(_ values: [String: JSONValue], _ key: String, line: UInt = #line) {
+            XCTAssertThrowsError(try Schedulers.make(config: SchedulerConfig(values: values, source: "s.json")), line: line) { error in
+                XCTAssertTrue("\(error)".contains(key) && "\(error)".contains("s.json"), "\(error)", line: line)
+            }
+        }
+        expectError(["_class_name": .string("DDPMScheduler"), "variance_type": .string("fixed_large_log")], "variance_type")
+        expectError(["_class_name": .string("DPMSolverMultistepScheduler"), "algorithm_type": .string("dpmsolver")], "final_sigmas_type")
+        expectError(["_class_name": .string("DPMSolverMultistepScheduler"), "solver_order": .int(4)], "solver_order")
+        expectError(["_class_name": .string("DPMSolverMultistepScheduler"), "use_beta_sigmas": .bool(true)], "use_beta_sigmas")
+        expectError(["_class_name": .string("UniPCMultistepScheduler"), "solver_type": .string("bh3")], "solver_type")
+        expectError(["_class_name": .string("UniPCMultistepScheduler"), "disable_corrector": .string("0")], "disable_corrector")
+        expectError(["_class_name": .string("LMSDiscreteScheduler"), "beta_schedule": .string("sigmoid")], "beta_schedule")
+        expectError(["_class_name": .string("HeunDiscreteScheduler"), "prediction_type": .string("flow_prediction")], "prediction_type")
+        // A JSON integer too large for Int arrives as a double and is not a valid count.
+        let big = Data(#"{"_class_name": "EulerDiscreteScheduler", "num_train_timesteps": 100000000000000000000000}"#.utf8)
+        XCTAssertThrowsError(try Schedulers.make(config: SchedulerConfig(jsonData: big, source: "s.json"))) { error in
+            XCTAssertTrue("\(error)".contains("num_train_timesteps"), "\(error)")
+        }
+        // DDPM's learned variances need the model's variance channels.
+        var ddpm = try Schedulers.make(config: SchedulerConfig(values: ["_class_name": .string("DDPMScheduler"), "variance_type": .string("learned")]))
+        try ddpm.setTimesteps(3)
+        let x = Tensor(zeros: [1, 2, 2, 4])
+        var gen: RandomGenerators? = RandomGenerators(seed: 1)
+        XCTAssertThrowsError(try ddpm.step(modelOutput: x, timestep: ddpm.timesteps[0], sample: x, generator: &gen))
     }
 
     func testAncestralStepNeedsGenerator() throws {

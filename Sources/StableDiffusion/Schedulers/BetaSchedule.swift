@@ -8,20 +8,28 @@ public struct NoiseSchedule: Sendable, Equatable {
     public var numTrainTimesteps: Int { betas.count }
 
     /// Reads `num_train_timesteps`, `beta_start`, `beta_end`, `beta_schedule`, `trained_betas` and,
-    /// where the scheduler has it, `rescale_betas_zero_snr`.
-    init(config: SchedulerConfig, supportsZeroSNR: Bool, zeroSNRLastAlpha: Bool = false) throws {
+    /// where the scheduler has it, `rescale_betas_zero_snr`. `extraSchedules` admits the schedules only
+    /// some classes accept (DDPM: `sigmoid`, `laplace`; Heun: `exp`); `betaRange` is the class's defaults.
+    init(config: SchedulerConfig, supportsZeroSNR: Bool, zeroSNRLastAlpha: Bool = false,
+         extraSchedules: [String] = [], betaRange: (start: Double, end: Double) = (0.0001, 0.02)) throws {
         let n = try config.int("num_train_timesteps", 1000)
         guard n >= 2 else { throw SchedulerError.invalidValue(file: config.source, key: "num_train_timesteps", detail: "must be at least 2, got \(n)") }
-        let start = try config.double("beta_start", 0.0001)
-        let end = try config.double("beta_end", 0.02)
+        let start = try config.double("beta_start", betaRange.start)
+        let end = try config.double("beta_end", betaRange.end)
         var betas: [Float]
         if let trained = try config.doubles("trained_betas") {
             guard !trained.isEmpty else { throw SchedulerError.invalidValue(file: config.source, key: "trained_betas", detail: "is empty") }
             betas = trained.map { Float($0) }
         } else {
-            switch try config.choice("beta_schedule", "linear", ["linear", "scaled_linear", "squaredcos_cap_v2"]) {
+            let allowed = ["linear", "scaled_linear", "squaredcos_cap_v2"] + extraSchedules
+            switch try config.choice("beta_schedule", "linear", allowed) {
             case "linear": betas = Self.linspace(Float(start), Float(end), n)
             case "scaled_linear": betas = Self.linspace(Float(start.squareRoot()), Float(end.squareRoot()), n).map { $0 * $0 }
+            case "sigmoid":
+                let range = Float(end - start), lo = Float(start)
+                betas = Self.linspace(-6, 6, n).map { 1 / (1 + Foundation.exp(-$0)) * range + lo }
+            case "laplace": betas = Self.alphaBarBetas(n, Self.laplaceAlphaBar)
+            case "exp": betas = Self.alphaBarBetas(n) { exp($0 * -12.0) }
             default: betas = Self.cosineBetas(n)
             }
         }
@@ -51,11 +59,22 @@ public struct NoiseSchedule: Sendable, Equatable {
 
     /// `betas_for_alpha_bar` with the cosine ("squaredcos_cap_v2") transform, max_beta 0.999.
     static func cosineBetas(_ n: Int) -> [Float] {
-        func alphaBar(_ t: Double) -> Double {
+        alphaBarBetas(n) { t in
             let c = cos((t + 0.008) / 1.008 * Double.pi / 2)
             return c * c
         }
-        return (0..<n).map { i in
+    }
+
+    /// The "laplace" transform of `betas_for_alpha_bar`.
+    static func laplaceAlphaBar(_ t: Double) -> Double {
+        let lmb = -0.5 * (0.5 - t < 0 ? -1.0 : 1.0) * Foundation.log(1 - 2 * Swift.abs(0.5 - t) + 1e-6)
+        let snr = exp(lmb)
+        return (snr / (1 + snr)).squareRoot()
+    }
+
+    /// `betas_for_alpha_bar`: betas from a cumulative-alpha function, in float64, capped at 0.999.
+    static func alphaBarBetas(_ n: Int, _ alphaBar: (Double) -> Double) -> [Float] {
+        (0..<n).map { i in
             let t1 = Double(i) / Double(n), t2 = Double(i + 1) / Double(n)
             return Float(min(1 - alphaBar(t2) / alphaBar(t1), 0.999))
         }

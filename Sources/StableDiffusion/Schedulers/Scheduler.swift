@@ -92,8 +92,10 @@ public enum Schedulers {
         case .euler: return try EulerDiscreteScheduler(config: config)
         case .eulerAncestral: return try EulerAncestralDiscreteScheduler(config: config)
         case .dpmSolverMultistep: return try DPMSolverMultistepScheduler(config: config)
-        default:
-            throw SchedulerError.unsupported(file: config.source, key: "_class_name", value: "\"\(kind.className)\" (not implemented yet)")
+        case .ddpm: return try DDPMScheduler(config: config)
+        case .lms: return try LMSDiscreteScheduler(config: config)
+        case .heun: return try HeunDiscreteScheduler(config: config)
+        case .unipc: return try UniPCMultistepScheduler(config: config)
         }
     }
 

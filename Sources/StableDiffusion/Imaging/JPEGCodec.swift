@@ -253,7 +253,7 @@ private func jpegErrorExit(_ cinfo: j_common_ptr?) {
     let job = Unmanaged<JPEGJob>.fromOpaque(clientData).takeUnretainedValue()
     var buffer = [CChar](repeating: 0, count: Int(JMSG_LENGTH_MAX))
     cinfo.pointee.err.pointee.format_message(cinfo, &buffer)
-    job.error = String(cString: buffer)
+    job.error = String(decoding: buffer.prefix(while: { $0 != 0 }).map { UInt8(bitPattern: $0) }, as: UTF8.self)
     // libjpeg's contract: error_exit must not return. Ending this (dedicated) thread unwinds its C
     // frames; the caller destroys the decompressor afterwards, as a setjmp handler would.
     pthread_exit(nil)

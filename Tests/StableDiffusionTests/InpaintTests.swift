@@ -34,6 +34,33 @@ final class InpaintTests: XCTestCase {
         assertImagesMatch(result, try c.expectedImages())
     }
 
+    /// From the PNG files, through diffusers' image and mask processors, the crop and the paste-back.
+    func testFromImageFilesWithPaddingMaskCrop() throws {
+        for (name, pipe) in [("inpaint9_crop", try Self.inpaint9.get()), ("inpaint9_strength_mask_size", try Self.inpaint9.get()),
+                             ("inpaint4_blend", try Self.inpaint4.get())] {
+            let c = try PipelineCase(name)
+            let image = try Image.load(path: c.directory.appendingPathComponent("input.png").path)
+            let mask = try Image.load(path: c.directory.appendingPathComponent("mask.png").path)
+            let result = try pipe(c.options, image: image, mask: mask, strength: c.json["strength"]?.doubleValue ?? 1.0,
+                                  paddingMaskCrop: c.json["padding_mask_crop"]?.intValue)
+            assertImagesMatch(result, try c.expectedImages())
+        }
+    }
+
+    /// diffusers divides by zero on an all-black mask with a padding crop; here that is a clear error.
+    /// Without a crop an empty mask is diffusers' behaviour: the model runs and nothing is forced.
+    func testEmptyAndFullMasks() throws {
+        let pipe = try Self.inpaint9.get()
+        var o = GenerationOptions(prompt: "x")
+        o.numInferenceSteps = 2; o.height = 32; o.width = 32
+        let image = try Image(width: 40, height: 40, channels: 3, fill: 128)
+        let black = try Image(width: 40, height: 40, channels: 1, fill: 0)
+        let white = try Image(width: 40, height: 40, channels: 1, fill: 255)
+        XCTAssertThrowsError(try pipe(o, image: image, mask: black, paddingMaskCrop: 4)) { XCTAssertTrue("\($0)".contains("empty"), "\($0)") }
+        XCTAssertEqual(try pipe(o, image: image, mask: black).images.shape, [1, 32, 32, 3])
+        XCTAssertEqual(try pipe(o, image: image, mask: white, paddingMaskCrop: 4).images.shape, [1, 40, 40, 3])
+    }
+
     func testInputsAreValidated() throws {
         let pipe = try Self.inpaint9.get()
         let o = GenerationOptions(prompt: "x")

@@ -1,16 +1,36 @@
 import ArgumentParser
+import Foundation
 import StableDiffusion
 
 struct SD: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sd",
-        abstract: "Stable Diffusion, natively in Swift.",
+        abstract: "Stable Diffusion, natively in Swift: the diffusers pipelines on diffusers model folders.",
         subcommands: SubcommandRegistry.all)
 }
 
 /// Each subcommand lives in its own file; this list is the one place that names them.
 enum SubcommandRegistry {
-    static let all: [any ParsableCommand.Type] = [TokenizeCommand.self, BenchCommand.self]
+    static let all: [any ParsableCommand.Type] = [
+        Txt2ImgCommand.self, Img2ImgCommand.self, InpaintCommand.self, TokenizeCommand.self, BenchCommand.self,
+    ]
 }
 
-SD.main()
+// Every failure (bad flag, bad model folder, bad image) is a message on stderr and exit status 1;
+// --help and friends keep their own status.
+do {
+    var command = try SD.parseAsRoot()
+    try command.run()
+} catch {
+    let code = SD.exitCode(for: error)
+    if code == .success { SD.exit(withError: error) }
+    if let exit = error as? ExitCode { Foundation.exit(exit.rawValue == 0 ? 0 : 1) }
+    Console.error("sd: error: \(SD.message(for: error))")
+    if SD.exitCode(for: error) == .validationFailure { Console.error(SD.usageString(for: error)) }
+    Foundation.exit(1)
+}
+
+extension SD {
+    /// The usage text of the subcommand the error belongs to (best effort: the root's usage).
+    static func usageString(for error: Error) -> String { "Run 'sd --help' for usage." }
+}

@@ -231,31 +231,8 @@ final class TokenizerTests: XCTestCase {
 
     // MARK: - sd tokenize
 
-    /// The built `sd` next to the test bundle; nil (the test is skipped) where it is not built.
-    static func sdExecutable() -> URL? {
-        var candidates: [URL] = []
-        if let exe = Bundle.main.executableURL { candidates.append(exe.deletingLastPathComponent()) }
-        candidates.append(Bundle.main.bundleURL)
-        candidates.append(Bundle.main.bundleURL.deletingLastPathComponent())
-        for c in Bundle.allBundles.map(\.bundleURL) { candidates.append(c.deletingLastPathComponent()) }
-        return candidates.map { $0.appendingPathComponent("sd") }
-            .first { FileManager.default.isExecutableFile(atPath: $0.path) }
-    }
-
     func runSD(_ arguments: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
-        guard let sd = Self.sdExecutable() else { throw XCTSkip("sd executable not built next to the tests") }
-        let process = Process()
-        process.executableURL = sd
-        process.arguments = arguments
-        let out = Pipe()
-        let err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        let outData = out.fileHandleForReading.readDataToEndOfFile()
-        let errData = err.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: outData, as: UTF8.self), String(decoding: errData, as: UTF8.self))
+        try SDProcess.run(arguments)
     }
 
     func testCLIPrintsPaddedIDs() throws {

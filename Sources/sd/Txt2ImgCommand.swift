@@ -1,0 +1,77 @@
+import ArgumentParser
+import Foundation
+import StableDiffusion
+
+/// `sd txt2img`: diffusers' StableDiffusionPipeline.
+struct Txt2ImgCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "txt2img", abstract: "Generate images from a prompt.")
+
+    @OptionGroup var args: GenerationArguments
+
+    func run() throws {
+        let pipe = try StableDiffusionPipeline(modelDirectory: args.modelURL, variant: args.variant)
+        args.reportLoad(pipe.components)
+        let bar = ProgressBar()
+        let result = try pipe(args.options(), progress: bar.update)
+        try args.save(result, pipeline: "txt2img")
+    }
+}
+
+/// `sd img2img`: diffusers' StableDiffusionImg2ImgPipeline.
+struct Img2ImgCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "img2img", abstract: "Transform an image guided by a prompt.")
+
+    @OptionGroup var args: GenerationArguments
+
+    @Option(help: "Input image (PNG or JPEG).")
+    var image: String
+
+    @Option(help: "How much to change the image, in [0, 1].")
+    var strength: Double = 0.8
+
+    func validate() throws {
+        guard strength >= 0, strength <= 1 else { throw ValidationError("--strength must be in [0, 1], got \(strength)") }
+    }
+
+    func run() throws {
+        let input = try Image.load(path: image)
+        let pipe = try StableDiffusionImg2ImgPipeline(modelDirectory: args.modelURL, variant: args.variant)
+        args.reportLoad(pipe.components)
+        let result = try pipe(args.options(), image: input, strength: strength, progress: ProgressBar().update)
+        try args.save(result, pipeline: "img2img", extra: [("Denoising strength", String(strength))])
+    }
+}
+
+/// `sd inpaint`: diffusers' StableDiffusionInpaintPipeline (9-channel inpainting or 4-channel models).
+struct InpaintCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "inpaint", abstract: "Repaint the white part of a mask.")
+
+    @OptionGroup var args: GenerationArguments
+
+    @Option(help: "Input image (PNG or JPEG).")
+    var image: String
+
+    @Option(help: "Mask image: white is repainted, black is kept.")
+    var mask: String
+
+    @Option(help: "Inpaint only the mask's bounding box plus this margin, then paste it back.")
+    var paddingMaskCrop: Int?
+
+    @Option(help: "How much to change the masked region, in [0, 1].")
+    var strength: Double = 1.0
+
+    func validate() throws {
+        guard strength >= 0, strength <= 1 else { throw ValidationError("--strength must be in [0, 1], got \(strength)") }
+        if let p = paddingMaskCrop, p < 0 { throw ValidationError("--padding-mask-crop must be >= 0, got \(p)") }
+    }
+
+    func run() throws {
+        let input = try Image.load(path: image)
+        let maskImage = try Image.load(path: mask)
+        let pipe = try StableDiffusionInpaintPipeline(modelDirectory: args.modelURL, variant: args.variant)
+        args.reportLoad(pipe.components)
+        let result = try pipe(args.options(), image: input, mask: maskImage, strength: strength,
+                              paddingMaskCrop: paddingMaskCrop, progress: ProgressBar().update)
+        try args.save(result, pipeline: "inpaint", extra: [("Denoising strength", String(strength))])
+    }
+}

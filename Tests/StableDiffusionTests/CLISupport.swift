@@ -1,0 +1,44 @@
+import Foundation
+import XCTest
+
+/// Runs the built `sd` executable (found next to the test bundle, as `swift build` lays it out).
+enum SDProcess {
+    static func executable() -> URL? {
+        var candidates: [URL] = []
+        if let exe = Bundle.main.executableURL { candidates.append(exe.deletingLastPathComponent()) }
+        candidates.append(Bundle.main.bundleURL)
+        candidates.append(Bundle.main.bundleURL.deletingLastPathComponent())
+        for c in Bundle.allBundles.map(\.bundleURL) { candidates.append(c.deletingLastPathComponent()) }
+        return candidates.map { $0.appendingPathComponent("sd") }.first { FileManager.default.isExecutableFile(atPath: $0.path) }
+    }
+
+    /// Skips the test where `sd` is not built (e.g. `swift test --filter` in a tree that never built it);
+    /// CI builds it first.
+    static func run(_ arguments: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
+        guard let sd = executable() else { throw XCTSkip("sd executable not built next to the tests") }
+        let process = Process()
+        process.executableURL = sd
+        process.arguments = arguments
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        let outData = out.fileHandleForReading.readDataToEndOfFile()
+        let errData = err.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return (process.terminationStatus, String(decoding: outData, as: UTF8.self), String(decoding: errData, as: UTF8.self))
+    }
+}
+
+/// A fresh temporary folder, removed at the end of the test.
+func temporaryFolder(_ test: XCTestCase) throws -> URL {
+    let url = FileManager.default.temporaryDirectory.appendingPathComponent("sd-test-\(UUID().uuidString)")
+    try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+    test.addTeardownBlock { try? FileManager.default.removeItem(at: url) }
+    return url
+}
+
+/// File names in a folder (to check that nothing was written).
+func filesIn(_ url: URL) -> [String] {
+    ((try? FileManager.default.contentsOfDirectory(atPath: url.path)) ?? []).sorted()
+}

@@ -199,8 +199,9 @@ public struct DPMSolverMultistepScheduler: Scheduler {
 
         var noise: Tensor?
         if algorithm == .sde || algorithm == .sdePP {
-            guard generator != nil else { throw SchedulerError.invalidUse("DPM-Solver SDE needs a generator for its noise") }
-            noise = try generator!.randnLike(converted)
+            guard var g = generator else { throw SchedulerError.invalidUse("DPM-Solver SDE needs a generator for its noise") }
+            noise = try g.randnLike(converted)
+            generator = g
         }
         let prev: Tensor
         if solverOrder == 1 || lowerOrderNums < 1 || lowerFinal {

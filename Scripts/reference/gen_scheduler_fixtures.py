@@ -5,7 +5,10 @@ Each case builds a scheduler with `Class.from_config(config)`, calls set_timeste
 seeded sample times init_noise_sigma, and runs the pipeline loop with a deterministic fake model
     eps(x, t) = 0.95 * x + (x * x - 1) / (x * x + 1) * (0.05 * t / 1000)
 (a bounded, denoiser-like stand-in, so that every scheduler's trajectory stays finite)
-(x being scale_model_input's output). Ancestral/noisy schedulers get seeded generators.
+(x being scale_model_input's output). Ancestral/noisy schedulers get seeded generators. DDPM cases with
+learned variances use model_learned, which also predicts the variance channels ("learned_variance").
+Cases with "begin_index" start img2img-style: set_begin_index, add_noise at that timestep, remaining steps.
+Cases that are NaN in diffusers itself are not generated; see the comments in cases().
 Samples are stored NHWC (the engine's layout; noise is drawn NCHW as torch does, then permuted), as
 little-endian float32 in trajectories.bin at the offsets recorded in cases.json.
 Run: /root/.sd-ref-venv/bin/python Scripts/reference/gen_scheduler_fixtures.py

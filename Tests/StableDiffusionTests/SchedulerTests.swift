@@ -187,6 +187,7 @@ final class SchedulerTests: XCTestCase {
         expectError(["_class_name": .string("DDPMScheduler"), "variance_type": .string("fixed_large_log")], "variance_type")
         expectError(["_class_name": .string("DPMSolverMultistepScheduler"), "algorithm_type": .string("dpmsolver")], "final_sigmas_type")
         expectError(["_class_name": .string("DPMSolverMultistepScheduler"), "solver_order": .int(4)], "solver_order")
+        expectError(["_class_name": .string("DPMSolverMultistepScheduler"), "algorithm_type": .string("deis")], "final_sigmas_type")
         expectError(["_class_name": .string("DPMSolverMultistepScheduler"), "use_beta_sigmas": .bool(true)], "use_beta_sigmas")
         expectError(["_class_name": .string("UniPCMultistepScheduler"), "solver_type": .string("bh3")], "solver_type")
         expectError(["_class_name": .string("UniPCMultistepScheduler"), "disable_corrector": .string("0")], "disable_corrector")

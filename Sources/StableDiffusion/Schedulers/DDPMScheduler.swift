@@ -102,8 +102,9 @@ public struct DDPMScheduler: Scheduler {
         var prev = try Tensor.schedZip(x0, sample, "DDPM step") { x0Coeff * $0 + sampleCoeff * $1 }
         guard t > 0 else { return prev }
 
-        guard generator != nil else { throw SchedulerError.invalidUse("DDPM needs a generator for its noise") }
-        let noise = try generator!.randnLike(output)
+        guard var g = generator else { throw SchedulerError.invalidUse("DDPM needs a generator for its noise") }
+        let noise = try g.randnLike(output)
+        generator = g
         // `_get_variance`: the posterior variance, clamped away from zero.
         let posterior = max(bPrev / bT * curBeta, 1e-20)
         switch variance {

@@ -51,7 +51,9 @@ public struct DPMSolverMultistepScheduler: Scheduler {
         }
         prediction = try config.choice("prediction_type", "epsilon", ["epsilon", "sample", "v_prediction"])
         thresholding = try Thresholding(config: config)
-        algorithm = Algorithm(rawValue: try config.choice("algorithm_type", "dpmsolver++", ["dpmsolver", "dpmsolver++", "sde-dpmsolver", "sde-dpmsolver++", "deis"])) ?? .dpmsolverPP
+        let algorithmName = try config.choice("algorithm_type", "dpmsolver++", ["dpmsolver", "dpmsolver++", "sde-dpmsolver", "sde-dpmsolver++", "deis"])
+        // diffusers runs "deis" as dpmsolver++ (but still checks final_sigmas_type against the name "deis").
+        algorithm = Algorithm(rawValue: algorithmName) ?? .dpmsolverPP
         // diffusers maps the UniPC/DEIS solver types onto midpoint.
         heun = try config.choice("solver_type", "midpoint", ["midpoint", "heun", "logrho", "bh1", "bh2"]) == "heun"
         lowerOrderFinal = try config.bool("lower_order_final", true)
@@ -68,8 +70,8 @@ public struct DPMSolverMultistepScheduler: Scheduler {
         sigmaMin = try config.optionalDouble("sigma_min")
         sigmaMax = try config.optionalDouble("sigma_max")
         finalSigmaMin = try config.choice("final_sigmas_type", "zero", ["zero", "sigma_min"]) == "sigma_min"
-        if !finalSigmaMin && (algorithm == .dpmsolver || algorithm == .sde) {
-            throw SchedulerError.invalidValue(file: config.source, key: "final_sigmas_type", detail: "\"zero\" is not supported with algorithm_type \"\(algorithm.rawValue)\"; use \"sigma_min\"")
+        if !finalSigmaMin && algorithm != .dpmsolverPP && algorithm != .sdePP || !finalSigmaMin && algorithmName == "deis" {
+            throw SchedulerError.invalidValue(file: config.source, key: "final_sigmas_type", detail: "\"zero\" is not supported with algorithm_type \"\(algorithmName)\"; use \"sigma_min\"")
         }
         lambdaMinClipped = try config.double("lambda_min_clipped", -.infinity)
         if let v = config.raw("variance_type") {
@@ -197,8 +199,9 @@ public struct DPMSolverMultistepScheduler: Scheduler {
 
         var noise: Tensor?
         if algorithm == .sde || algorithm == .sdePP {
-            guard generator != nil else { throw SchedulerError.invalidUse("DPM-Solver SDE needs a generator for its noise") }
-            noise = try generator!.randnLike(converted)
+            guard var g = generator else { throw SchedulerError.invalidUse("DPM-Solver SDE needs a generator for its noise") }
+            noise = try g.randnLike(converted)
+            generator = g
         }
         let prev: Tensor
         if solverOrder == 1 || lowerOrderNums < 1 || lowerFinal {

@@ -14,8 +14,8 @@ import open_clip
 import torch
 from PIL import Image
 from diffusers import (AutoencoderKL, DDIMScheduler, EulerAncestralDiscreteScheduler, PNDMScheduler,
-                       StableDiffusionImg2ImgPipeline, StableDiffusionInpaintPipeline, StableDiffusionPipeline,
-                       UNet2DConditionModel)
+                       DDPMScheduler, StableDiffusionImg2ImgPipeline, StableDiffusionInpaintPipeline, StableDiffusionPipeline,
+                       StableDiffusionUpscalePipeline, UNet2DConditionModel)
 from safetensors.torch import save_file
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
@@ -61,7 +61,7 @@ def randomise(model, scale=0.05):
     return model
 
 
-def build_tiny(name, sd2, in_channels=4, seed=None, pipeline_cls=StableDiffusionPipeline):
+def build_tiny(name, sd2, in_channels=4, seed=None, pipeline_cls=StableDiffusionPipeline, upscaler=False):
     torch.manual_seed(seed if seed is not None else (11 if sd2 else 10))
     root = os.path.join("Models", name)
     shutil.rmtree(root, ignore_errors=True)
@@ -77,18 +77,37 @@ def build_tiny(name, sd2, in_channels=4, seed=None, pipeline_cls=StableDiffusion
         vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
         max_position_embeddings=77, hidden_act="gelu" if sd2 else "quick_gelu", projection_dim=32,
         bos_token_id=vocab_size - 2, eos_token_id=2 if not sd2 else vocab_size - 1, pad_token_id=1)))
-    unet = randomise(UNet2DConditionModel(
-        sample_size=16, in_channels=in_channels, out_channels=4, block_out_channels=(32, 64), layers_per_block=1,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=32, norm_num_groups=8,
-        attention_head_dim=[2, 4] if sd2 else 4, use_linear_projection=sd2, upcast_attention=sd2))
-    vae = randomise(AutoencoderKL(
-        sample_size=128, block_out_channels=(16, 16, 32, 32), layers_per_block=1, norm_num_groups=8, latent_channels=4,
-        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4), scale=0.02)
-    scheduler_cls = DDIMScheduler if sd2 else PNDMScheduler
-    scheduler = scheduler_cls.from_pretrained(os.path.join(REF, ref, "scheduler"))
-    pipe = pipeline_cls(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
-                        safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    if upscaler:
+        # The x4 upscaler's shape: 7 input channels, noise-level class embeddings, cross-attention-only
+        # transformers in the first blocks, a 3-block VAE (scale factor 4).
+        unet = randomise(UNet2DConditionModel(
+            sample_size=32, in_channels=7, out_channels=4, block_out_channels=(32, 32, 64), layers_per_block=1,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=32,
+            norm_num_groups=8, attention_head_dim=4, num_class_embeds=1000, only_cross_attention=[True, True, False],
+            use_linear_projection=True))
+        vae = randomise(AutoencoderKL(
+            sample_size=128, block_out_channels=(16, 32, 32), layers_per_block=1, norm_num_groups=8, latent_channels=4,
+            down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3, scaling_factor=0.08333),
+            scale=0.02)
+        ref_up = "stabilityai-stable-diffusion-x4-upscaler"
+        pipe = StableDiffusionUpscalePipeline(
+            vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+            low_res_scheduler=DDPMScheduler.from_pretrained(os.path.join(REF, ref_up, "low_res_scheduler")),
+            scheduler=DDIMScheduler.from_pretrained(os.path.join(REF, ref_up, "scheduler")), max_noise_level=350)
+    else:
+        unet = randomise(UNet2DConditionModel(
+            sample_size=16, in_channels=in_channels, out_channels=4, block_out_channels=(32, 64), layers_per_block=1,
+            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+            cross_attention_dim=32, norm_num_groups=8,
+            attention_head_dim=[2, 4] if sd2 else 4, use_linear_projection=sd2, upcast_attention=sd2))
+        vae = randomise(AutoencoderKL(
+            sample_size=128, block_out_channels=(16, 16, 32, 32), layers_per_block=1, norm_num_groups=8, latent_channels=4,
+            down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4), scale=0.02)
+        scheduler_cls = DDIMScheduler if sd2 else PNDMScheduler
+        scheduler = scheduler_cls.from_pretrained(os.path.join(REF, ref, "scheduler"))
+        pipe = pipeline_cls(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
+                            safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     pipe.to(torch.float16)
     pipe.save_pretrained(root, safe_serialization=True)
     # Keep exactly the tokenizer files the real repositories have: SD 1.x vocab.json + merges.txt,
@@ -105,8 +124,8 @@ def build_tiny(name, sd2, in_channels=4, seed=None, pipeline_cls=StableDiffusion
     for f in ("tokenizer_config.json", "special_tokens_map.json"):
         shutil.copy(os.path.join(REF, ref, "tokenizer", f), tdir)
     # The reference computation runs in fp32 on the stored (fp16) weights, as the Swift engine does.
-    pipe = pipeline_cls.from_pretrained(root, torch_dtype=torch.float32, safety_checker=None,
-                                        requires_safety_checker=False)
+    extra = {} if upscaler else dict(safety_checker=None, requires_safety_checker=False)
+    pipe = pipeline_cls.from_pretrained(root, torch_dtype=torch.float32, **extra)
     return root, pipe
 
 
@@ -153,8 +172,12 @@ def run_case(case, pipe_cls, base_pipe, scheduler_cls, kwargs, image=None, mask=
         call["image"] = image
         if mask is None:
             tensors["input_image"] = pipe.image_processor.preprocess(image).permute(0, 2, 3, 1).contiguous()
-    out = pipe(**call, generator=torch.Generator("cpu").manual_seed(kwargs_seed[case]),
-               callback_on_step_end=capture, callback_on_step_end_tensor_inputs=["latents"])
+    if pipe_cls is StableDiffusionUpscalePipeline:
+        # The upscaler only has the older per-step callback.
+        call.update(callback=lambda i, t, lat: captured.append(lat.clone()), callback_steps=1)
+    else:
+        call.update(callback_on_step_end=capture, callback_on_step_end_tensor_inputs=["latents"])
+    out = pipe(**call, generator=torch.Generator("cpu").manual_seed(kwargs_seed[case]))
     if mask is not None:
         tensors["input_image"] = recorded["init_image"].permute(0, 2, 3, 1).contiguous()
         tensors["mask_condition"] = recorded["mask_condition"].permute(0, 2, 3, 1).contiguous()
@@ -165,6 +188,8 @@ def run_case(case, pipe_cls, base_pipe, scheduler_cls, kwargs, image=None, mask=
     tensors["final_latents"] = captured[-1].permute(0, 2, 3, 1).contiguous()
     tensors["first_step_latents"] = captured[0].permute(0, 2, 3, 1).contiguous()
     prompt = kwargs["prompt"]
+    if image is not None and mask is None and pipe_cls is StableDiffusionUpscalePipeline:
+        tensors["input_image"] = pipe.image_processor.preprocess(image).permute(0, 2, 3, 1).contiguous()
     pe, ne = pipe.encode_prompt(prompt, "cpu", kwargs.get("num_images_per_prompt", 1),
                                 kwargs.get("guidance_scale", 7.5) > 1, kwargs.get("negative_prompt"))
     tensors["prompt_embeds"] = pe.contiguous()
@@ -181,7 +206,7 @@ def run_case(case, pipe_cls, base_pipe, scheduler_cls, kwargs, image=None, mask=
     print(case, [img.size for img in out.images])
 
 
-kwargs_seed = {"inpaint9_crop": 21, "inpaint4_blend": 22, "inpaint9_strength_mask_size": 23, "sd1_txt2img": 42, "sd1_txt2img_batch": 7, "sd1_img2img_euler_a": 3, "sd2_txt2img": 1234, "sd2_txt2img_nocfg": 5}
+kwargs_seed = {"upscale_x4": 31, "upscale_x4_nocfg": 32, "inpaint9_crop": 21, "inpaint4_blend": 22, "inpaint9_strength_mask_size": 23, "sd1_txt2img": 42, "sd1_txt2img_batch": 7, "sd1_img2img_euler_a": 3, "sd2_txt2img": 1234, "sd2_txt2img_nocfg": 5}
 P = "a photograph of an astronaut riding a horse"
 N = "blurry, low quality"
 
@@ -220,3 +245,29 @@ run_case("inpaint4_blend", StableDiffusionInpaintPipeline, inpaint4, None,
 run_case("inpaint9_strength_mask_size", StableDiffusionInpaintPipeline, pipe3, None,
          dict(prompt=P, negative_prompt=N, num_inference_steps=10, guidance_scale=7.5, height=64, width=96, strength=0.6),
          image=test_image(96, 64), mask=test_mask(48, 40, (20, 20, 12, 10)))
+
+
+root4, pipe4 = build_tiny("tiny-sd-x4-upscaler", sd2=True, seed=13, pipeline_cls=StableDiffusionUpscalePipeline, upscaler=True)
+run_case("upscale_x4", StableDiffusionUpscalePipeline, pipe4, None,
+         dict(prompt=P, negative_prompt=N, num_inference_steps=6, guidance_scale=9.0, noise_level=20, num_images_per_prompt=2),
+         image=test_image(24, 16))
+run_case("upscale_x4_nocfg", StableDiffusionUpscalePipeline, pipe4, None,
+         dict(prompt=P, num_inference_steps=4, guidance_scale=1.0, noise_level=150),
+         image=test_image(26, 19))
+
+# Tiled VAE decoding (diffusers' tiled_decode) against the untiled decode, on the upscaler's VAE.
+torch.manual_seed(33)
+vae = pipe4.vae
+z = torch.randn(1, 4, 40, 56)
+with torch.no_grad():
+    untiled = vae.decode(z).sample
+    vae.enable_tiling()
+    vae.tile_sample_min_size = 64
+    vae.tile_latent_min_size = 16
+    tiled = vae.tiled_decode(z).sample
+    vae.disable_tiling()
+d = os.path.join(OUT, "vae_tiled")
+os.makedirs(d, exist_ok=True)
+save_file({"latents": z.permute(0, 2, 3, 1).contiguous(), "untiled": untiled.permute(0, 2, 3, 1).contiguous(),
+           "tiled": tiled.permute(0, 2, 3, 1).contiguous()}, os.path.join(d, "tensors.safetensors"))
+print("vae_tiled", tuple(tiled.shape))

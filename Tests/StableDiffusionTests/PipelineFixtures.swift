@@ -86,3 +86,7 @@ func assertImagesMatch(_ result: GenerationResult, pixels expected: Tensor, file
     let images = try (0..<expected.shape[0]).map { try expected.slice(axis: 0, $0..<($0 + 1)).reshaped(Array(expected.shape.dropFirst())) }
     assertImagesMatch(result, images, file: file, line: line)
 }
+
+extension TinyModels {
+    static var upscaler: URL { root.appendingPathComponent("tiny-sd-x4-upscaler") }
+}

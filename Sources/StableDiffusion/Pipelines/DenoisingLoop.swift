@@ -23,7 +23,8 @@ struct DenoisingLoop {
             let doubled = classifierFreeGuidance ? try Tensor.concatenate([latents, latents], axis: 0) : latents
             var input = try scheduler.scaleModelInput(doubled, timestep: t)
             if let extraChannels { input = try Tensor.concatenate([input, extraChannels], axis: 3) }
-            let labels = classLabels.map { classifierFreeGuidance ? $0 + $0 : $0 }
+            // One label serves the whole batch; per-sample labels are doubled with the batch.
+            let labels = classLabels.map { classifierFreeGuidance && $0.count > 1 ? $0 + $0 : $0 }
             var noise = try unet(sample: input, timesteps: [Float(t)], encoderHiddenStates: embeddings, classLabels: labels)
             if classifierFreeGuidance {
                 noise = try guided(noise)

@@ -95,13 +95,13 @@ struct GenerationArguments: ParsableArguments {
 
     /// Writes every image (with the generation parameters in a PNG text chunk), or none: on a failure the
     /// files already written by this call are removed.
-    func save(_ result: GenerationResult, pipeline: String, extra: [(String, String)] = []) throws {
+    func save(_ result: GenerationResult, options: GenerationOptions, pipeline: String, extra: [(String, String)] = []) throws {
         let images = try result.rgbImages()
         let paths = outputPaths(count: images.count)
         var written: [String] = []
         do {
             for (i, image) in images.enumerated() {
-                let params = parameters(result, pipeline: pipeline, extra: extra, size: (image.width, image.height))
+                let params = parameters(result, options: options, pipeline: pipeline, extra: extra, size: (image.width, image.height))
                 try image.writePNG(to: paths[i], textChunks: [("parameters", params)])
                 written.append(paths[i])
             }
@@ -117,11 +117,12 @@ struct GenerationArguments: ParsableArguments {
     }
 
     /// The "parameters" text most Stable Diffusion tools read back.
-    private func parameters(_ r: GenerationResult, pipeline: String, extra: [(String, String)], size: (Int, Int)) -> String {
+    private func parameters(_ r: GenerationResult, options: GenerationOptions, pipeline: String, extra: [(String, String)],
+                            size: (Int, Int)) -> String {
         var lines = [prompt]
         if let n = negativePrompt { lines.append("Negative prompt: \(n)") }
-        var fields: [(String, String)] = [("Steps", String(steps ?? 50)), ("Sampler", r.schedulerName),
-                                          ("CFG scale", String(guidanceScale ?? 7.5)), ("Seed", String(r.seed)),
+        var fields: [(String, String)] = [("Steps", String(options.numInferenceSteps)), ("Sampler", r.schedulerName),
+                                          ("CFG scale", String(options.guidanceScale)), ("Seed", String(r.seed)),
                                           ("Size", "\(size.0)x\(size.1)"), ("Model", modelURL.lastPathComponent), ("Pipeline", pipeline)]
         fields += extra
         lines.append(fields.map { "\($0.0): \($0.1)" }.joined(separator: ", "))

@@ -12,8 +12,9 @@ struct Txt2ImgCommand: ParsableCommand {
         let pipe = try StableDiffusionPipeline(modelDirectory: args.modelURL, variant: args.variant)
         args.reportLoad(pipe.components)
         let bar = ProgressBar()
-        let result = try pipe(args.options(), progress: bar.update)
-        try args.save(result, pipeline: "txt2img")
+        let options = args.options()
+        let result = try pipe(options, progress: bar.update)
+        try args.save(result, options: options, pipeline: "txt2img")
     }
 }
 
@@ -37,8 +38,9 @@ struct Img2ImgCommand: ParsableCommand {
         let input = try Image.load(path: image)
         let pipe = try StableDiffusionImg2ImgPipeline(modelDirectory: args.modelURL, variant: args.variant)
         args.reportLoad(pipe.components)
-        let result = try pipe(args.options(), image: input, strength: strength, progress: ProgressBar().update)
-        try args.save(result, pipeline: "img2img", extra: [("Denoising strength", String(strength))])
+        let options = args.options()
+        let result = try pipe(options, image: input, strength: strength, progress: ProgressBar().update)
+        try args.save(result, options: options, pipeline: "img2img", extra: [("Denoising strength", String(strength))])
     }
 }
 
@@ -70,8 +72,9 @@ struct InpaintCommand: ParsableCommand {
         let maskImage = try Image.load(path: mask)
         let pipe = try StableDiffusionInpaintPipeline(modelDirectory: args.modelURL, variant: args.variant)
         args.reportLoad(pipe.components)
-        let result = try pipe(args.options(), image: input, mask: maskImage, strength: strength,
+        let options = args.options()
+        let result = try pipe(options, image: input, mask: maskImage, strength: strength,
                               paddingMaskCrop: paddingMaskCrop, progress: ProgressBar().update)
-        try args.save(result, pipeline: "inpaint", extra: [("Denoising strength", String(strength))])
+        try args.save(result, options: options, pipeline: "inpaint", extra: [("Denoising strength", String(strength))])
     }
 }

@@ -58,6 +58,25 @@ final class CLITests: XCTestCase {
         }
     }
 
+    func testUpscaleMatchesDiffusersAndBoundsNoiseLevel() throws {
+        let out = try temporaryFolder(self)
+        let c = try PipelineCase("upscale_x4")
+        var r = try SDProcess.run(["upscale", "--model", TinyModels.upscaler.path, "--prompt", c.json["prompt"]?.stringValue ?? "",
+                                   "--negative-prompt", c.json["negative_prompt"]?.stringValue ?? "", "--steps", "6", "--seed", "31",
+                                   "--num-images", "2", "--noise-level", "20",
+                                   "--image", c.directory.appendingPathComponent("input.png").path, "--output", out.appendingPathComponent("u.png").path])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        for (i, e) in try c.expectedImages().enumerated() {
+            let (p, _) = psnr(try Image.load(path: out.appendingPathComponent("u-\(i).png").path).pixels.map(Float.init), e.scalars)
+            XCTAssertGreaterThanOrEqual(p, 40)
+        }
+        r = try SDProcess.run(["upscale", "--model", TinyModels.upscaler.path, "--prompt", "x", "--noise-level", "351",
+                               "--image", c.directory.appendingPathComponent("input.png").path, "--output", out.appendingPathComponent("v.png").path])
+        XCTAssertEqual(r.status, 1)
+        XCTAssertTrue(r.stderr.contains("350"), r.stderr)
+        XCTAssertEqual(filesIn(out), ["u-0.png", "u-1.png"])
+    }
+
     /// Bad input: status 1, a message naming the problem, nothing written.
     func testFailuresWriteNothing() throws {
         let out = try temporaryFolder(self)

@@ -2,6 +2,7 @@
 
     ~/.sd-ref-venv/bin/python Scripts/reference/gen_dpt_fixtures.py
 Writes Tests/StableDiffusionTests/Fixtures/dpt/<case>/{config.json,preprocessor_config.json,model.safetensors,io.safetensors}
+Tests/StableDiffusionTests/Fixtures/dpt/sd2-depth/ (copies of the reconstructed configs)
 and Tests/StableDiffusionTests/Fixtures/manifests/stabilityai-stable-diffusion-2-depth-depth_estimator.json.
 
 Each case: a small random hybrid config (fp16 weights; the reference runs in fp32 on the fp16-rounded weights),
@@ -10,6 +11,7 @@ transformers 5.24 gives for this folder) and the model's predicted_depth on them
 """
 import json
 import os
+import shutil
 
 import numpy as np
 import torch
@@ -129,6 +131,11 @@ def check_hidden_states():
 def manifest():
     with open(os.path.join(REAL, "depth_estimator", "config.json")) as f:
         cfg = json.load(f)
+    # Copies of the reconstructed sd2-depth configs, so the full-size test never depends on ../shared.
+    d = os.path.join(ROOT, "dpt", "sd2-depth")
+    os.makedirs(d, exist_ok=True)
+    shutil.copy(os.path.join(REAL, "depth_estimator", "config.json"), os.path.join(d, "config.json"))
+    shutil.copy(os.path.join(REAL, "feature_extractor", "preprocessor_config.json"), os.path.join(d, "preprocessor_config.json"))
     config = DPTConfig(**cfg)
     with torch.device("meta"):
         model = DPTForDepthEstimation(config)

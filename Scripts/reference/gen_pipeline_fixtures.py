@@ -15,7 +15,8 @@ import torch
 from PIL import Image
 from diffusers import (AutoencoderKL, DDIMScheduler, EulerAncestralDiscreteScheduler, PNDMScheduler,
                        DDPMScheduler, StableDiffusionImg2ImgPipeline, StableDiffusionInpaintPipeline, StableDiffusionPipeline,
-                       StableDiffusionUpscalePipeline, UNet2DConditionModel)
+                       StableDiffusionDepth2ImgPipeline, StableDiffusionUpscalePipeline, UNet2DConditionModel)
+from transformers import DPTConfig, DPTForDepthEstimation, DPTImageProcessor
 from safetensors.torch import save_file
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
@@ -61,6 +62,25 @@ def randomise(model, scale=0.05):
     return model
 
 
+def tiny_dpt():
+    # A small hybrid DPT-MiDaS (the sd2-depth pattern: BiT stem, ViT, reassemble [1, 1, 1, 0.5]).
+    backbone = dict(model_type="bit", num_channels=3, embedding_size=8, hidden_sizes=[16, 32, 64], depths=[1, 2, 1],
+                    layer_type="bottleneck", global_padding="same", num_groups=4, embedding_dynamic_padding=True,
+                    out_features=["stage1", "stage2", "stage3"])
+    config = DPTConfig(is_hybrid=True, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64,
+                       image_size=64, patch_size=16, backbone_out_indices=[0, 1, 0, 1], reassemble_factors=[1, 1, 1, 0.5],
+                       neck_hidden_sizes=[16, 32, 24, 40], fusion_hidden_size=16, backbone_featmap_shape=[1, 64, 4, 4],
+                       neck_ignore_stages=[0, 1], readout_type="project", backbone_config=backbone)
+    model = DPTForDepthEstimation(config)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+        model.head.head[4].bias.add_(0.5)  # mostly positive depth after the final ReLU
+    processor = DPTImageProcessor(do_normalize=True, do_resize=True, ensure_multiple_of=1, image_mean=[0.5] * 3,
+                                  image_std=[0.5] * 3, keep_aspect_ratio=False, resample=2, size={"height": 64, "width": 64})
+    return model.eval(), processor
+
+
 def build_tiny(name, sd2, in_channels=4, seed=None, pipeline_cls=StableDiffusionPipeline, upscaler=False):
     torch.manual_seed(seed if seed is not None else (11 if sd2 else 10))
     root = os.path.join("Models", name)
@@ -95,6 +115,19 @@ def build_tiny(name, sd2, in_channels=4, seed=None, pipeline_cls=StableDiffusion
             vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
             low_res_scheduler=DDPMScheduler.from_pretrained(os.path.join(REF, ref_up, "low_res_scheduler")),
             scheduler=DDIMScheduler.from_pretrained(os.path.join(REF, ref_up, "scheduler")), max_noise_level=350)
+    elif pipeline_cls is StableDiffusionDepth2ImgPipeline:
+        unet = randomise(UNet2DConditionModel(
+            sample_size=16, in_channels=5, out_channels=4, block_out_channels=(32, 64), layers_per_block=1,
+            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+            cross_attention_dim=32, norm_num_groups=8, attention_head_dim=[2, 4], use_linear_projection=True))
+        vae = randomise(AutoencoderKL(
+            sample_size=128, block_out_channels=(16, 16, 32, 32), layers_per_block=1, norm_num_groups=8, latent_channels=4,
+            down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4), scale=0.02)
+        depth_estimator, feature_extractor = tiny_dpt()
+        pipe = StableDiffusionDepth2ImgPipeline(
+            vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+            scheduler=PNDMScheduler.from_pretrained(os.path.join(REF, "stabilityai-stable-diffusion-2-depth", "scheduler")),
+            depth_estimator=depth_estimator, feature_extractor=feature_extractor)
     else:
         unet = randomise(UNet2DConditionModel(
             sample_size=16, in_channels=in_channels, out_channels=4, block_out_channels=(32, 64), layers_per_block=1,
@@ -124,7 +157,7 @@ def build_tiny(name, sd2, in_channels=4, seed=None, pipeline_cls=StableDiffusion
     for f in ("tokenizer_config.json", "special_tokens_map.json"):
         shutil.copy(os.path.join(REF, ref, "tokenizer", f), tdir)
     # The reference computation runs in fp32 on the stored (fp16) weights, as the Swift engine does.
-    extra = {} if upscaler else dict(safety_checker=None, requires_safety_checker=False)
+    extra = {} if upscaler or pipeline_cls is StableDiffusionDepth2ImgPipeline else dict(safety_checker=None, requires_safety_checker=False)
     pipe = pipeline_cls.from_pretrained(root, torch_dtype=torch.float32, **extra)
     return root, pipe
 
@@ -137,7 +170,7 @@ def test_image(w, h):
     return Image.fromarray(np.stack([r, g, b], -1).clip(0, 255).astype(np.uint8))
 
 
-def run_case(case, pipe_cls, base_pipe, scheduler_cls, kwargs, image=None, mask=None):
+def run_case(case, pipe_cls, base_pipe, scheduler_cls, kwargs, image=None, mask=None, depth=None):
     d = os.path.join(OUT, case)
     shutil.rmtree(d, ignore_errors=True)
     os.makedirs(d)
@@ -161,6 +194,14 @@ def run_case(case, pipe_cls, base_pipe, scheduler_cls, kwargs, image=None, mask=
             return out
         return wrapper
 
+    if depth is not None:
+        torch.save(depth, os.path.join(d, "depth.pt"))
+        np.save(os.path.join(d, "depth.npy"), depth.numpy())
+        save_file({"depth": depth.contiguous()}, os.path.join(d, "depth.safetensors"))
+        call["depth_map"] = depth
+    if pipe_cls is StableDiffusionDepth2ImgPipeline:
+        original_prepare = pipe.prepare_depth_map
+        pipe.prepare_depth_map = record("depth_mask", original_prepare)
     if mask is not None:
         mask.save(os.path.join(d, "mask.png"))
         call["mask_image"] = mask
@@ -188,7 +229,9 @@ def run_case(case, pipe_cls, base_pipe, scheduler_cls, kwargs, image=None, mask=
     tensors["final_latents"] = captured[-1].permute(0, 2, 3, 1).contiguous()
     tensors["first_step_latents"] = captured[0].permute(0, 2, 3, 1).contiguous()
     prompt = kwargs["prompt"]
-    if image is not None and mask is None and pipe_cls is StableDiffusionUpscalePipeline:
+    if "depth_mask" in recorded:
+        tensors["depth_mask"] = recorded["depth_mask"].permute(0, 2, 3, 1).contiguous()
+    if image is not None and mask is None and pipe_cls in (StableDiffusionUpscalePipeline, StableDiffusionDepth2ImgPipeline):
         tensors["input_image"] = pipe.image_processor.preprocess(image).permute(0, 2, 3, 1).contiguous()
     pe, ne = pipe.encode_prompt(prompt, "cpu", kwargs.get("num_images_per_prompt", 1),
                                 kwargs.get("guidance_scale", 7.5) > 1, kwargs.get("negative_prompt"))
@@ -206,7 +249,7 @@ def run_case(case, pipe_cls, base_pipe, scheduler_cls, kwargs, image=None, mask=
     print(case, [img.size for img in out.images])
 
 
-kwargs_seed = {"upscale_x4": 31, "upscale_x4_nocfg": 32, "inpaint9_crop": 21, "inpaint4_blend": 22, "inpaint9_strength_mask_size": 23, "sd1_txt2img": 42, "sd1_txt2img_batch": 7, "sd1_img2img_euler_a": 3, "sd2_txt2img": 1234, "sd2_txt2img_nocfg": 5}
+kwargs_seed = {"depth_given": 41, "depth_estimated": 42, "upscale_x4": 31, "upscale_x4_nocfg": 32, "inpaint9_crop": 21, "inpaint4_blend": 22, "inpaint9_strength_mask_size": 23, "sd1_txt2img": 42, "sd1_txt2img_batch": 7, "sd1_img2img_euler_a": 3, "sd2_txt2img": 1234, "sd2_txt2img_nocfg": 5}
 P = "a photograph of an astronaut riding a horse"
 N = "blurry, low quality"
 
@@ -271,3 +314,14 @@ os.makedirs(d, exist_ok=True)
 save_file({"latents": z.permute(0, 2, 3, 1).contiguous(), "untiled": untiled.permute(0, 2, 3, 1).contiguous(),
            "tiled": tiled.permute(0, 2, 3, 1).contiguous()}, os.path.join(d, "tensors.safetensors"))
 print("vae_tiled", tuple(tiled.shape))
+
+
+root5, pipe5 = build_tiny("tiny-sd2-depth", sd2=True, seed=14, pipeline_cls=StableDiffusionDepth2ImgPipeline)
+yy, xx = torch.meshgrid(torch.linspace(0, 1, 40), torch.linspace(0, 1, 60), indexing="ij")
+depth = (3 + 2 * torch.sin(xx * 5) * torch.cos(yy * 3) + xx).unsqueeze(0).float()
+run_case("depth_given", StableDiffusionDepth2ImgPipeline, pipe5, None,
+         dict(prompt=P, negative_prompt=N, num_inference_steps=8, guidance_scale=7.5, strength=0.7, num_images_per_prompt=2),
+         image=test_image(100, 70), depth=depth)
+run_case("depth_estimated", StableDiffusionDepth2ImgPipeline, pipe5, None,
+         dict(prompt=P, num_inference_steps=6, guidance_scale=5.0, strength=0.8),
+         image=test_image(96, 64))

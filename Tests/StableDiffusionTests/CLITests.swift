@@ -77,12 +77,28 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(filesIn(out), ["u-0.png", "u-1.png"])
     }
 
+    func testDepth2ImgWithDepthFileMatchesDiffusers() throws {
+        let out = try temporaryFolder(self)
+        let c = try PipelineCase("depth_given")
+        let r = try SDProcess.run(["depth2img", "--model", TinyModels.depth.path, "--prompt", c.json["prompt"]?.stringValue ?? "",
+                                   "--negative-prompt", c.json["negative_prompt"]?.stringValue ?? "", "--steps", "8", "--seed", "41",
+                                   "--num-images", "2", "--strength", "0.7", "--image", c.directory.appendingPathComponent("input.png").path,
+                                   "--depth-map", c.directory.appendingPathComponent("depth.npy").path,
+                                   "--output", out.appendingPathComponent("d.png").path])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        for (i, e) in try c.expectedImages().enumerated() {
+            let (p, _) = psnr(try Image.load(path: out.appendingPathComponent("d-\(i).png").path).pixels.map(Float.init), e.scalars)
+            XCTAssertGreaterThanOrEqual(p, 40)
+        }
+    }
+
     /// Bad input: status 1, a message naming the problem, nothing written.
     func testFailuresWriteNothing() throws {
         let out = try temporaryFolder(self)
         let target = out.appendingPathComponent("x.png").path
         let model = TinyModels.sd1.path
         let broken = try brokenModel()
+        let validImage = try PipelineCase("sd1_img2img_euler_a").directory.appendingPathComponent("input.png").path
         let garbage = out.appendingPathComponent("garbage.png")
         try Data("not an image".utf8).write(to: garbage)
         let cases: [([String], String)] = [
@@ -97,6 +113,10 @@ final class CLITests: XCTestCase {
             (["img2img", "--model", model, "--prompt", "x", "--image", garbage.path, "--strength", "1.5", "--output", target], "--strength"),
             (["inpaint", "--model", model, "--prompt", "x", "--image", garbage.path, "--output", target], "--mask"),
             (["txt2img", "--model", model, "--prompt", "x", "--seed", "-3", "--output", target], "seed"),
+            (["depth2img", "--model", TinyModels.depth.path, "--prompt", "x", "--image", garbage.path, "--output", target], "garbage.png"),
+            (["depth2img", "--model", TinyModels.depth.path, "--prompt", "x", "--image", validImage, "--depth-map", "/nonexistent.npy",
+              "--output", target], "nonexistent.npy"),
+            (["txt2img", "--model", TinyModels.upscaler.path, "--prompt", "x", "--output", target], "4-channel"),
         ]
         for (args, mention) in cases {
             let r = try SDProcess.run(args)

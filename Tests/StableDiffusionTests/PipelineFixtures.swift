@@ -90,3 +90,7 @@ func assertImagesMatch(_ result: GenerationResult, pixels expected: Tensor, file
 extension TinyModels {
     static var upscaler: URL { root.appendingPathComponent("tiny-sd-x4-upscaler") }
 }
+
+extension TinyModels {
+    static var depth: URL { root.appendingPathComponent("tiny-sd2-depth") }
+}

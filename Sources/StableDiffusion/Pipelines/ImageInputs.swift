@@ -51,3 +51,17 @@ extension StableDiffusionInpaintPipeline {
         return result.replacingImages(try Tensor.concatenate(pasted.map { $0.tensor() }, axis: 0))
     }
 }
+
+extension StableDiffusionDepth2ImgPipeline {
+    /// Depth-to-image from an 8-bit image, with a depth map (`DepthMapFile.load`) or, when nil, the
+    /// folder's depth estimator. The image is resized to `options.height`/`width` when given, else
+    /// rounded down to a multiple of 8 (diffusers sizes the depth map from the unrounded size).
+    public func callAsFunction(_ options: GenerationOptions, image: Image, depthMap: Tensor? = nil, strength: Double = 0.8,
+                               progress: ProgressHandler? = nil) throws -> GenerationResult {
+        let rgb = image.toRGB()
+        let processor = try VaeImageProcessor(vaeScaleFactor: components.vaeScaleFactor)
+        let tensor = try processor.preprocess(rgb, height: options.height, width: options.width)
+        return try self(options, image: tensor, originalSize: (options.height ?? rgb.height, options.width ?? rgb.width),
+                        depthMap: depthMap, rgb8: rgb, strength: strength, progress: progress)
+    }
+}

@@ -130,20 +130,36 @@ public struct VaeImageProcessor: Sendable, Equatable {
         if let d = doDenormalize, d.count != n {
             throw ImageError.invalidArgument("doDenormalize has \(d.count) entries for \(n) images")
         }
-        let per = tensor.count / max(n, 1)
-        var t = tensor
-        t.withUnsafeMutableBufferPointer { buf in
-            for b in 0..<n where doDenormalize?[b] ?? doNormalize {
-                for i in (b * per)..<((b + 1) * per) { buf[i] = min(max(buf[i] * 0.5 + 0.5, 0), 1) }
+        guard [1, 3, 4].contains(tensor.shape[3]), tensor.shape[1] > 0, tensor.shape[2] > 0,
+              tensor.shape[1] <= Image.maxDimension, tensor.shape[2] <= Image.maxDimension else {
+            throw ImageError.invalidArgument("postprocess expects [batch, height, width, 1|3|4], got \(tensor.shape)")
+        }
+        let (h, w, c) = (tensor.shape[1], tensor.shape[2], tensor.shape[3])
+        let per = h * w * c
+        return tensor.withUnsafeBufferPointer { buf in
+            (0..<n).map { b in
+                let denormalize = doDenormalize?[b] ?? doNormalize
+                var px = [UInt8](repeating: 0, count: per)
+                for i in 0..<per {
+                    let x = buf[b * per + i]
+                    if denormalize {
+                        px[i] = Image.quantize(min(max(x * 0.5 + 0.5, 0), 1))
+                    } else {
+                        // Not clamped in diffusers: numpy's float -> uint8 cast wraps modulo 256 (x86).
+                        let v = (x * 255).rounded(.toNearestOrEven)
+                        px[i] = v.isFinite && abs(v) < 1e9 ? UInt8(truncatingIfNeeded: Int(v)) : 0
+                    }
+                }
+                return Image(unchecked: w, h, c, px)
             }
         }
-        return try Image.fromTensor(t)
     }
 
     // MARK: fill / crop resizing
 
     /// `_resize_and_fill`: aspect-preserving resize, centred on black, borders filled by stretching the
-    /// outermost source row/column band (PIL resize of a zero-height/width box).
+    /// outermost source row/column band (PIL resize of a zero-height/width box). diffusers passes no
+    /// `resample` for the bands, so they use PIL's default, bicubic, whatever `resample` is.
     func resizeAndFill(_ image: Image, width: Int, height: Int) throws -> Image {
         let ratio = Double(width) / Double(height)
         let srcRatio = Double(image.width) / Double(image.height)
@@ -155,19 +171,19 @@ public struct VaeImageProcessor: Sendable, Equatable {
         if ratio < srcRatio {
             let fillHeight = height / 2 - srcH / 2
             if fillHeight > 0 {
-                let top = try resized.resized(width: width, height: fillHeight, filter: resample, box: (0, 0, Double(width), 0))
+                let top = try resized.resized(width: width, height: fillHeight, filter: .bicubic, box: (0, 0, Double(width), 0))
                 res.paste(top, x: 0, y: 0)
                 let h = Double(resized.height)
-                let bottom = try resized.resized(width: width, height: fillHeight, filter: resample, box: (0, h, Double(width), h))
+                let bottom = try resized.resized(width: width, height: fillHeight, filter: .bicubic, box: (0, h, Double(width), h))
                 res.paste(bottom, x: 0, y: fillHeight + srcH)
             }
         } else if ratio > srcRatio {
             let fillWidth = width / 2 - srcW / 2
             if fillWidth > 0 {
-                let left = try resized.resized(width: fillWidth, height: height, filter: resample, box: (0, 0, 0, Double(height)))
+                let left = try resized.resized(width: fillWidth, height: height, filter: .bicubic, box: (0, 0, 0, Double(height)))
                 res.paste(left, x: 0, y: 0)
                 let w = Double(resized.width)
-                let right = try resized.resized(width: fillWidth, height: height, filter: resample, box: (w, 0, w, Double(height)))
+                let right = try resized.resized(width: fillWidth, height: height, filter: .bicubic, box: (w, 0, w, Double(height)))
                 res.paste(right, x: fillWidth + srcW, y: 0)
             }
         }

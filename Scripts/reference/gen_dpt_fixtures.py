@@ -48,7 +48,9 @@ CASES = {
                     neck_ignore_stages=[0, 1], readout_type="project", backbone_config=tiny_backbone()),
         processor=dict(do_normalize=True, do_resize=True, ensure_multiple_of=1, image_mean=[0.5] * 3, image_std=[0.5] * 3,
                        keep_aspect_ratio=False, resample=2, size={"height": 64, "width": 64}),
-        images=[(37, 50)]),
+        images=[(37, 50)],
+        # Processor only: bilinear downscaling, and an image already at the model size (no resize).
+        extra_images=[(130, 97), (64, 64)]),
     # Other paths: an upsampling (transposed conv) reassemble stage whose map then needs the fusion's bilinear
     # residual resize, batch norm in the fusion units, bicubic downscaling, a batch of two.
     "variant": dict(
@@ -106,6 +108,10 @@ def make_case(name, spec):
         pils.append(Image.fromarray(rgb))
         one = processor(images=pils[-1], return_tensors="pt").pixel_values
         io[f"pixel_values{i}"] = nhwc(one)
+    for i, (h, w) in enumerate(spec.get("extra_images", [])):
+        rgb = image(h, w, 100 + i)
+        io[f"extra_image{i}"] = torch.from_numpy(rgb.astype(np.float32))
+        io[f"extra_pixel_values{i}"] = nhwc(processor(images=Image.fromarray(rgb), return_tensors="pt").pixel_values)
     pixel_values = processor(images=pils, return_tensors="pt").pixel_values
     with torch.no_grad():
         depth = model(pixel_values=pixel_values).predicted_depth

@@ -42,6 +42,11 @@ final class DPTTests: XCTestCase {
         XCTAssertLessThanOrEqual(maxAbsDiff(pixels, expected), 1e-6, "pixel_values of a 50x37 image (bilinear upscale)")
         let depth = try DPTForDepthEstimation(directory: dir)(pixels)
         assertClose(depth, try io.tensor("predicted_depth"), tolerance: 1e-4, "hybrid depth from our preprocessing")
+        for i in 0..<2 {
+            let t = try io.tensor("extra_image\(i)")
+            let extra = try processor.preprocess(rgb8: t.scalars.map { UInt8($0) }, width: t.shape[1], height: t.shape[0])
+            XCTAssertLessThanOrEqual(maxAbsDiff(extra, try io.tensor("extra_pixel_values\(i)")), 1e-6, "\(t.shape)")
+        }
     }
 
     /// Upsampling reassemble stage (transposed conv) with the fusion's residual resize, batch norm in the
@@ -58,6 +63,9 @@ final class DPTTests: XCTestCase {
         }
         let pixels = try processor.preprocess(images: images)
         XCTAssertLessThanOrEqual(maxAbsDiff(pixels, try io.tensor("pixel_values")), 1e-6)
+        let fromTensor = try processor.preprocess(image: io.tensor("image0"))
+        XCTAssertLessThanOrEqual(maxAbsDiff(fromTensor, try io.tensor("pixel_values0")), 1e-6, "NHWC tensor input")
+        XCTAssertThrowsError(try processor.preprocess(image: Tensor(repeating: 0.5, shape: [2, 2, 3])))
         let depth = try DPTForDepthEstimation(directory: dir)(pixels)
         print("DPT variant: max |depth| \(depth.scalars.map(abs).max() ?? 0), max abs error \(maxAbsDiff(depth, try io.tensor("predicted_depth"))), pixel error \(maxAbsDiff(pixels, try io.tensor("pixel_values")))")
         assertClose(depth, try io.tensor("predicted_depth"), tolerance: 1e-4, "variant depth, batch of 2")
@@ -71,7 +79,13 @@ final class DPTTests: XCTestCase {
         XCTAssertEqual(config.backbone.stageChannels, [256, 512, 1024])
         XCTAssertEqual(config.encoderFeatureLayers, [8, 11])
         let source = try ManifestSource(manifest: FixturePaths.url("manifests/stabilityai-stable-diffusion-2-depth-depth_estimator.json"))
-        XCTAssertNoThrow(try DPTForDepthEstimation(config: config, weights: source))
+        let model = try DPTForDepthEstimation(config: config, weights: source)
+        // A full-size forward (zero weights): the 384x384 shapes flow through BiT's SAME padding, the 24x24
+        // token grid, the strided reassemble conv and four fusion stages to a 384x384 map.
+        let start = Date()
+        let depth = try model(Tensor(zeros: [1, 384, 384, 3]))
+        print("DPT sd2-depth full-size forward: \(Date().timeIntervalSince(start)) s")
+        XCTAssertEqual(depth.shape, [1, 384, 384])
         let processor = try DPTImageProcessor(directory: dir)
         XCTAssertEqual(processor, DPTImageProcessor(height: 384, width: 384, resample: .bilinear))
         XCTAssertEqual(processor.outputSize(height: 480, width: 640).height, 384)
@@ -123,6 +137,16 @@ final class DPTTests: XCTestCase {
             XCTAssertEqual(($0 as? ModelConfigError)?.key, "resample")
         }
         XCTAssertThrowsError(try DPTImageProcessor().preprocess(rgb8: [1, 2, 3], width: 2, height: 1))
+    }
+
+    /// Configs written by transformers 4.x carry backbone-selection keys (null/false for the hybrid model).
+    func testTransformers4StyleConfigKeys() throws {
+        let dir = try caseDir("sd2-depth")
+        var json = try JSONSerialization.jsonObject(with: Data(contentsOf: dir.appendingPathComponent("config.json"))) as? [String: Any] ?? [:]
+        json["backbone"] = NSNull(); json["use_timm_backbone"] = false; json["use_pretrained_backbone"] = false
+        json["backbone_kwargs"] = NSNull(); json["torch_dtype"] = "float32"; json["transformers_version"] = "4.26.0.dev0"
+        let config = try DPTConfig(jsonData: JSONSerialization.data(withJSONObject: json))
+        XCTAssertEqual(config, try DPTConfig.load(from: dir.appendingPathComponent("config.json")))
     }
 
     func testOutputSizeRules() {

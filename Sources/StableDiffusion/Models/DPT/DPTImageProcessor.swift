@@ -142,6 +142,22 @@ public struct DPTImageProcessor: Sendable, Equatable {
         return out
     }
 
+    /// `pixel_values` of NHWC images whose values are whole numbers in 0...255 (`[batch, H, W, 3]` or `[H, W, 3]`),
+    /// e.g. a decoded 8-bit image held as floats. Other values are an error: the resize works on bytes.
+    public func preprocess(image: Tensor) throws -> Tensor {
+        let shape = image.rank == 3 ? [1] + image.shape : image.shape
+        guard shape.count == 4, shape[3] == 3 else { throw TensorError.shapeMismatch("expected [batch, H, W, 3] or [H, W, 3], got \(image.shape)") }
+        let values = image.scalars
+        if let bad = values.first(where: { !($0 >= 0 && $0 <= 255 && $0 == $0.rounded()) }) {
+            throw TensorError.invalidArgument("image values must be whole numbers in 0...255, found \(bad)")
+        }
+        let per = shape[1] * shape[2] * 3
+        let images = (0..<shape[0]).map { b in
+            (rgb8: values[(b * per)..<((b + 1) * per)].map { UInt8($0) }, width: shape[2], height: shape[1])
+        }
+        return try preprocess(images: images)
+    }
+
     /// `pixel_values` of several images (each resized to the configured size): `[batch, H, W, 3]`.
     public func preprocess(images: [(rgb8: [UInt8], width: Int, height: Int)]) throws -> Tensor {
         let each = try images.map { try preprocess(rgb8: $0.rgb8, width: $0.width, height: $0.height) }

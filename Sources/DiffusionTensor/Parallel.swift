@@ -1,12 +1,16 @@
 import Dispatch
+#if canImport(CDNNL)
+import CDNNL
+#endif
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
 
-/// The thread pool of the Swift kernels: Dispatch's `concurrentPerform`, which runs on a pool
-/// sized to the machine's cores. oneDNN keeps its own (OpenMP) threads for convolutions and GEMMs.
+/// The thread pool of the Swift kernels. On Linux it is OpenMP's pool, the one oneDNN runs on, so the
+/// two never compete for cores (a second pool would find OpenMP's workers still spinning after every
+/// oneDNN call); elsewhere Dispatch's `concurrentPerform`.
 public enum Parallel {
     /// Number of worker threads the Swift kernels split work into.
     public static let workerCount: Int = max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
@@ -18,6 +22,17 @@ public enum Parallel {
             if count == 1 { body(0) }
             return
         }
+        #if canImport(CDNNL)
+        let ran: Int32 = withoutActuallyEscaping(body) { escapable in
+            var task = escapable
+            return withUnsafeMutablePointer(to: &task) { pointer in
+                sd_parallel_for(count, { context, index in
+                    context!.assumingMemoryBound(to: ((Int) -> Void).self).pointee(index)
+                }, pointer)
+            }
+        }
+        if ran == 0 { return }
+        #endif
         // Kernels hand each index a disjoint slice of raw buffers, which the compiler cannot see;
         // the caller's closure is therefore treated as Sendable for the duration of this call only.
         withoutActuallyEscaping(body) { escapable in

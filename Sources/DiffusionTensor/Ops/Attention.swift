@@ -1,12 +1,16 @@
 /// Scaled dot-product attention over `[batch, tokens, heads * headDim]` tensors (the layout the
 /// projections produce, so no transposes are needed: a head is a strided column block).
 ///
-/// Memory stays bounded: queries are processed in blocks of `queryBlock` rows, one (batch, head) at a
-/// time, so the largest temporary is `queryBlock x keyTokens` scores, never `tokens x tokens x heads`.
+/// Memory stays bounded and in cache: the work is split into (batch, head, query block) tasks run in
+/// parallel; each computes a `rows x keyTokens` score block (sized to fit the L2 cache), its softmax, and
+/// its rows of the output, so no `tokens x tokens` matrix is ever materialised, per head or otherwise.
 public enum Attention {
+    /// Bytes of scores one task works on (one L2 cache's worth).
+    static let scoreBlockBytes = 512 * 1024
+
     public static func scaledDotProduct(
         query q: Tensor, key k: Tensor, value v: Tensor, heads: Int,
-        scale: Float? = nil, causal: Bool = false, queryBlock: Int = 1024
+        scale: Float? = nil, causal: Bool = false, queryBlock: Int? = nil
     ) throws -> Tensor {
         guard q.rank == 3, k.rank == 3, v.rank == 3 else {
             throw TensorError.shapeMismatch("attention expects [batch, tokens, channels], got \(q.shape), \(k.shape), \(v.shape)")
@@ -16,41 +20,40 @@ public enum Attention {
         guard k.shape[0] == b, v.shape[0] == b, v.shape[1] == lk, k.shape[2] == dim, v.shape[2] == dim else {
             throw TensorError.shapeMismatch("attention operands disagree: q \(q.shape), k \(k.shape), v \(v.shape)")
         }
-        guard heads > 0, dim % heads == 0, queryBlock > 0 else {
+        guard heads > 0, dim % heads == 0 else {
             throw TensorError.invalidArgument("attention: \(dim) channels cannot be split into \(heads) heads")
         }
+        if let queryBlock, queryBlock <= 0 { throw TensorError.invalidArgument("attention query block must be positive") }
         let d = dim / heads
         let alpha = scale ?? 1 / Float(d).squareRoot()
-        let block = min(queryBlock, max(lq, 1))
+        let fitting = max(8, scoreBlockBytes / (4 * max(lk, 1)))
+        let block = max(1, min(queryBlock ?? fitting, max(lq, 1)))
+        let blocksPerHead = (lq + block - 1) / block
         var out = Tensor(uninitializedShape: [b, lq, dim])
-        let scores = TensorStorage(count: block * lk)
         let qp = q.unsafePointer, kp = k.unsafePointer, vp = v.unsafePointer
         out.withUnsafeMutableBufferPointer { ob in
             let o = ob.baseAddress!
-            let s = scores.pointer
-            for bi in 0..<b {
-                for h in 0..<heads {
-                    let qh = qp + bi * lq * dim + h * d
-                    let kh = kp + bi * lk * dim + h * d
-                    let vh = vp + bi * lk * dim + h * d
-                    let oh = o + bi * lq * dim + h * d
-                    var start = 0
-                    while start < lq {
-                        let rows = min(block, lq - start)
-                        Gemm.sgemm(transposeA: false, transposeB: true, m: rows, n: lk, k: d, alpha: alpha,
-                                   a: qh + start * dim, lda: dim, b: kh, ldb: dim, c: s, ldc: lk)
-                        let first = start
-                        Parallel.forRanges(rows, minChunk: 16) { r in
-                            for i in r {
-                                let row = s + i * lk
-                                if causal { for j in (first + i + 1)..<max(lk, first + i + 1) { row[j] = -.infinity } }
-                                softmaxRow(row, lk)
-                            }
-                        }
-                        Gemm.sgemm(transposeA: false, transposeB: false, m: rows, n: d, k: lk,
-                                   a: s, lda: lk, b: vh, ldb: dim, c: oh + start * dim, ldc: dim)
-                        start += rows
+            Parallel.forEach(b * heads * blocksPerHead) { task in
+                let bi = task / (heads * blocksPerHead)
+                let h = (task / blocksPerHead) % heads
+                let start = (task % blocksPerHead) * block
+                let rows = min(block, lq - start)
+                let qh = qp + bi * lq * dim + h * d
+                let kh = kp + bi * lk * dim + h * d
+                let vh = vp + bi * lk * dim + h * d
+                let oh = o + bi * lq * dim + h * d
+                withUnsafeTemporaryAllocation(of: Float.self, capacity: rows * lk) { scratch in
+                    let s = scratch.baseAddress!
+                    // Called inside a parallel region, oneDNN's GEMM runs on this thread alone.
+                    Gemm.sgemm(transposeA: false, transposeB: true, m: rows, n: lk, k: d, alpha: alpha,
+                               a: qh + start * dim, lda: dim, b: kh, ldb: dim, c: s, ldc: lk)
+                    for i in 0..<rows {
+                        let row = s + i * lk
+                        if causal, start + i + 1 < lk { for j in (start + i + 1)..<lk { row[j] = -.infinity } }
+                        softmaxRow(row, lk)
                     }
+                    Gemm.sgemm(transposeA: false, transposeB: false, m: rows, n: d, k: lk,
+                               a: s, lda: lk, b: vh, ldb: dim, c: oh + start * dim, ldc: dim)
                 }
             }
         }

@@ -4,18 +4,6 @@ import Glibc
 import Darwin
 #endif
 
-/// Numerically stable softmax of one row in place (max-subtracted).
-@inline(__always)
-func softmaxRow(_ p: UnsafeMutablePointer<Float>, _ n: Int) {
-    var m = -Float.infinity
-    for j in 0..<n { m = max(m, p[j]) }
-    if m == -Float.infinity { for j in 0..<n { p[j] = 0 }; return }  // fully masked row
-    var s: Float = 0
-    for j in 0..<n { let e = expf(p[j] - m); p[j] = e; s += e }
-    let inv = 1 / s
-    for j in 0..<n { p[j] *= inv }
-}
-
 extension Tensor {
     /// Softmax over the last dimension.
     public func softmax() -> Tensor {

@@ -1,0 +1,92 @@
+"""PyTorch / diffusers side of the CPU benchmark: the real SD 1.5 architecture with random weights (fp32).
+
+    ~/.sd-ref-venv/bin/python Scripts/reference/bench_torch.py [--runs N] [--threads 2] [--json]
+
+Times, like `sd bench --suite sd15`: the UNet step (batch 2, the guidance pair) at 256x256 and 512x512,
+the text encoder (batch 2 x 77 tokens), the VAE decode at 512x512, and a whole 20-step txt2img at 512x512
+(PNDM, guidance 7.5). Reports min and median seconds and the process's peak resident memory.
+"""
+import argparse
+import json
+import os
+import resource
+import statistics
+import sys
+import time
+
+import torch
+from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+REF = os.path.join(os.path.dirname(ROOT), "shared", "reference-configs", "runwayml-stable-diffusion-v1-5")
+TOKENIZER = os.path.join(ROOT, "Tests", "StableDiffusionTests", "Fixtures", "tokenizer")
+
+
+def timed(fn, runs):
+    fn()  # warm-up
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times), statistics.median(times)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--skip-pipeline", action="store_true")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    results = {}
+
+    with torch.no_grad():
+        unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(os.path.join(REF, "unet"))).eval()
+        vae = AutoencoderKL.from_config(AutoencoderKL.load_config(os.path.join(REF, "vae"))).eval()
+        text_encoder = CLIPTextModel(CLIPTextConfig.from_pretrained(os.path.join(REF, "text_encoder"))).eval()
+        ctx = torch.randn(2, 77, 768)
+        for size in (256, 512):
+            x = torch.randn(2, 4, size // 8, size // 8)
+            results[f"unet_{size}"] = timed(lambda: unet(x, 500, encoder_hidden_states=ctx), args.runs)
+        ids = torch.randint(0, 49408, (2, 77))
+        results["text_encoder"] = timed(lambda: text_encoder(ids), args.runs)
+        z = torch.randn(1, 4, 64, 64)
+        results["vae_decode_512"] = timed(lambda: vae.decode(z), args.runs)
+        if not args.skip_pipeline:
+            # The real CLIP vocabulary, as the SD 1.5 tokenizer has it (committed with the tokenizer fixtures).
+            tok_dir = "/tmp/sd-bench-tokenizer"
+            os.makedirs(tok_dir, exist_ok=True)
+            for f in ("vocab.json", "merges.txt"):
+                src = os.path.join(TOKENIZER, "clip-bpe", f)
+                if not os.path.exists(os.path.join(tok_dir, f)):
+                    os.symlink(src, os.path.join(tok_dir, f))
+            for f in ("tokenizer_config.json", "special_tokens_map.json"):
+                with open(os.path.join(REF, "tokenizer", f)) as s, open(os.path.join(tok_dir, f), "w") as d:
+                    d.write(s.read())
+            tokenizer = CLIPTokenizer.from_pretrained(tok_dir)
+            scheduler = PNDMScheduler.from_pretrained(os.path.join(REF, "scheduler"))
+            pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+                                           scheduler=scheduler, safety_checker=None, feature_extractor=None,
+                                           requires_safety_checker=False)
+            pipe.set_progress_bar_config(disable=True)
+            run = lambda: pipe("a photograph of an astronaut riding a horse", num_inference_steps=20, height=512,
+                               width=512, generator=torch.Generator("cpu").manual_seed(0), output_type="np")
+            results["txt2img_20_512"] = timed(run, max(1, args.runs - 1))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    if args.json:
+        print(json.dumps({"torch": torch.__version__, "threads": args.threads, "peak_rss_bytes": peak,
+                          "results": {k: {"min": v[0], "median": v[1]} for k, v in results.items()}}))
+    else:
+        print(f"torch {torch.__version__}, {args.threads} threads")
+        for k, (mn, md) in results.items():
+            print(f"{k:20s} min {mn:8.3f} s   median {md:8.3f} s")
+        print(f"peak RSS {peak / 2**20:.0f} MiB")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -2,74 +2,144 @@ import ArgumentParser
 import Foundation
 import StableDiffusion
 
-/// `sd bench`: timing of the engine's hot paths on this machine (random weights, no weight files needed).
+/// `sd bench`: timings on this machine with random weights (no weight files needed).
+///
+/// `--suite ops` times the two kernels that dominate (a 3x3 convolution and a GEMM); `--suite sd15` builds
+/// the real SD 1.5 architecture from its configs and times what `Scripts/reference/bench_torch.py` times
+/// for PyTorch, so `Scripts/bench/compare.sh` can put the two side by side.
 struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
-        abstract: "Measure the kernels and the real UNet architecture (min and median of several runs).")
+        abstract: "Measure kernels, or the SD 1.5 architecture with random weights (min and median of several runs).")
+
+    enum Suite: String, ExpressibleByArgument, CaseIterable { case ops, sd15 }
+
+    @Option(help: "ops: conv2d and GEMM GFLOP/s; sd15: UNet 256/512, text encoder, VAE decode 512, 20-step txt2img 512.")
+    var suite: Suite = .ops
 
     @Option(help: "Timed runs per case (after one warm-up run).")
     var runs: Int = 5
 
-    @Option(help: "A UNet config.json (e.g. ../shared/reference-configs/runwayml-stable-diffusion-v1-5/unet/config.json): time one UNet call with random weights.")
-    var unetConfig: String?
+    @Option(help: "The SD 1.5 folder of configs (unet/, vae/, text_encoder/, scheduler/ config files).")
+    var configs: String = "../shared/reference-configs/runwayml-stable-diffusion-v1-5"
 
-    @Option(help: "Image height and width for the UNet case (latents are 1/8 of it).")
-    var size: Int = 512
+    @Option(help: "A tokenizer folder for the txt2img case (any CLIP tokenizer; ids stay within the vocabulary).")
+    var tokenizer: String = "Models/tiny-sd1/tokenizer"
 
-    @Option(help: "Batch for the UNet case (2 = the classifier-free-guidance pair).")
-    var batch: Int = 2
+    @Option(parsing: .upToNextOption, help: "Run only these sd15 cases: unet_256 unet_512 text_encoder vae_decode_512 txt2img_20_512.")
+    var only: [String] = []
+
+    @Flag(help: "Print one JSON object (for Scripts/bench/compare.py).")
+    var json = false
 
     func validate() throws {
         guard runs >= 1 else { throw ValidationError("--runs must be >= 1") }
-        guard size >= 64, size % 64 == 0 else { throw ValidationError("--size must be a positive multiple of 64") }
-        guard batch >= 1 else { throw ValidationError("--batch must be >= 1") }
+    }
+
+    struct Measurement: Encodable {
+        let min: Double, median: Double
+        let gflop: Double?
     }
 
     func run() throws {
-        print("case                                      min s   median s   GFLOP/s(min)  GFLOP/s(median)")
-        if let unetConfig {
-            let config = try UNet2DConditionConfig.load(URL(fileURLWithPath: unetConfig))
-            let start = Date()
-            let unet = try UNet2DConditionModel(config: config, weights: RandomTensorSource())
-            FileHandle.standardError.write(Data(String(format: "built UNet with random weights in %.1f s\n", Date().timeIntervalSince(start)).utf8))
-            let latent = size / 8
-            let x = RandomTensorSource(seed: 1, scale: 1).makeTensor("x", shape: [batch, latent, latent, config.inChannels])
-            let ctx = RandomTensorSource(seed: 2, scale: 1).makeTensor("ctx", shape: [batch, 77, config.crossAttentionDim[0]])
-            try report("UNet \(size)x\(size) batch \(batch)", flops: nil) {
-                { _ = try unet(sample: x, timesteps: [500], encoderHiddenStates: ctx) }
+        var results: [(String, Measurement)] = []
+        switch suite {
+        case .ops: results = try opsSuite()
+        case .sd15: results = try sd15Suite()
+        }
+        let peak = ProcessMemory.peakResidentBytes
+        if json {
+            var object: [String: Any] = ["engine": "swift", "peak_rss_bytes": peak]
+            var cases: [String: Any] = [:]
+            for (name, m) in results {
+                var c: [String: Any] = ["min": m.min, "median": m.median]
+                if let g = m.gflop { c["gflop"] = g }
+                cases[name] = c
             }
-            return
-        }
-        try report("conv2d 3x3 2x64x64x320 -> 320", flops: 2.0 * 2 * 64 * 64 * 320 * 320 * 9) {
-            let conv = try Conv2D(weight: Self.random([320, 320, 3, 3], scale: 0.02), bias: Self.random([320]), padding: .uniform(1))
-            let x = Self.random([2, 64, 64, 320])
-            return { _ = try conv(x) }
-        }
-        try report("matmul (4096x320) x (320x1280)", flops: 2.0 * 4096 * 320 * 1280) {
-            let lin = try Linear(weight: Self.random([1280, 320], scale: 0.05), bias: nil)
-            let x = Self.random([4096, 320])
-            return { _ = try lin(x) }
+            object["results"] = cases
+            let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
+            print(String(decoding: data, as: UTF8.self))
+        } else {
+            print("case                 min s     median s   GFLOP    GFLOP/s (min / median)")
+            for (name, m) in results {
+                let pad = name.padding(toLength: 20, withPad: " ", startingAt: 0)
+                if let g = m.gflop {
+                    print(String(format: "%@ %8.3f   %8.3f   %7.1f   %6.1f / %6.1f", pad, m.min, m.median, g, g / m.min, g / m.median))
+                } else {
+                    print(String(format: "%@ %8.3f   %8.3f", pad, m.min, m.median))
+                }
+            }
+            print(String(format: "peak resident memory %.0f MiB", Double(peak) / 1_048_576))
         }
     }
 
-    private func report(_ name: String, flops: Double?, _ setup: () throws -> () throws -> Void) throws {
-        let body = try setup()
+    private func wanted(_ name: String) -> Bool { only.isEmpty || only.contains(name) }
+
+    private func opsSuite() throws -> [(String, Measurement)] {
+        let conv = try Conv2D(weight: Self.random([320, 320, 3, 3], scale: 0.02), bias: Self.random([320]), padding: .uniform(1))
+        let x = Self.random([2, 64, 64, 320])
+        let lin = try Linear(weight: Self.random([1280, 320], scale: 0.05), bias: nil)
+        let y = Self.random([4096, 320])
+        return [("conv3x3_2x64x64x320", try measure { _ = try conv(x) }),
+                ("matmul_4096x320x1280", try measure { _ = try lin(y) })]
+    }
+
+    private func sd15Suite() throws -> [(String, Measurement)] {
+        let root = URL(fileURLWithPath: configs)
+        let weights = RandomTensorSource()
+        let log = { (s: String) in if !json { FileHandle.standardError.write(Data((s + "\n").utf8)) } }
+        var start = Date()
+        let unet = try UNet2DConditionModel(config: UNet2DConditionConfig.load(root.appendingPathComponent("unet/config.json")), weights: weights)
+        let vae = try AutoencoderKL(config: AutoencoderKLConfig.load(root.appendingPathComponent("vae/config.json")), weights: weights,
+                                    includeEncoder: false)
+        let textEncoder = try CLIPTextModel(config: CLIPTextConfig.load(from: root.appendingPathComponent("text_encoder")), weights: weights)
+        log(String(format: "built SD 1.5 (UNet, VAE decoder, text encoder) with random weights in %.1f s", Date().timeIntervalSince(start)))
+        var results: [(String, Measurement)] = []
+        let context = RandomTensorSource(seed: 2, scale: 1).makeTensor("ctx", shape: [2, 77, unet.config.crossAttentionDim[0]])
+        for size in [256, 512] where wanted("unet_\(size)") {
+            let x = RandomTensorSource(seed: 1, scale: 1).makeTensor("x", shape: [2, size / 8, size / 8, 4])
+            results.append(("unet_\(size)", try measure { _ = try unet(sample: x, timesteps: [500], encoderHiddenStates: context) }))
+            log("unet_\(size) done")
+        }
+        if wanted("text_encoder") {
+            let ids = (0..<2).map { r in (0..<77).map { ($0 * 131 + r * 7) % textEncoder.config.vocabSize } }
+            results.append(("text_encoder", try measure { _ = try textEncoder(inputIds: ids) }))
+        }
+        if wanted("vae_decode_512") {
+            let z = RandomTensorSource(seed: 3, scale: 1).makeTensor("z", shape: [1, 64, 64, 4])
+            results.append(("vae_decode_512", try measure { _ = try vae.decode(z) }))
+            log("vae_decode_512 done")
+        }
+        if wanted("txt2img_20_512") {
+            start = Date()
+            let components = StableDiffusionComponents(
+                index: ModelIndex(pipelineClass: "StableDiffusionPipeline", components: [:]),
+                tokenizer: try CLIPTokenizer(directory: URL(fileURLWithPath: tokenizer)), textEncoder: textEncoder,
+                unet: unet, vae: vae, schedulerConfig: try SchedulerConfig(contentsOf: root.appendingPathComponent("scheduler/scheduler_config.json")))
+            let pipe = try StableDiffusionPipeline(components: components)
+            var options = GenerationOptions(prompt: "a photograph of an astronaut riding a horse")
+            options.numInferenceSteps = 20
+            options.height = 512
+            options.width = 512
+            options.seed = 0
+            results.append(("txt2img_20_512", try measure(runs: max(1, runs - 1)) { _ = try pipe(options) }))
+        }
+        return results
+    }
+
+    private func measure(runs: Int? = nil, _ body: () throws -> Void) throws -> Measurement {
         try body()  // warm-up: primitive creation and weight re-layout happen here
         var times: [Double] = []
-        for _ in 0..<runs {
+        var flops: Double = 0
+        for _ in 0..<(runs ?? self.runs) {
+            FlopCounter.start()
             let start = DispatchTime.now().uptimeNanoseconds
             try body()
             times.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+            flops = FlopCounter.stop()
         }
         times.sort()
-        let minT = times[0], median = times[times.count / 2]
-        let pad = name.padding(toLength: 40, withPad: " ", startingAt: 0)
-        if let flops {
-            print(String(format: "%@ %7.4f   %7.4f   %10.1f  %12.1f", pad, minT, median, flops / minT / 1e9, flops / median / 1e9))
-        } else {
-            print(String(format: "%@ %7.4f   %7.4f", pad, minT, median))
-        }
+        return Measurement(min: times[0], median: times[times.count / 2], gflop: flops > 0 ? flops / 1e9 : nil)
     }
 
     static func random(_ shape: [Int], scale: Float = 1) -> Tensor {

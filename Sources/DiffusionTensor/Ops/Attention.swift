@@ -29,6 +29,7 @@ public enum Attention {
         let fitting = max(8, scoreBlockBytes / (4 * max(lk, 1)))
         let block = max(1, min(queryBlock ?? fitting, max(lq, 1)))
         let blocksPerHead = (lq + block - 1) / block
+        FlopCounter.add(4 * Double(b * heads) * Double(lq) * Double(lk) * Double(d))
         var out = Tensor(uninitializedShape: [b, lq, dim])
         let qp = q.unsafePointer, kp = k.unsafePointer, vp = v.unsafePointer
         out.withUnsafeMutableBufferPointer { ob in

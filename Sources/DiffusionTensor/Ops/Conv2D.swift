@@ -104,6 +104,7 @@ public final class Conv2D: @unchecked Sendable {
         if let residual, residual.shape != outShape {
             throw TensorError.shapeMismatch("conv2d residual must be \(outShape), got \(residual.shape)")
         }
+        FlopCounter.add(2 * Double(n * oh * ow) * Double(outChannels * inChannels * kernelHeight * kernelWidth))
         var out = residual ?? Tensor(uninitializedShape: outShape)
         // Make the output buffer uniquely ours before the kernel writes into it.
         out.withUnsafeMutableBufferPointer { _ in }

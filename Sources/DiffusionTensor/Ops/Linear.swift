@@ -34,6 +34,7 @@ public final class Linear: @unchecked Sendable {
         if let residual, residual.shape != outShape {
             throw TensorError.shapeMismatch("linear residual must be \(outShape), got \(residual.shape)")
         }
+        FlopCounter.add(2 * Double(rows) * Double(inFeatures * outFeatures))
         var out = residual ?? Tensor(uninitializedShape: outShape)
         let o = outFeatures
         out.withUnsafeMutableBufferPointer { ob in
@@ -79,6 +80,7 @@ extension Tensor {
             throw TensorError.shapeMismatch("matmul batch dimensions differ: \(shape) x \(other.shape)")
         }
         let batches = batchShape.reduce(1, *)
+        FlopCounter.add(2 * Double(batches) * Double(m * n * k))
         var out = Tensor(uninitializedShape: batchShape + [m, n])
         let a = unsafePointer, b = other.unsafePointer
         let bStride = otherBatch.isEmpty ? 0 : br * bc

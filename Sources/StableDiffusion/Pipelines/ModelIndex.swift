@@ -15,6 +15,12 @@ public struct ModelIndex: Sendable, Equatable {
             && a.components.mapValues { [$0.library, $0.className] } == b.components.mapValues { [$0.library, $0.className] }
     }
 
+    public init(pipelineClass: String, components: [String: (library: String, className: String)], settings: [String: JSONValue] = [:]) {
+        self.pipelineClass = pipelineClass
+        self.components = components
+        self.settings = settings
+    }
+
     public init(contentsOf url: URL) throws {
         guard let data = FileManager.default.contents(atPath: url.path) else {
             throw PipelineError.badModel(path: url.path, detail: "cannot read model_index.json (is this a diffusers model folder?)")

@@ -65,6 +65,22 @@ public final class StableDiffusionComponents: @unchecked Sendable {
         peakMemoryBytes = ProcessMemory.peakResidentBytes
     }
 
+    /// Components built in memory (benchmarks, tests): no folder is read.
+    public init(index: ModelIndex, tokenizer: CLIPTokenizer, textEncoder: CLIPTextModel, unet: UNet2DConditionModel,
+                vae: AutoencoderKL, schedulerConfig: SchedulerConfig, lowResSchedulerConfig: SchedulerConfig? = nil,
+                directory: URL = URL(fileURLWithPath: "<memory>")) {
+        self.directory = directory
+        self.index = index
+        self.tokenizer = tokenizer
+        self.textEncoder = textEncoder
+        self.unet = unet
+        self.vae = vae
+        self.schedulerConfig = schedulerConfig
+        self.lowResSchedulerConfig = lowResSchedulerConfig
+        loadSeconds = 0
+        peakMemoryBytes = ProcessMemory.peakResidentBytes
+    }
+
     /// Pixels per latent (8 for SD, 4 for the x4 upscaler).
     public var vaeScaleFactor: Int { vae.config.scaleFactor }
 }

@@ -42,9 +42,9 @@ static inline int sd_parallel_for(long count, sd_task_fn fn, void *context) {
 
 #include <malloc.h>
 
-/// Keeps freed buffers of up to 64 MiB in malloc's heap instead of unmapping them, so the engine's
-/// short-lived activation tensors reuse warm pages rather than faulting fresh ones in on every step.
+/// Keeps freed buffers of up to 32 MiB (glibc's maximum) in malloc's heap instead of unmapping them, so
+/// the engine's short-lived activation tensors reuse warm pages rather than faulting fresh ones in.
 static inline void sd_tune_malloc(void) {
-    mallopt(M_MMAP_THRESHOLD, 64 * 1024 * 1024);
+    mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024);
     mallopt(M_TRIM_THRESHOLD, 512 * 1024 * 1024);
 }

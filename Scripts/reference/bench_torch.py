@@ -55,8 +55,6 @@ def main():
             results[f"unet_{size}"] = timed(lambda: unet(x, 500, encoder_hidden_states=ctx), args.runs)
         ids = torch.randint(0, 49408, (2, 77))
         results["text_encoder"] = timed(lambda: text_encoder(ids), args.runs)
-        if args.skip_pipeline:
-            pass
         z = torch.randn(1, 4, 64, 64)
         results["vae_decode_512"] = timed(lambda: vae.decode(z), args.runs)
         if not args.skip_pipeline:

@@ -29,11 +29,39 @@ public enum Activation: Sendable, Hashable {
         }
     }
 
-    /// Applies the activation in place over a buffer, in parallel.
-    public func apply(inPlace p: UnsafeMutablePointer<Float>, count: Int) {
+    /// The activation on 16 lanes (vector exp/erf; within ~2e-7 of the scalar forms).
+    @inline(__always)
+    func apply(_ x: SIMD16<Float>) -> SIMD16<Float> {
+        switch self {
+        case .identity: return x
+        case .silu: return x / (VectorMath.exp(-x) + 1)
+        case .quickGelu: return x / (VectorMath.exp(x * -1.702) + 1)
+        case .gelu: return x * 0.5 * (VectorMath.erf(x * 0.70710678118654752) + 1)
+        case .geluTanh:
+            // tanh(u) = 1 - 2 / (e^(2u) + 1)
+            let u = (x + x * x * x * 0.044715) * 0.7978845608028654
+            return x * 0.5 * (2 - 2 / (VectorMath.exp(u * 2) + 1))
+        }
+    }
+
+    /// Applies the activation in place to `count` floats, 16 at a time.
+    @inline(__always)
+    func applyRow(_ p: UnsafeMutablePointer<Float>, _ count: Int) {
+        let raw = UnsafeMutableRawPointer(p)
+        let vectors = count / 16
+        for i in 0..<vectors {
+            raw.storeBytes(of: apply(raw.loadUnaligned(fromByteOffset: i * 64, as: SIMD16<Float>.self)), toByteOffset: i * 64, as: SIMD16<Float>.self)
+        }
+        for i in (vectors * 16)..<count { p[i] = apply(p[i]) }
+    }
+
+    /// Applies the activation in place over a buffer, in parallel (or on this thread with `serial`, from
+    /// inside another parallel loop).
+    public func apply(inPlace p: UnsafeMutablePointer<Float>, count: Int, serial: Bool = false) {
         if self == .identity { return }
+        if serial { applyRow(p, count); return }
         Parallel.forRanges(count, minChunk: 1 << 14) { r in
-            for i in r { p[i] = apply(p[i]) }
+            applyRow(p + r.lowerBound, r.count)
         }
     }
 }
@@ -46,9 +74,8 @@ extension Tensor {
         let n = count
         out.withUnsafeMutableBufferPointer { dst in
             let d = dst.baseAddress!
-            Parallel.forRanges(n, minChunk: 1 << 14) { r in
-                for i in r { d[i] = activation.apply(src[i]) }
-            }
+            d.update(from: src, count: n)
+            activation.apply(inPlace: d, count: n)
         }
         return out
     }

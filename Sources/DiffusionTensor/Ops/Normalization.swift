@@ -17,62 +17,42 @@ extension Tensor {
         var out = Tensor(uninitializedShape: shape)
         let x = unsafePointer
         let g = gamma?.unsafePointer, bt = beta?.unsafePointer
-        // Per-sample statistics: per-channel sums in Double over pixel chunks (parallel), combined per group.
+        // Per-sample statistics, two-pass (mean, then squared deviations) for accuracy: per-channel sums
+        // over runs of 32 pixels in Float (short enough to stay exact to ~1e-7), accumulated in Double per
+        // parallel chunk, then combined per group.
         let chunks = max(1, min(Parallel.workerCount * 4, pixels / 64))
         let chunkSize = (pixels + chunks - 1) / chunks
+        var sums = [Double](repeating: 0, count: chunks * c)
+        var scale = [Float](repeating: 0, count: c)
+        var shift = [Float](repeating: 0, count: c)
+        var centre = [Float](repeating: 0, count: c)
         out.withUnsafeMutableBufferPointer { ob in
             let y = ob.baseAddress!
-            var sums = [Double](repeating: 0, count: chunks * c)
-            var scale = [Float](repeating: 0, count: c)
-            var shift = [Float](repeating: 0, count: c)
             for s in 0..<n {
                 let xs = x + s * pixels * c
-                // Pass 1: mean.
-                sums.withUnsafeMutableBufferPointer { sp in
-                    let sp = sp.baseAddress!
-                    Parallel.forEach(chunks) { ch in
-                        let acc = sp + ch * c
-                        for j in 0..<c { acc[j] = 0 }
-                        let lo = ch * chunkSize, hi = min(pixels, lo + chunkSize)
-                        if lo >= hi { return }
-                        for p in lo..<hi {
-                            let row = xs + p * c
-                            for j in 0..<c { acc[j] += Double(row[j]) }
-                        }
-                    }
-                }
-                var mean = [Double](repeating: 0, count: groups)
-                for gi in 0..<groups {
-                    var t = 0.0
-                    for ch in 0..<chunks { for j in gi * cpg..<(gi + 1) * cpg { t += sums[ch * c + j] } }
-                    mean[gi] = t / Double(pixels * cpg)
-                }
-                // Pass 2: variance around the mean (two-pass for accuracy).
-                let meanPerChannel = (0..<c).map { mean[$0 / cpg] }
-                sums.withUnsafeMutableBufferPointer { sp in
-                    let sp = sp.baseAddress!
-                    meanPerChannel.withUnsafeBufferPointer { mp in
-                        let mp = mp.baseAddress!
+                for pass in 0..<2 {
+                    sums.withUnsafeMutableBufferPointer { sp in centre.withUnsafeBufferPointer { cp in
+                        let sp = sp.baseAddress!, mean = cp.baseAddress!
                         Parallel.forEach(chunks) { ch in
-                            let acc = sp + ch * c
-                            for j in 0..<c { acc[j] = 0 }
-                            let lo = ch * chunkSize, hi = min(pixels, lo + chunkSize)
-                            if lo >= hi { return }
-                            for p in lo..<hi {
-                                let row = xs + p * c
-                                for j in 0..<c { let d = Double(row[j]) - mp[j]; acc[j] += d * d }
+                            Self.channelSums(xs, channels: c, from: ch * chunkSize, to: min(pixels, (ch + 1) * chunkSize),
+                                             centre: mean, squared: pass == 1, into: sp + ch * c)
+                        }
+                    } }
+                    for gi in 0..<groups {
+                        var t = 0.0
+                        for ch in 0..<chunks { for j in gi * cpg..<(gi + 1) * cpg { t += sums[ch * c + j] } }
+                        let m = t / Double(pixels * cpg)
+                        if pass == 0 {
+                            for j in gi * cpg..<(gi + 1) * cpg { centre[j] = Float(m) }
+                        } else {
+                            // Variance around the Float mean; its rounding (<1e-7 relative) is negligible.
+                            let rstd = 1 / (m + Double(eps)).squareRoot()
+                            for j in gi * cpg..<(gi + 1) * cpg {
+                                let gj = Double(g?[j] ?? 1)
+                                scale[j] = Float(rstd * gj)
+                                shift[j] = Float(Double(bt?[j] ?? 0) - Double(centre[j]) * rstd * gj)
                             }
                         }
-                    }
-                }
-                for gi in 0..<groups {
-                    var t = 0.0
-                    for ch in 0..<chunks { for j in gi * cpg..<(gi + 1) * cpg { t += sums[ch * c + j] } }
-                    let rstd = 1 / (t / Double(pixels * cpg) + Double(eps)).squareRoot()
-                    for j in gi * cpg..<(gi + 1) * cpg {
-                        let gj = Double(g?[j] ?? 1)
-                        scale[j] = Float(rstd * gj)
-                        shift[j] = Float(Double(bt?[j] ?? 0) - mean[gi] * rstd * gj)
                     }
                 }
                 let ys = y + s * pixels * c
@@ -81,17 +61,41 @@ extension Tensor {
                     Parallel.forRanges(pixels, minChunk: 64) { r in
                         for p in r {
                             let xi = xs + p * c, yo = ys + p * c
-                            if activation == .identity {
-                                for j in 0..<c { yo[j] = xi[j] * a[j] + b[j] }
-                            } else {
-                                for j in 0..<c { yo[j] = activation.apply(xi[j] * a[j] + b[j]) }
-                            }
+                            for j in 0..<c { yo[j] = xi[j] * a[j] + b[j] }
+                            activation.apply(inPlace: yo, count: c, serial: true)
                         }
                     }
                 } }
             }
         }
         return out
+    }
+
+    /// Adds, for pixels `from..<to`, each channel's value (or squared deviation from `centre`) into
+    /// `out[channel]` (Double), summing runs of 32 pixels in Float first.
+    @inline(__always)
+    static func channelSums(_ x: UnsafePointer<Float>, channels c: Int, from: Int, to: Int, centre: UnsafePointer<Float>,
+                            squared: Bool, into out: UnsafeMutablePointer<Double>) {
+        for j in 0..<c { out[j] = 0 }
+        if from >= to { return }
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: c) { accBuffer in
+            let acc = accBuffer.baseAddress!
+            var p = from
+            while p < to {
+                let end = min(to, p + 32)
+                for j in 0..<c { acc[j] = 0 }
+                for q in p..<end {
+                    let row = x + q * c
+                    if squared {
+                        for j in 0..<c { let d = row[j] - centre[j]; acc[j] += d * d }
+                    } else {
+                        for j in 0..<c { acc[j] += row[j] }
+                    }
+                }
+                for j in 0..<c { out[j] += Double(acc[j]) }
+                p = end
+            }
+        }
     }
 
     /// Layer normalisation over the last dimension (torch `layer_norm` with `normalized_shape = [C]`).

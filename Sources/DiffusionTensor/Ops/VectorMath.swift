@@ -32,6 +32,22 @@ enum VectorMath {
         return result
     }
 
+    /// erf(x) by Abramowitz & Stegun 7.1.26 (absolute error below 1.5e-7), with one vector exp.
+    @inline(__always)
+    static func erf(_ x: V) -> V {
+        var ax = x
+        ax.replace(with: -x, where: x .< 0)
+        let t = 1 / (ax * 0.3275911 + 1)
+        var p = V(repeating: 1.061405429)
+        p = p * t - 1.453152027
+        p = p * t + 1.421413741
+        p = p * t - 0.284496736
+        p = p * t + 0.254829592
+        var y = 1 - p * t * exp(-(ax * ax))
+        y.replace(with: -y, where: x .< 0)
+        return y
+    }
+
     /// Horizontal maximum.
     @inline(__always)
     static func max(_ v: V) -> Float { v.max() }

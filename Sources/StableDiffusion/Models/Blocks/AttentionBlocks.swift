@@ -49,7 +49,9 @@ final class FeedForward {
             Parallel.forRanges(rows, minChunk: 16) { r in
                 for i in r {
                     let row = src + i * 2 * n, dst = g + i * n
-                    for j in 0..<n { dst[j] = row[j] * Activation.gelu.apply(row[n + j]) }
+                    dst.update(from: row + n, count: n)
+                    Activation.gelu.apply(inPlace: dst, count: n, serial: true)
+                    for j in 0..<n { dst[j] *= row[j] }
                 }
             }
         }

@@ -1,3 +1,4 @@
+import Foundation
 import XCTest
 import DiffusionTensor
 
@@ -29,5 +30,26 @@ final class TensorTests: XCTestCase {
         }
         XCTAssertEqual(HalfConversion.half(fromFloat: 1.0), 0x3C00)
         XCTAssertEqual(HalfConversion.float(fromBFloat16: HalfConversion.bfloat16(fromFloat: 3.0)), 3.0)
+    }
+
+    /// The vectorised activations and softmax stay exact at the extremes (overflow, underflow, -inf).
+    func testActivationsAndSoftmaxAtExtremes() throws {
+        let xs: [Float] = [-1e4, -100, -88, -87, -20, -3, -1e-6, 0, 1e-6, 3, 20, 87, 88, 100, 1e4, 0.5, -0.5, 7]
+        let t = try Tensor(shape: [1, xs.count], scalars: xs)
+        let silu = t.silu().scalars, gelu = t.gelu().scalars
+        for (i, x) in xs.enumerated() {
+            let refSilu = Double(x) / (1 + Foundation.exp(-Double(x)))
+            let refGelu = 0.5 * Double(x) * (1 + Foundation.erf(Double(x) / 2.0.squareRoot()))
+            XCTAssertEqual(Double(silu[i]), refSilu, accuracy: 2e-6 * max(1, abs(refSilu)), "silu(\(x))")
+            XCTAssertEqual(Double(gelu[i]), refGelu, accuracy: 2e-6 * max(1, abs(refGelu)), "gelu(\(x))")
+            XCTAssertTrue(silu[i].isFinite && gelu[i].isFinite, "\(x)")
+        }
+        let row = try Tensor(shape: [1, 20], scalars: [-.infinity, 1000, -1000, 0] + [Float](repeating: -.infinity, count: 16))
+        let p = row.softmax().scalars
+        XCTAssertEqual(p[1], 1, accuracy: 1e-7)
+        XCTAssertEqual(p.reduce(0, +), 1, accuracy: 1e-6)
+        XCTAssertEqual(p[0], 0)
+        let masked = try Tensor(shape: [1, 17], scalars: [Float](repeating: -.infinity, count: 17)).softmax().scalars
+        XCTAssertEqual(masked, [Float](repeating: 0, count: 17))
     }
 }

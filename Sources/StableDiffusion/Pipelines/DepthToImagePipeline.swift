@@ -66,9 +66,8 @@ public final class StableDiffusionDepth2ImgPipeline: @unchecked Sendable {
         try scheduler.setTimesteps(options.numInferenceSteps)
         let timesteps = try LatentPreparation.truncatedTimesteps(&scheduler, steps: options.numInferenceSteps, strength: strength)
         var (generators, seed) = try options.makeGenerator()
-        let initLatents = try LatentPreparation.encodeImages(image, vae: c.vae, batchSize: options.batchSize, generator: &generators)
-        let noise = try generators.randnLike(initLatents)
-        var latents = try scheduler.addNoise(originalSamples: initLatents, noise: noise, timesteps: [timesteps[0]])
+        var latents = try LatentPreparation.noisedImageLatents(image, vae: c.vae, scheduler: scheduler, timesteps: timesteps,
+                                                               batchSize: options.batchSize, generator: &generators)
         let start = Date()
         var generator: RandomGenerators? = generators
         latents = try DenoisingLoop(unet: c.unet, guidanceScale: options.guidanceScale, classifierFreeGuidance: cfg)

@@ -48,6 +48,15 @@ enum LatentPreparation {
         return try repeatBatch(latents, to: batchSize)
     }
 
+    /// The start of image-to-image style pipelines: the images' latents (`encodeImages`), noised to the
+    /// first of `timesteps` with one more draw from the generator.
+    static func noisedImageLatents(_ images: Tensor, vae: AutoencoderKL, scheduler: any Scheduler, timesteps: [Double],
+                                   batchSize: Int, generator: inout RandomGenerators) throws -> Tensor {
+        let initLatents = try encodeImages(images, vae: vae, batchSize: batchSize, generator: &generator)
+        let noise = try generator.randnLike(initLatents)
+        return try scheduler.addNoise(originalSamples: initLatents, noise: noise, timesteps: [timesteps[0]])
+    }
+
     /// Repeats a batch `[n, ...]` to `[batchSize, ...]` (`tensor.repeat(batchSize / n, 1, 1, 1)`).
     static func repeatBatch(_ t: Tensor, to batchSize: Int) throws -> Tensor {
         let n = t.shape[0]

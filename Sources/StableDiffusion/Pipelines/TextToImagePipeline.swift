@@ -49,28 +49,3 @@ public final class StableDiffusionPipeline: @unchecked Sendable {
                                 denoisingSeconds: Date().timeIntervalSince(start))
     }
 }
-
-/// Steps every pipeline shares around the denoising loop.
-enum PipelineSupport {
-    static func makeScheduler(_ c: StableDiffusionComponents, _ options: GenerationOptions) throws -> any Scheduler {
-        if let name = options.scheduler {
-            var s = try Schedulers.make(cliName: name, config: c.schedulerConfig)
-            if var ddim = s as? DDIMScheduler { ddim.eta = options.eta; s = ddim }
-            return s
-        }
-        var s = try Schedulers.make(config: c.schedulerConfig)
-        if var ddim = s as? DDIMScheduler { ddim.eta = options.eta; s = ddim }
-        return s
-    }
-
-    /// `vae.decode(latents / scaling_factor)`, then diffusers' postprocess to [0, 1].
-    static func decode(_ latents: Tensor, vae: AutoencoderKL, tiledAbovePixels: Int = TiledDecoding.defaultThresholdPixels) throws -> Tensor {
-        let scaled = latents * (1 / vae.config.scalingFactor)
-        let pixels = latents.shape[1] * latents.shape[2] * vae.config.scaleFactor * vae.config.scaleFactor
-        var image = pixels > tiledAbovePixels ? try vae.decodeTiled(scaled) : try vae.decode(scaled)
-        image.withUnsafeMutableBufferPointer { p in
-            for i in 0..<p.count { p[i] = min(max(p[i] / 2 + 0.5, 0), 1) }
-        }
-        return image
-    }
-}

@@ -56,6 +56,17 @@ public final class MappedFile: @unchecked Sendable {
         return UnsafeRawBufferPointer(start: base + offset, count: length)
     }
 
+    /// Tells the kernel the pages of `offset ..< offset + length` will not be read again soon, so they stop
+    /// counting towards resident memory (loading converts each tensor once; without this, a model's file
+    /// pages stay resident beside its fp32 copy until the file is closed).
+    public func release(_ offset: Int, _ length: Int) {
+        guard let base, length > 0, offset >= 0, offset <= count - length else { return }
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let start = (offset / page) * page
+        let end = min(count, ((offset + length + page - 1) / page) * page)
+        _ = madvise(UnsafeMutableRawPointer(mutating: base + start), end - start, Int32(MADV_DONTNEED))
+    }
+
     /// Little-endian integer at `offset`, or nil when it would read past the end.
     func readLE<T: FixedWidthInteger>(_ type: T.Type, at offset: Int) -> T? {
         guard let s = slice(offset, MemoryLayout<T>.size), let b = s.baseAddress else { return nil }

@@ -142,6 +142,7 @@ public final class SafeTensorsFile: @unchecked Sendable {
             t.withUnsafeMutableBufferPointer { dst in
                 if let d = dst.baseAddress { info.scalarType.convert(src, count: n, into: d) }
             }
+            file.release(info.fileRange.lowerBound, info.fileRange.count)
         }
         return t
     }

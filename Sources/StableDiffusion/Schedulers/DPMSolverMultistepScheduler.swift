@@ -58,17 +58,14 @@ public struct DPMSolverMultistepScheduler: Scheduler {
         heun = try config.choice("solver_type", "midpoint", ["midpoint", "heun", "logrho", "bh1", "bh2"]) == "heun"
         lowerOrderFinal = try config.bool("lower_order_final", true)
         eulerAtFinal = try config.bool("euler_at_final", false)
-        karras = try config.bool("use_karras_sigmas", false)
-        exponential = try config.bool("use_exponential_sigmas", false)
+        let sigmaOptions = try SigmaOptions(config)
+        karras = sigmaOptions.karras
+        exponential = sigmaOptions.exponential
+        sigmaMin = sigmaOptions.sigmaMin
+        sigmaMax = sigmaOptions.sigmaMax
         luLambdas = try config.bool("use_lu_lambdas", false)
-        try config.requireOff("use_beta_sigmas")
         try config.requireOff("use_flow_sigmas")
         try config.requireOff("use_dynamic_shifting")
-        if karras && exponential {
-            throw SchedulerError.invalidValue(file: config.source, key: "use_karras_sigmas", detail: "only one of use_karras_sigmas, use_exponential_sigmas can be set")
-        }
-        sigmaMin = try config.optionalDouble("sigma_min")
-        sigmaMax = try config.optionalDouble("sigma_max")
         finalSigmaMin = try config.choice("final_sigmas_type", "zero", ["zero", "sigma_min"]) == "sigma_min"
         if !finalSigmaMin && algorithm != .dpmsolverPP && algorithm != .sdePP || !finalSigmaMin && algorithmName == "deis" {
             throw SchedulerError.invalidValue(file: config.source, key: "final_sigmas_type", detail: "\"zero\" is not supported with algorithm_type \"\(algorithmName)\"; use \"sigma_min\"")

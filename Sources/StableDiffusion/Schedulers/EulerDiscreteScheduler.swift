@@ -28,14 +28,11 @@ public struct EulerDiscreteScheduler: Scheduler {
         spacing = try TimestepSpacing.read(config, default: "linspace")
         stepsOffset = try config.int("steps_offset", 0)
         logLinear = try config.choice("interpolation_type", "linear", ["linear", "log_linear"]) == "log_linear"
-        karras = try config.bool("use_karras_sigmas", false)
-        exponential = try config.bool("use_exponential_sigmas", false)
-        try config.requireOff("use_beta_sigmas")
-        if karras && exponential {
-            throw SchedulerError.invalidValue(file: config.source, key: "use_karras_sigmas", detail: "only one of use_karras_sigmas, use_exponential_sigmas can be set")
-        }
-        sigmaMin = try config.optionalDouble("sigma_min")
-        sigmaMax = try config.optionalDouble("sigma_max")
+        let sigmaOptions = try SigmaOptions(config)
+        karras = sigmaOptions.karras
+        exponential = sigmaOptions.exponential
+        sigmaMin = sigmaOptions.sigmaMin
+        sigmaMax = sigmaOptions.sigmaMax
         continuous = try config.choice("timestep_type", "discrete", ["discrete", "continuous"]) == "continuous" && prediction == "v_prediction"
         finalSigmaMin = try config.choice("final_sigmas_type", "zero", ["zero", "sigma_min"]) == "sigma_min"
         let train = Sigmas.trainSigmas(schedule)

@@ -30,15 +30,11 @@ public struct HeunDiscreteScheduler: Scheduler {
         prediction = try config.choice("prediction_type", "epsilon", ["epsilon", "v_prediction", "sample"])
         spacing = try TimestepSpacing.read(config, default: "linspace")
         stepsOffset = try config.int("steps_offset", 0)
-        karras = try config.bool("use_karras_sigmas", false)
-        exponential = try config.bool("use_exponential_sigmas", false)
-        try config.requireOff("use_beta_sigmas")
-        if karras && exponential {
-            throw SchedulerError.invalidValue(file: config.source, key: "use_karras_sigmas", detail: "only one of use_karras_sigmas, use_exponential_sigmas can be set")
-        }
-        // diffusers keeps unknown config keys, so sigma_min/sigma_max from another class's config apply.
-        sigmaMin = try config.optionalDouble("sigma_min")
-        sigmaMax = try config.optionalDouble("sigma_max")
+        let sigmaOptions = try SigmaOptions(config)
+        karras = sigmaOptions.karras
+        exponential = sigmaOptions.exponential
+        sigmaMin = sigmaOptions.sigmaMin
+        sigmaMax = sigmaOptions.sigmaMax
         clipSample = try config.bool("clip_sample", false)
         clipSampleRange = Float(try config.double("clip_sample_range", 1))
         // diffusers' __init__ sets the full training schedule.

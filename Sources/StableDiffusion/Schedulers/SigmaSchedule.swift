@@ -110,3 +110,25 @@ struct StepIndex: Sendable {
         return Array(repeating: step ?? begin!, count: ts.count)
     }
 }
+
+/// The sigma-spacing options the sigma-based schedulers share (`use_karras_sigmas`,
+/// `use_exponential_sigmas`, `sigma_min`, `sigma_max`), read and checked once. diffusers keeps unknown
+/// config keys, so sigma_min/sigma_max from another class's config apply too.
+struct SigmaOptions: Sendable, Equatable {
+    let karras: Bool
+    let exponential: Bool
+    let sigmaMin: Double?
+    let sigmaMax: Double?
+
+    init(_ config: SchedulerConfig) throws {
+        karras = try config.bool("use_karras_sigmas", false)
+        exponential = try config.bool("use_exponential_sigmas", false)
+        try config.requireOff("use_beta_sigmas")
+        if karras && exponential {
+            throw SchedulerError.invalidValue(file: config.source, key: "use_karras_sigmas",
+                                              detail: "only one of use_karras_sigmas, use_exponential_sigmas can be set")
+        }
+        sigmaMin = try config.optionalDouble("sigma_min")
+        sigmaMax = try config.optionalDouble("sigma_max")
+    }
+}

@@ -62,16 +62,13 @@ public struct UniPCMultistepScheduler: Scheduler {
         if let v = config.raw("solver_p") {
             throw SchedulerError.unsupported(file: config.source, key: "solver_p", value: v.description)
         }
-        karras = try config.bool("use_karras_sigmas", false)
-        exponential = try config.bool("use_exponential_sigmas", false)
-        try config.requireOff("use_beta_sigmas")
+        let sigmaOptions = try SigmaOptions(config)
+        karras = sigmaOptions.karras
+        exponential = sigmaOptions.exponential
+        sigmaMin = sigmaOptions.sigmaMin
+        sigmaMax = sigmaOptions.sigmaMax
         try config.requireOff("use_flow_sigmas")
         try config.requireOff("use_dynamic_shifting")
-        if karras && exponential {
-            throw SchedulerError.invalidValue(file: config.source, key: "use_karras_sigmas", detail: "only one of use_karras_sigmas, use_exponential_sigmas can be set")
-        }
-        sigmaMin = try config.optionalDouble("sigma_min")
-        sigmaMax = try config.optionalDouble("sigma_max")
         finalSigmaMin = try config.choice("final_sigmas_type", "zero", ["zero", "sigma_min"]) == "sigma_min"
         spacing = try TimestepSpacing.read(config, default: "linspace")
         stepsOffset = try config.int("steps_offset", 0)

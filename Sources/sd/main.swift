@@ -27,11 +27,6 @@ do {
     if code == .success { SD.exit(withError: error) }
     if let exit = error as? ExitCode { Foundation.exit(exit.rawValue == 0 ? 0 : 1) }
     Console.error("sd: error: \(SD.message(for: error))")
-    if SD.exitCode(for: error) == .validationFailure { Console.error(SD.usageString(for: error)) }
+    if code == .validationFailure { Console.error("Run 'sd help <subcommand>' for usage.") }
     Foundation.exit(1)
-}
-
-extension SD {
-    /// The usage text of the subcommand the error belongs to (best effort: the root's usage).
-    static func usageString(for error: Error) -> String { "Run 'sd --help' for usage." }
 }

@@ -40,10 +40,7 @@ public struct EulerDiscreteScheduler: Scheduler {
         timesteps = (0..<schedule.numTrainTimesteps).reversed().map(Double.init)
     }
 
-    public var initNoiseSigma: Float {
-        let m = sigmas.max() ?? 0
-        return spacing == .linspace || spacing == .trailing ? m : (m * m + 1).squareRoot()
-    }
+    public var initNoiseSigma: Float { Sigmas.initNoiseSigma(sigmas, spacing) }
 
     public mutating func setBeginIndex(_ index: Int) { self.index.begin = index }
 

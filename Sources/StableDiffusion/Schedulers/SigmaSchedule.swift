@@ -2,6 +2,13 @@ import Foundation
 
 /// Sigma-space helpers shared by the Karras-style schedulers (Euler, Euler ancestral, Heun, LMS, DPM, UniPC).
 enum Sigmas {
+    /// `init_noise_sigma` of the sigma-based schedulers: the largest sigma with linspace/trailing spacing,
+    /// else sqrt(max^2 + 1).
+    static func initNoiseSigma(_ sigmas: [Float], _ spacing: TimestepSpacing) -> Float {
+        let m = sigmas.max() ?? 0
+        return spacing == .linspace || spacing == .trailing ? m : (m * m + 1).squareRoot()
+    }
+
     /// `((1 - alphas_cumprod) / alphas_cumprod) ** 0.5` in float32, ascending in t.
     static func trainSigmas(_ s: NoiseSchedule) -> [Float] {
         s.alphasCumprod.map { a in

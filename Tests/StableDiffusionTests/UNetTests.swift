@@ -85,10 +85,9 @@ final class UNetTests: XCTestCase {
     /// Every real UNet config builds and strictly loads a state dict with diffusers' names and shapes.
     func testReferenceConfigsBuildAndLoad() throws {
         let refs = try FixturePaths.url("manifests")
-        let shared = ReferenceConfigs.root
+        let shared = try ReferenceConfigs.root
         for repo in ReferenceConfigs.repositories {
             let configURL = shared.appendingPathComponent("\(repo)/unet/config.json")
-            guard FileManager.default.fileExists(atPath: configURL.path) else { throw XCTSkip("../shared/reference-configs not present") }
             let config = try UNet2DConditionConfig.load(configURL)
             let source = try ManifestSource(manifest: refs.appendingPathComponent("\(repo)-unet.json"))
             XCTAssertNoThrow(try UNet2DConditionModel(config: config, weights: source), repo)
@@ -96,7 +95,7 @@ final class UNetTests: XCTestCase {
     }
 }
 
-/// The real model configs beside the repository (../shared/reference-configs).
+/// The real model configs (Fixtures/reference-configs: the UNet and VAE configs of the real repositories).
 enum ReferenceConfigs {
     static let repositories = [
         "CompVis-stable-diffusion-v1-4", "runwayml-stable-diffusion-v1-5", "runwayml-stable-diffusion-inpainting",
@@ -104,8 +103,6 @@ enum ReferenceConfigs {
         "stabilityai-stable-diffusion-2-depth", "stabilityai-stable-diffusion-x4-upscaler",
     ]
     static var root: URL {
-        // Tests/StableDiffusionTests/<file> -> repository root -> ../shared/reference-configs
-        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-            .deletingLastPathComponent().appendingPathComponent("shared/reference-configs")
+        get throws { try FixturePaths.url("reference-configs") }
     }
 }

@@ -18,17 +18,18 @@ public struct AutoencoderKLConfig: Sendable, Equatable {
     public var scaleFactor: Int { 1 << (blockOutChannels.count - 1) }
 
     public init(_ c: ConfigReader) throws {
+        c.useDiffusersConventions()
         if let cls = try c.string("_class_name"), cls != "AutoencoderKL" {
             throw c.error("_class_name", "expected AutoencoderKL, got \(cls)")
         }
         inChannels = try c.int("in_channels", default: 3)
         outChannels = try c.int("out_channels", default: 3)
         latentChannels = try c.int("latent_channels", default: 4)
-        blockOutChannels = try c.intList("block_out_channels") ?? [64]
+        blockOutChannels = try c.intList("block_out_channels", default: [64])
         let n = blockOutChannels.count
         guard n > 0, blockOutChannels.allSatisfy({ $0 > 0 }) else { throw c.error("block_out_channels", "must be a non-empty list of positive integers") }
-        let downs = try c.stringList("down_block_types") ?? [String](repeating: "DownEncoderBlock2D", count: n)
-        let ups = try c.stringList("up_block_types") ?? [String](repeating: "UpDecoderBlock2D", count: n)
+        let downs = try c.stringList("down_block_types", default: [String](repeating: "DownEncoderBlock2D", count: n))
+        let ups = try c.stringList("up_block_types", default: [String](repeating: "UpDecoderBlock2D", count: n))
         guard downs.count == n else { throw c.error("down_block_types", "has \(downs.count) entries but block_out_channels has \(n)") }
         guard ups.count == n else { throw c.error("up_block_types", "has \(ups.count) entries but block_out_channels has \(n)") }
         if let bad = downs.first(where: { $0 != "DownEncoderBlock2D" }) { throw c.error("down_block_types", "block type \(bad) is not supported (supported: DownEncoderBlock2D)") }

@@ -16,8 +16,11 @@ public struct ModelConfigError: Error, CustomStringConvertible, Equatable, Senda
 /// not implement is an error rather than a silently wrong network.
 public final class ConfigReader {
     public let file: String
-    private let values: [String: JSONValue]
+    private var values: [String: JSONValue]
     private var consumed = Set<String>()
+    /// diffusers' rules for explicit nulls (see `useDiffusersConventions`); transformers configs keep
+    /// "null is the default", which their None-means-derive-it keys rely on (DPT's fusion bias).
+    private var diffusersNulls = false
 
     public init(file: String, values: [String: JSONValue]) {
         self.file = file
@@ -38,6 +41,22 @@ public final class ConfigReader {
             throw ModelConfigError(file: url.path, key: "", reason: "cannot read file")
         }
         try self.init(file: url.path, data: data)
+    }
+
+    /// Reads the rest as diffusers' `ConfigMixin` would: keys in `_use_default_values` are dropped (the
+    /// model's own defaults apply), a null flag is false (diffusers tests flags with `if flag:`), and a null
+    /// for a parameter whose default is not None is an error (diffusers fails building the model with it).
+    public func useDiffusersConventions() {
+        values = ConfigDefaults.droppingUsedDefaults(values)
+        diffusersNulls = true
+    }
+
+    /// Under diffusers' conventions, `key` given as null where diffusers needs a value.
+    private func refuseNull(_ key: String) throws {
+        if diffusersNulls && values[key] == .null {
+            consumed.insert(key)
+            throw error(key, "null is not supported here (diffusers cannot build the model with None)")
+        }
     }
 
     public func error(_ key: String, _ reason: String) -> ModelConfigError {
@@ -63,7 +82,7 @@ public final class ConfigReader {
         return i
     }
 
-    public func int(_ key: String, default d: Int) throws -> Int { try int(key) ?? d }
+    public func int(_ key: String, default d: Int) throws -> Int { try refuseNull(key); return try int(key) ?? d }
 
     public func requiredInt(_ key: String) throws -> Int {
         guard let v = try int(key) else { throw error(key, "required integer is missing") }
@@ -76,9 +95,10 @@ public final class ConfigReader {
         return d
     }
 
-    public func double(_ key: String, default d: Double) throws -> Double { try double(key) ?? d }
+    public func double(_ key: String, default d: Double) throws -> Double { try refuseNull(key); return try double(key) ?? d }
 
     public func bool(_ key: String, default d: Bool) throws -> Bool {
+        if diffusersNulls && values[key] == .null { consumed.insert(key); return false }
         guard let v = value(key) else { return d }
         guard let b = v.boolValue else { throw error(key, "expected true or false, got \(v)") }
         return b
@@ -90,7 +110,7 @@ public final class ConfigReader {
         return s
     }
 
-    public func string(_ key: String, default d: String) throws -> String { try string(key) ?? d }
+    public func string(_ key: String, default d: String) throws -> String { try refuseNull(key); return try string(key) ?? d }
 
     public func intList(_ key: String) throws -> [Int]? {
         guard let v = value(key) else { return nil }
@@ -107,6 +127,10 @@ public final class ConfigReader {
         }
         return ds
     }
+
+    /// A list parameter with a default (null refused under diffusers' conventions).
+    public func intList(_ key: String, default d: [Int]) throws -> [Int] { try refuseNull(key); return try intList(key) ?? d }
+    public func stringList(_ key: String, default d: [String]) throws -> [String] { try refuseNull(key); return try stringList(key) ?? d }
 
     public func stringList(_ key: String) throws -> [String]? {
         guard let v = value(key) else { return nil }
@@ -125,8 +149,14 @@ public final class ConfigReader {
         return list
     }
 
+    public func intPerBlock(_ key: String, count: Int, default d: Int) throws -> [Int] {
+        try refuseNull(key)
+        return try intPerBlock(key, count: count) ?? [Int](repeating: d, count: count)
+    }
+
     /// A bool that may also be given per block as a list (e.g. `only_cross_attention`).
     public func boolPerBlock(_ key: String, count: Int, default d: Bool) throws -> [Bool] {
+        try refuseNull(key)
         guard let v = value(key) else { return [Bool](repeating: d, count: count) }
         if let b = v.boolValue { return [Bool](repeating: b, count: count) }
         guard let a = v.arrayValue, case let bs = a.compactMap(\.boolValue), bs.count == a.count else {

@@ -43,6 +43,7 @@ public struct UNet2DConditionConfig: Sendable, Equatable {
 
     /// Reads `unet/config.json`; unsupported values are errors naming the key.
     public init(_ c: ConfigReader) throws {
+        c.useDiffusersConventions()
         if let cls = try c.string("_class_name"), cls != "UNet2DConditionModel" {
             throw c.error("_class_name", "expected UNet2DConditionModel, got \(cls)")
         }
@@ -50,12 +51,12 @@ public struct UNet2DConditionConfig: Sendable, Equatable {
         outChannels = try c.int("out_channels", default: 4)
         if let v = c.value("sample_size"), v.intValue == nil, v.arrayValue == nil { throw c.error("sample_size", "expected an integer") }
         sampleSize = c.value("sample_size")?.intValue ?? c.value("sample_size")?.arrayValue?.first?.intValue
-        blockOutChannels = try c.intList("block_out_channels") ?? [320, 640, 1280, 1280]
+        blockOutChannels = try c.intList("block_out_channels", default: [320, 640, 1280, 1280])
         let n = blockOutChannels.count
         guard n > 0, blockOutChannels.allSatisfy({ $0 > 0 }) else { throw c.error("block_out_channels", "must be a non-empty list of positive integers") }
-        let downs = try c.stringList("down_block_types")
-            ?? ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"]
-        let ups = try c.stringList("up_block_types") ?? ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"]
+        let downs = try c.stringList("down_block_types",
+                                     default: ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"])
+        let ups = try c.stringList("up_block_types", default: ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"])
         guard downs.count == n else { throw c.error("down_block_types", "has \(downs.count) entries but block_out_channels has \(n)") }
         guard ups.count == n else { throw c.error("up_block_types", "has \(ups.count) entries but block_out_channels has \(n)") }
         downBlockTypes = try downs.map { t in
@@ -66,12 +67,12 @@ public struct UNet2DConditionConfig: Sendable, Equatable {
             guard let b = UpBlock(rawValue: t) else { throw c.error("up_block_types", "block type \(t) is not supported (supported: CrossAttnUpBlock2D, UpBlock2D)") }
             return b
         }
-        layersPerBlock = try c.intPerBlock("layers_per_block", count: n) ?? [Int](repeating: 2, count: n)
+        layersPerBlock = try c.intPerBlock("layers_per_block", count: n, default: 2)
         // diffusers reads `attention_head_dim` as the number of heads unless `num_attention_heads` is given.
-        let headDimAsHeads = try c.intPerBlock("attention_head_dim", count: n) ?? [Int](repeating: 8, count: n)
+        let headDimAsHeads = try c.intPerBlock("attention_head_dim", count: n, default: 8)
         attentionHeads = try c.intPerBlock("num_attention_heads", count: n) ?? headDimAsHeads
-        transformerLayersPerBlock = try c.intPerBlock("transformer_layers_per_block", count: n) ?? [Int](repeating: 1, count: n)
-        crossAttentionDim = try c.intPerBlock("cross_attention_dim", count: n) ?? [Int](repeating: 1280, count: n)
+        transformerLayersPerBlock = try c.intPerBlock("transformer_layers_per_block", count: n, default: 1)
+        crossAttentionDim = try c.intPerBlock("cross_attention_dim", count: n, default: 1280)
         onlyCrossAttention = try c.boolPerBlock("only_cross_attention", count: n, default: false)
         useLinearProjection = try c.bool("use_linear_projection", default: false)
         upcastAttention = try c.bool("upcast_attention", default: false)  // compute is fp32 throughout
@@ -79,8 +80,9 @@ public struct UNet2DConditionConfig: Sendable, Equatable {
         if let midOnlyCross = c.value("mid_block_only_cross_attention"), midOnlyCross != .null {
             guard midOnlyCross.boolValue != nil else { throw c.error("mid_block_only_cross_attention", "expected a boolean") }
         }
-        let mid = try c.string("mid_block_type", default: "UNetMidBlock2DCrossAttn")
+        // An explicit null mid_block_type means no mid block at all (diffusers' None).
         if c.isExplicitNull("mid_block_type") { hasMidBlock = false } else {
+            let mid = try c.string("mid_block_type", default: "UNetMidBlock2DCrossAttn")
             guard mid == "UNetMidBlock2DCrossAttn" else { throw c.error("mid_block_type", "\(mid) is not supported (supported: UNetMidBlock2DCrossAttn)") }
             hasMidBlock = true
         }

@@ -26,7 +26,9 @@ public struct DDPMScheduler: Scheduler {
         self.config = config
         schedule = try NoiseSchedule(config: config, supportsZeroSNR: true, extraSchedules: ["sigmoid", "laplace"])
         prediction = try config.choice("prediction_type", "epsilon", ["epsilon", "sample", "v_prediction"])
-        let v = try config.choice("variance_type", "fixed_small", ["fixed_small", "fixed_small_log", "fixed_large", "fixed_large_log", "learned", "learned_range"])
+        // With None, diffusers' _get_variance matches no branch and keeps the fixed_small variance.
+        let v = try config.choice("variance_type", "fixed_small", ["fixed_small", "fixed_small_log", "fixed_large", "fixed_large_log", "learned", "learned_range"],
+                                  null: "fixed_small")
         // diffusers' step takes the square root of log(beta) < 0 for fixed_large_log: every noisy step is NaN.
         guard let variance = Variance(rawValue: v) else {
             throw SchedulerError.unsupported(file: config.source, key: "variance_type", value: "\"\(v)\" (diffusers' DDPM step yields NaN with it)")

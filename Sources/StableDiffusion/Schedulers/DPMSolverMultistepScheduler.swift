@@ -71,11 +71,13 @@ public struct DPMSolverMultistepScheduler: Scheduler {
             throw SchedulerError.invalidValue(file: config.source, key: "final_sigmas_type", detail: "\"zero\" is not supported with algorithm_type \"\(algorithmName)\"; use \"sigma_min\"")
         }
         lambdaMinClipped = try config.double("lambda_min_clipped", -.infinity)
+        // diffusers only asks whether variance_type is "learned"/"learned_range" (the model then also predicts
+        // variances, dropped here); any other value, such as a DDPM config's "fixed_small", changes nothing.
         if let v = config.raw("variance_type") {
-            guard let s = v.stringValue, s == "learned" || s == "learned_range" else {
-                throw SchedulerError.unsupported(file: config.source, key: "variance_type", value: v.description)
+            guard let s = v.stringValue else {
+                throw SchedulerError.invalidValue(file: config.source, key: "variance_type", detail: "expected a string, got \(v.description)")
             }
-            learnedVariance = true
+            learnedVariance = s == "learned" || s == "learned_range"
         } else {
             learnedVariance = false
         }

@@ -33,7 +33,7 @@ public struct EulerDiscreteScheduler: Scheduler {
         exponential = sigmaOptions.exponential
         sigmaMin = sigmaOptions.sigmaMin
         sigmaMax = sigmaOptions.sigmaMax
-        continuous = try config.choice("timestep_type", "discrete", ["discrete", "continuous"]) == "continuous" && prediction == "v_prediction"
+        continuous = try config.choice("timestep_type", "discrete", ["discrete", "continuous"], null: "discrete") == "continuous" && prediction == "v_prediction"
         finalSigmaMin = try config.choice("final_sigmas_type", "zero", ["zero", "sigma_min"]) == "sigma_min"
         let train = Sigmas.trainSigmas(schedule)
         sigmas = train.reversed() + [0]

@@ -31,14 +31,17 @@ public struct SchedulerConfig: Sendable, Equatable {
     /// Where the config came from; named in error messages.
     public var source: String
 
+    /// Keys listed in `_use_default_values` are dropped, as diffusers' `extract_init_dict` drops them: they
+    /// were never set, only filled with the saving class's defaults, so the class made from this config
+    /// uses its own defaults instead (Euler's `linspace`, not PNDM's `leading`).
     public init(values: [String: JSONValue] = [:], source: String = "scheduler_config.json") {
-        self.values = values
+        self.values = ConfigDefaults.droppingUsedDefaults(values)
         self.source = source
     }
 
     public init(jsonData: Data, source: String) throws {
         let decoded: JSONValue
-        do { decoded = try JSONDecoder().decode(JSONValue.self, from: jsonData) } catch {
+        do { decoded = try JSONParser.parse(jsonData) } catch {
             throw SchedulerError.badFile(file: source, detail: "not valid JSON (\(error))")
         }
         guard case .object(let dict) = decoded else {
@@ -60,24 +63,38 @@ public struct SchedulerConfig: Sendable, Equatable {
         return nil
     }
 
-    /// The value of `key`, treating JSON null like an absent key (diffusers passes None = default).
+    /// The value of `key`; nil when absent or JSON null. Explicit nulls mean what `None` means to diffusers,
+    /// which depends on the key: the typed accessors below say how.
     func raw(_ key: String) -> JSONValue? {
         guard let v = values[key], v != .null else { return nil }
         return v
     }
 
+    /// Whether `key` is present as JSON null (`None` in diffusers).
+    func isNull(_ key: String) -> Bool { values[key] == .null }
+
+    /// diffusers computes with numbers as given, so `None` fails there wherever it is used; refused here.
+    private func refuseNull(_ key: String, _ what: String) throws {
+        if isNull(key) {
+            throw SchedulerError.invalidValue(file: source, key: key, detail: "null is not \(what) (diffusers fails on None here)")
+        }
+    }
+
     func double(_ key: String, _ fallback: Double) throws -> Double {
+        try refuseNull(key, "a number")
         guard let v = raw(key) else { return fallback }
         guard let d = v.doubleValue else { throw SchedulerError.invalidValue(file: source, key: key, detail: "expected a number, got \(v.description)") }
         return d
     }
 
+    /// A number whose default is None in diffusers (`sigma_min`): null is None.
     func optionalDouble(_ key: String) throws -> Double? {
         guard raw(key) != nil else { return nil }
         return try double(key, 0)
     }
 
     func int(_ key: String, _ fallback: Int) throws -> Int {
+        try refuseNull(key, "an integer")
         guard let v = raw(key) else { return fallback }
         guard let i = v.intValue else {
             throw SchedulerError.invalidValue(file: source, key: key, detail: "expected an integer, got \(v.description)")
@@ -85,14 +102,27 @@ public struct SchedulerConfig: Sendable, Equatable {
         return i
     }
 
+    /// A flag; null is false, as diffusers tests flags with `if flag:` and None is falsy there.
     func bool(_ key: String, _ fallback: Bool) throws -> Bool {
+        if isNull(key) { return false }
         guard let v = raw(key) else { return fallback }
         guard case .bool(let b) = v else { throw SchedulerError.invalidValue(file: source, key: key, detail: "expected true or false, got \(v.description)") }
         return b
     }
 
-    /// A string restricted to `allowed`; other values are an error naming the key.
-    func choice(_ key: String, _ fallback: String, _ allowed: [String]) throws -> String {
+    /// A flag diffusers does arithmetic with (it adds up the sigma-spacing flags), where None fails.
+    func strictBool(_ key: String, _ fallback: Bool) throws -> Bool {
+        try refuseNull(key, "true or false")
+        return try bool(key, fallback)
+    }
+
+    /// A string restricted to `allowed`; other values are an error naming the key. Null is an error too
+    /// (diffusers compares None with each choice and raises), unless `null` says what None amounts to.
+    func choice(_ key: String, _ fallback: String, _ allowed: [String], null: String? = nil) throws -> String {
+        if isNull(key) {
+            guard let meaning = null else { throw SchedulerError.unsupported(file: source, key: key, value: "null") }
+            return meaning
+        }
         guard let v = raw(key) else { return fallback }
         guard case .string(let s) = v else { throw SchedulerError.invalidValue(file: source, key: key, detail: "expected a string, got \(v.description)") }
         guard allowed.contains(s) else { throw SchedulerError.unsupported(file: source, key: key, value: v.description) }
@@ -109,7 +139,8 @@ public struct SchedulerConfig: Sendable, Equatable {
     }
 
     /// Rejects a boolean option this engine does not implement when it is turned on.
-    func requireOff(_ key: String) throws {
-        if try bool(key, false) { throw SchedulerError.unsupported(file: source, key: key, value: "true") }
+    /// `strictNull`: None fails in diffusers for this flag (see `strictBool`); otherwise null is off.
+    func requireOff(_ key: String, strictNull: Bool = false) throws {
+        if try strictNull ? strictBool(key, false) : bool(key, false) { throw SchedulerError.unsupported(file: source, key: key, value: "true") }
     }
 }

@@ -128,9 +128,10 @@ struct SigmaOptions: Sendable, Equatable {
     let sigmaMax: Double?
 
     init(_ config: SchedulerConfig) throws {
-        karras = try config.bool("use_karras_sigmas", false)
-        exponential = try config.bool("use_exponential_sigmas", false)
-        try config.requireOff("use_beta_sigmas")
+        // diffusers adds these three flags up to check that at most one is set, so None fails there.
+        karras = try config.strictBool("use_karras_sigmas", false)
+        exponential = try config.strictBool("use_exponential_sigmas", false)
+        try config.requireOff("use_beta_sigmas", strictNull: true)
         if karras && exponential {
             throw SchedulerError.invalidValue(file: config.source, key: "use_karras_sigmas",
                                               detail: "only one of use_karras_sigmas, use_exponential_sigmas can be set")

@@ -51,6 +51,9 @@ public struct UniPCMultistepScheduler: Scheduler {
         // diffusers maps the DPM-Solver solver types onto bh2.
         bh1 = try config.choice("solver_type", "bh2", ["bh1", "bh2", "midpoint", "heun", "logrho"]) == "bh1"
         lowerOrderFinal = try config.bool("lower_order_final", true)
+        if config.isNull("disable_corrector") {  // diffusers tests `step in None`, which fails
+            throw SchedulerError.invalidValue(file: config.source, key: "disable_corrector", detail: "null is not a list of step indices")
+        }
         if let v = config.raw("disable_corrector") {
             guard let list = v.arrayValue, list.allSatisfy({ $0.intValue != nil }) else {
                 throw SchedulerError.invalidValue(file: config.source, key: "disable_corrector", detail: "expected a list of step indices, got \(v.description)")

@@ -22,10 +22,10 @@ public enum JSONValue: Decodable, Equatable, Sendable, CustomStringConvertible {
         else { self = .object(try c.decode([String: JSONValue].self)) }
     }
 
-    /// Parses `data`; the error names `file`.
+    /// Parses `data` as Python's `json` does (NaN and +-Infinity included); the error names `file`.
     public static func parse(_ data: Data, file: String) throws -> JSONValue {
-        do { return try JSONDecoder().decode(JSONValue.self, from: data) } catch {
-            throw ModelConfigError(file: file, key: "", reason: "malformed JSON")
+        do { return try JSONParser.parse(data) } catch {
+            throw ModelConfigError(file: file, key: "", reason: "malformed JSON (\(error))")
         }
     }
 

@@ -100,7 +100,7 @@ extension HubClient {
             }
             written += Int64(data.count)
             report(false)
-        }, sendToken: meta.sendToken)
+        }, extraHeaders: resume > 0 ? ["Range": "bytes=\(resume)-"] : [:], sendToken: meta.sendToken)
         if r.status == 416, let expected = meta.size, resume == expected { return }
         guard r.status == 200 || r.status == 206 else { throw error(for: r, repo: repo, revision: revision, path: path) }
         report(true)

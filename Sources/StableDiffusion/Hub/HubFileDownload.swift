@@ -60,6 +60,8 @@ extension HubClient {
     /// Returns nil when the file does not exist in the repo: the Hub said 404 now, or `.no_exist` says so already.
     public func file(repo: String, revision: String = "main", path: String, progress: HubProgressHandler? = nil) throws -> URL? {
         let cache = HubCacheRepo(cacheDirectory: environment.cacheDirectory, repo: repo)
+        // A commit never changes: a file known absent at it needs no request.
+        if HubCacheRepo.isCommitHash(revision), cache.isKnownMissing(revision, path) { return nil }
         do {
             return try fetch(repo, revision: revision, path: path, cache: cache, index: 1, count: 1, progress: progress)
         } catch HubError.fileNotFound {

@@ -70,6 +70,11 @@ extension HubClient {
             for (key, value) in object.sorted(by: { $0.key < $1.key }) where !key.hasPrefix("_") && !DiffusersFileSelection.skippedComponents.contains(key) {
                 guard let pair = value.arrayValue, pair.count == 2, pair[0] != .null, pair[1] != .null else { continue }
                 if !chosen.contains(where: { $0.hasPrefix("\(key)/") }) { throw missing("\(key)/", "component \(key) has no cached files") }
+                // A model folder (it has config.json) needs its weights too.
+                if chosen.contains("\(key)/config.json"),
+                   !chosen.contains(where: { $0.hasPrefix("\(key)/") && ($0.hasSuffix(".safetensors") || $0.hasSuffix(".bin")) }) {
+                    throw missing("\(key)/", "component \(key) has no cached weights" + (variant.map { " of variant \($0)" } ?? ""))
+                }
             }
         }
         return cache.snapshot(commit)

@@ -42,6 +42,10 @@ final class HubTests: XCTestCase {
         XCTAssertEqual(blobs(cache).count, plainFiles.count)
         XCTAssertFalse(blobs(cache).contains { $0.hasSuffix(".incomplete") })
         XCTAssertTrue(FileManager.default.fileExists(atPath: cache.appendingPathComponent("CACHEDIR.TAG").path))
+        // The full listing, as snapshot_download caches it (README.md included though not downloaded).
+        let tree = try JSONSerialization.jsonObject(with: Data(contentsOf: repoFolder(cache).appendingPathComponent("trees/\(a).json"))) as? [String: Any]
+        XCTAssertEqual(tree?["format_version"] as? Int, 1)
+        XCTAssertNotNil((tree?["files"] as? [String: Any])?["README.md"])
 
         // Requests look like huggingface_hub's.
         let log = try hub.log()
@@ -110,7 +114,7 @@ final class HubTests: XCTestCase {
         assertError(try hub.client(cache: cache, offline: true).snapshot(repo: "tiny/sd1", variant: "fp16"), contains: ["tiny/sd1", "fp16", "HF_HUB_OFFLINE"])
         // A file missing from the snapshot (deleted by hand) is named too.
         try FileManager.default.removeItem(at: folder.appendingPathComponent("unet/diffusion_pytorch_model.safetensors"))
-        assertError(try hub.client(cache: cache, offline: true).snapshot(repo: "tiny/sd1"), contains: ["unet/", "tiny/sd1"])
+        assertError(try hub.client(cache: cache, offline: true).snapshot(repo: "tiny/sd1"), contains: ["unet/diffusion_pytorch_model.safetensors", "tiny/sd1"])
         XCTAssertTrue(try hub.log().isEmpty, "offline mode touched the network")
     }
 

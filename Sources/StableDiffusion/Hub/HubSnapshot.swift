@@ -18,6 +18,7 @@ extension HubClient {
             return try cachedSnapshot(cache, revision: revision, variant: variant, offline: false, cause: e)
         }
         try cache.writeRef(revision, commit: info.commit)
+        writeTreeCache(repo, commit: info.commit, cache: cache)
         let index = try fetch(repo, revision: info.commit, path: "model_index.json", cache: cache, index: 1, count: 1, progress: progress)
         let files = try select(repo, revision: revision, files: info.files, modelIndex: index, variant: variant)
         let wanted = files.filter { $0 != "model_index.json" }
@@ -57,13 +58,15 @@ extension HubClient {
             throw missing(nil, "no snapshot of this revision")
         }
         guard cache.hasFile(commit, "model_index.json") else { throw missing("model_index.json", nil) }
-        let files = cache.listSnapshot(commit)
+        // The repo's listing from trees/<commit>.json when a download left one, so a missing file is named exactly.
+        let files = cachedTree(cache, commit) ?? cache.listSnapshot(commit)
         let chosen: [String]
         do {
             chosen = try select(cache.repo, revision: revision, files: files, modelIndex: cache.pointer(commit, "model_index.json"), variant: variant)
         } catch let e as HubError {
             throw missing(nil, "\(e)")
         }
+        if let absent = chosen.first(where: { !cache.hasFile(commit, $0) }) { throw missing(absent, nil) }
         // Every component folder diffusers would fill must have something cached.
         if let data = FileManager.default.contents(atPath: cache.pointer(commit, "model_index.json").path),
            let object = (try? JSONValue.parse(data, file: "model_index.json"))?.objectValue {

@@ -14,10 +14,13 @@ extension HubClient {
         let blob = cache.blob(meta.etag)
         let partial = URL(fileURLWithPath: blob.path + ".incomplete")
         var failures = 0
+        // The sha256 is computed as bytes arrive (a resumed file's earlier bytes are read back once), so checking
+        // a multi-GB file costs no second pass.
+        var hash = RunningHash()
         while true {
             let before = Self.fileSize(partial)
             do {
-                try transfer(repo, revision: revision, path: path, meta: meta, to: partial, index: index, count: count, progress: progress)
+                try transfer(repo, revision: revision, path: path, meta: meta, to: partial, hash: &hash, index: index, count: count, progress: progress)
                 break
             } catch let e as HubTransportError {
                 // Like http_get: retry, resuming, while attempts remain; any progress resets the count.
@@ -33,7 +36,7 @@ extension HubClient {
             throw HubError.sizeMismatch(repo: repo, revision: revision, path: path, expected: expected, actual: size)
         }
         if meta.isLFS {
-            let actual = try SHA256.hex(ofFile: partial.path)
+            let actual = hash.bytes == size ? hash.sha.finalize() : try SHA256.hex(ofFile: partial.path)
             if actual != meta.etag {
                 unlink(partial.path)
                 throw HubError.corrupted(repo: repo, revision: revision, path: path, expected: meta.etag, actual: actual)
@@ -51,7 +54,7 @@ extension HubClient {
 
     /// One GET attempt, appending to `partial` from its current size.
     private func transfer(_ repo: String, revision: String, path: String, meta: HubFileMetadata, to partial: URL,
-                          index: Int, count: Int, progress: HubProgressHandler?) throws {
+                          hash: inout RunningHash, index: Int, count: Int, progress: HubProgressHandler?) throws {
         var resume = Self.fileSize(partial)
         if let expected = meta.size, resume > expected { resume = 0 }
         let fd = open(partial.path, O_WRONLY | O_CREAT, 0o666)   // 0o666 & ~umask, the mode huggingface_hub gives blobs
@@ -60,7 +63,10 @@ extension HubClient {
         if ftruncate(fd, off_t(resume)) != 0 || lseek(fd, off_t(resume), SEEK_SET) < 0 {
             throw HubError.cache(path: partial.path, detail: "cannot seek: \(String(cString: strerror(errno)))")
         }
+        if meta.isLFS && hash.bytes != resume { try hash.restart(from: partial, upTo: resume) }
         if let expected = meta.size, resume == expected { return }
+        var running = hash
+        defer { hash = running }
         var written = resume
         var total = meta.size
         let start = Date()
@@ -80,6 +86,7 @@ extension HubClient {
                 guard ftruncate(fd, 0) == 0, lseek(fd, 0, SEEK_SET) == 0 else { throw HubError.cache(path: partial.path, detail: "cannot truncate") }
                 resume = 0
                 written = 0
+                running = RunningHash()
             } else if r.status == 206, let range = r["Content-Range"], !range.hasPrefix("bytes \(resume)-") {
                 throw HubError.badResponse(repo: repo, revision: revision, path: path, detail: "asked for bytes \(resume)- but got \(range)")
             } else if r.status != 200 && r.status != 206 {
@@ -99,10 +106,28 @@ extension HubClient {
                 }
             }
             written += Int64(data.count)
+            if meta.isLFS { running.sha.update(data); running.bytes += Int64(data.count) }
             report(false)
         }, extraHeaders: resume > 0 ? ["Range": "bytes=\(resume)-"] : [:], sendToken: meta.sendToken)
         if r.status == 416, let expected = meta.size, resume == expected { return }
         guard r.status == 200 || r.status == 206 else { throw error(for: r, repo: repo, revision: revision, path: path) }
         report(true)
+    }
+}
+
+/// A sha256 over the first `bytes` bytes of a partial download.
+struct RunningHash {
+    var sha = SHA256()
+    var bytes: Int64 = 0
+
+    /// Re-hashes the file's first `count` bytes (a download resumed from an earlier run).
+    mutating func restart(from url: URL, upTo count: Int64) throws {
+        self = RunningHash()
+        guard count > 0, let handle = FileHandle(forReadingAtPath: url.path) else { return }
+        defer { try? handle.close() }
+        while bytes < count, let chunk = try handle.read(upToCount: Int(min(8 << 20, count - bytes))), !chunk.isEmpty {
+            sha.update(chunk)
+            bytes += Int64(chunk.count)
+        }
     }
 }

@@ -56,6 +56,15 @@ extension HubClient {
         return HubFileMetadata(commit: commit, etag: etag, size: size, location: location, sendToken: sendToken)
     }
 
+    /// huggingface_hub's `_validate_relative_filename`: a repo's file name must stay inside the snapshot folder.
+    static func validate(_ path: String, repo: String, revision: String) throws {
+        let parts = path.replacingOccurrences(of: "\\", with: "/").split(separator: "/", omittingEmptySubsequences: false)
+        if path.isEmpty || path.hasPrefix("/") || path.hasPrefix("\\") || parts.contains("..") || parts.contains("") || parts.contains(".")
+            || (parts.first?.dropFirst().first == ":") {
+            throw HubError.badResponse(repo: repo, revision: revision, path: path, detail: "unsafe file name (absolute, empty segment or '..')")
+        }
+    }
+
     /// One file of a revision in the cache, downloaded when missing (huggingface_hub's `hf_hub_download`).
     /// Returns nil when the file does not exist in the repo: the Hub said 404 now, or `.no_exist` says so already.
     public func file(repo: String, revision: String = "main", path: String, progress: HubProgressHandler? = nil) throws -> URL? {
@@ -76,6 +85,7 @@ extension HubClient {
     /// Fetches `path` at `revision` into the cache and returns its snapshot path.
     func fetch(_ repo: String, revision: String, path: String, cache: HubCacheRepo, index: Int, count: Int,
                progress: HubProgressHandler?) throws -> URL {
+        try Self.validate(path, repo: repo, revision: revision)
         // A commit is immutable: a file already in its snapshot needs no request.
         if HubCacheRepo.isCommitHash(revision), cache.hasFile(revision, path) { return cache.pointer(revision, path) }
         func fromCache(_ offline: Bool, _ detail: String?) throws -> URL {
@@ -88,6 +98,15 @@ extension HubClient {
             meta = try metadata(repo, revision: revision, path: path, cache: cache)
         } catch let e as HubTransportError {
             return try fromCache(false, e.detail)
+        } catch let e as HubError {
+            // As hf_hub_download: a refusal or server error (401, 5xx) still lets a cached copy answer; a file or
+            // revision the Hub says does not exist does not.
+            switch e {
+            case .fileNotFound, .revisionNotFound: throw e
+            default:
+                if let commit = cache.commit(for: revision), cache.hasFile(commit, path) { return cache.pointer(commit, path) }
+                throw e
+            }
         }
         let pointer = cache.pointer(meta.commit, path)
         if cache.hasFile(meta.commit, path) { try? cache.writeRef(revision, commit: meta.commit); return pointer }

@@ -12,7 +12,8 @@ SPEC.json:
 Serves, on 127.0.0.1 only:
   HEAD/GET /{repo}/resolve/{revision}/{path}   X-Repo-Commit, ETag (git blob sha1) for small files; LFS files
            (.safetensors .bin .ckpt .msgpack .onnx .pb .pt) answer 302 to a second "CDN" server with
-           X-Linked-Etag (sha256) and X-Linked-Size; Range requests answer 206.
+           X-Linked-Etag (sha256) and X-Linked-Size; small files of a branch answer a relative 307 to
+           /api/resolve-cache/models/{repo}/{commit}/{path}, as the Hub does; Range requests answer 206.
   GET /api/models/{repo}[/revision/{revision}]  {"id", "sha", "siblings": [{"rfilename"}], ...}
   GET /api/models/{repo}/tree/{revision}[/{path}]  the recursive listing huggingface_hub's snapshot_download reads.
   Errors as the Hub: 404 with X-Error-Code RepoNotFound / RevisionNotFound / EntryNotFound, 401 GatedRepo.
@@ -195,6 +196,8 @@ class Handler(BaseHTTPRequestHandler):
         if self.server_role == "cdn":
             return self.handle_cdn(path)
         parts = path.strip("/").split("/")
+        if parts[:3] == ["api", "resolve-cache", "models"]:
+            return self.handle_resolve_cache(parts[3:])
         if parts[:2] == ["api", "models"]:
             return self.handle_api(parts[2:])
         found = self.find_repo(parts)
@@ -221,6 +224,24 @@ class Handler(BaseHTTPRequestHandler):
             location = f"http://127.0.0.1:{CDN_PORT[0]}/cdn/{info['sha256']}?name={quote(file_path.split('/')[-1])}"
             return self.send(302, b"", {"Location": location, "X-Repo-Commit": commit, "ETag": f"\"{info['oid']}\"",
                                         "X-Linked-Etag": f"\"{info['sha256']}\"", "X-Linked-Size": str(info["size"])})
+        if revision != commit:
+            # As the Hub does for small files of a branch: a relative redirect to the commit-pinned cache route.
+            return self.send(307, b"", {"Location": f"/api/resolve-cache/models/{repo_id}/{commit}/{quote(file_path)}",
+                                        "X-Repo-Commit": commit, "ETag": f"\"{info['oid']}\""})
+        self.serve_bytes(info["full"], {"X-Repo-Commit": commit, "ETag": f"\"{info['oid']}\""}, knobs=False)
+
+    def handle_resolve_cache(self, parts):
+        """/api/resolve-cache/models/{owner}/{name}/{commit}/{path}: a small file at a commit."""
+        found = self.find_repo(parts)
+        if found is None or found[1] is None or len(found[2]) < 2:
+            return self.error(404, "RepoNotFound", "Repository not found")
+        repo_id, repo, rest = found
+        if not self.authorized(repo):
+            return self.error(401, "GatedRepo", f"Access to model {repo_id} is restricted. Please log in.")
+        commit, file_path = rest[0], unquote("/".join(rest[1:]))
+        info = repo.files(commit).get(file_path) if commit in repo.commits else None
+        if info is None:
+            return self.error(404, "EntryNotFound", f"{file_path} does not exist", {"X-Repo-Commit": commit})
         self.serve_bytes(info["full"], {"X-Repo-Commit": commit, "ETag": f"\"{info['oid']}\""}, knobs=False)
 
     def handle_cdn(self, path):

@@ -56,8 +56,17 @@ final class HubTests: XCTestCase {
         try hub.clearLog()
         XCTAssertEqual(try hub.client(cache: cache).snapshot(repo: "tiny/sd1"), folder)
         XCTAssertFalse(try hub.log().contains { ($0["method"] as? String) == "GET" && ($0["server"] as? String) == "cdn" })
+        // A commit whose listing and files are cached: no request at all.
+        try hub.clearLog()
+        XCTAssertEqual(try hub.client(cache: cache).snapshot(repo: "tiny/sd1", revision: a), folder)
+        XCTAssertTrue(try hub.log().isEmpty)
+        // A Hub answering 500: the cache answers; without a cache the error names the status.
+        try hub.control(["refuse_all": true])
+        XCTAssertEqual(try hub.client(cache: cache).snapshot(repo: "tiny/sd1"), folder)
+        assertError(try hub.client(cache: try temporaryFolder(self)).snapshot(repo: "tiny/sd1"), contains: ["tiny/sd1", "500"])
         hub.stop()
         XCTAssertEqual(try hub.client(cache: cache).snapshot(repo: "tiny/sd1").path, folder.path)
+        assertError(try hub.client(cache: try temporaryFolder(self)).snapshot(repo: "tiny/sd1"), contains: ["tiny/sd1", "main", "network"])
     }
 
     func testDroppedConnectionIsResumedWithARangeRequest() throws {

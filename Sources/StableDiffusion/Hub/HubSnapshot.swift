@@ -10,7 +10,12 @@ extension HubClient {
         if environment.offline { return try cachedSnapshot(cache, revision: revision, variant: variant, offline: true, cause: nil) }
         let info: (commit: String, files: [String])
         do {
-            info = try repoInfo(repo, revision: revision)
+            // A commit with its listing cached needs no API call (as snapshot_download): fully cached, no request at all.
+            if HubCacheRepo.isCommitHash(revision), let files = cachedTree(cache, revision) {
+                info = (revision, files)
+            } else {
+                info = try repoInfo(repo, revision: revision)
+            }
         } catch let e as HubError {
             // As snapshot_download: a missing revision is final; any other failure (no network, 401, 5xx) falls back
             // to the cache and is reported only when the cache does not have the snapshot.

@@ -30,7 +30,7 @@ struct DownloadCommand: ParsableCommand {
 /// Per-file download progress on stderr: a bar with bytes, rate and ETA on a terminal, plain lines otherwise.
 final class DownloadProgressBar: @unchecked Sendable {
     private let interactive = isatty(STDERR_FILENO) != 0
-    private var lastLine = Date.distantPast
+    private var lastLine = Date()   // plain lines: each file's end, and every 2 s for long ones
     private let lock = NSLock()
 
     func update(_ p: HubDownloadProgress) {

@@ -18,6 +18,10 @@ final class HubRepoIDTests: XCTestCase {
             }
         }
         XCTAssertThrowsError(try HubRepoID(String(repeating: "x", count: 97) + "/n"))
+        // The library's entry points check repo and revision before touching the cache.
+        let client = try HubClient(environment: HubEnvironment(endpoint: URL(fileURLWithPath: "/"), cacheDirectory: try temporaryFolder(self), offline: true))
+        XCTAssertThrowsError(try client.snapshot(repo: "a/b", revision: "../../x")) { XCTAssertTrue("\($0)".contains("../../x"), "\($0)") }
+        XCTAssertThrowsError(try client.snapshot(repo: "../b"))
         // An existing folder is a local model, never a repo id.
         let dir = try temporaryFolder(self)
         XCTAssertNil(try HubRepoID.parseUnlessLocal(dir.path))

@@ -68,6 +68,7 @@ extension HubClient {
     /// One file of a revision in the cache, downloaded when missing (huggingface_hub's `hf_hub_download`).
     /// Returns nil when the file does not exist in the repo: the Hub said 404 now, or `.no_exist` says so already.
     public func file(repo: String, revision: String = "main", path: String, progress: HubProgressHandler? = nil) throws -> URL? {
+        try HubRepoID.validate(repo: repo, revision: revision)
         let cache = HubCacheRepo(cacheDirectory: environment.cacheDirectory, repo: repo)
         // A commit never changes: a file known absent at it needs no request.
         if HubCacheRepo.isCommitHash(revision), cache.isKnownMissing(revision, path) { return nil }

@@ -18,8 +18,7 @@ public struct HubRepoID: Sendable, Hashable, CustomStringConvertible {
             repo = text[..<at]
             let rev = String(text[text.index(after: at)...])
             guard !rev.isEmpty else { throw HubError.invalidRepoID(text, reason: "the revision after '@' is empty") }
-            guard !rev.contains(where: { $0.isWhitespace || $0.isNewline }), !rev.hasPrefix("/"), !rev.hasSuffix("/"),
-                  !rev.split(separator: "/", omittingEmptySubsequences: false).contains(where: { $0.isEmpty || $0 == "." || $0 == ".." }) else {
+            guard Self.isValidRevision(rev) else {
                 throw HubError.invalidRepoID(text, reason: "revision \"\(rev)\" is not a valid branch, tag or commit")
             }
             revision = rev
@@ -38,6 +37,19 @@ public struct HubRepoID: Sendable, Hashable, CustomStringConvertible {
         if id.hasSuffix(".git") { throw HubError.invalidRepoID(text, reason: "a repo id cannot end in .git") }
         self.id = id
         self.revision = revision
+    }
+
+    /// A git ref name that is also safe as a path under `refs/`: no whitespace, no empty, `.` or `..` segment.
+    public static func isValidRevision(_ rev: String) -> Bool {
+        !rev.isEmpty && !rev.contains(where: { $0.isWhitespace || $0.isNewline || $0 == "\\" })
+            && !rev.split(separator: "/", omittingEmptySubsequences: false).contains(where: { $0.isEmpty || $0 == "." || $0 == ".." })
+    }
+
+    /// Checks a repo id and revision given separately (the library's entry points), with the same rules.
+    static func validate(repo: String, revision: String) throws {
+        let id = try HubRepoID(repo)
+        guard id.revision == nil else { throw HubError.invalidRepoID(repo, reason: "pass the revision separately, not after '@'") }
+        guard isValidRevision(revision) else { throw HubError.invalidRepoID("\(repo)@\(revision)", reason: "revision \"\(revision)\" is not a valid branch, tag or commit") }
     }
 
     /// True when `text` names an existing file or folder: that is a local model, never a repo id.

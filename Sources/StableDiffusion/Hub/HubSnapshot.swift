@@ -6,6 +6,7 @@ extension HubClient {
     /// Offline (`HF_HUB_OFFLINE`) or when the Hub cannot be reached, the cached snapshot of the revision is used.
     public func snapshot(repo: String, revision: String = "main", variant: String? = nil,
                          progress: HubProgressHandler? = nil) throws -> URL {
+        try HubRepoID.validate(repo: repo, revision: revision)
         let cache = HubCacheRepo(cacheDirectory: environment.cacheDirectory, repo: repo)
         if environment.offline { return try cachedSnapshot(cache, revision: revision, variant: variant, offline: true, cause: nil) }
         let info: (commit: String, files: [String])
@@ -24,7 +25,12 @@ extension HubClient {
         }
         try cache.writeRef(revision, commit: info.commit)
         writeTreeCache(repo, commit: info.commit, cache: cache)
-        let index = try fetch(repo, revision: info.commit, path: "model_index.json", cache: cache, index: 1, count: 1, progress: progress)
+        let index: URL
+        do {
+            index = try fetch(repo, revision: info.commit, path: "model_index.json", cache: cache, index: 1, count: 1, progress: progress)
+        } catch HubError.fileNotFound {
+            throw HubError.notAPipeline(repo: repo, revision: revision, detail: "it has no model_index.json (not a diffusers pipeline repo)")
+        }
         let files = try select(repo, revision: revision, files: info.files, modelIndex: index, variant: variant)
         let wanted = files.filter { $0 != "model_index.json" }
         for (i, path) in wanted.enumerated() {

@@ -6,6 +6,8 @@
       the same with --variant fp16.
   (b) diffusers downloads into a fresh cache; `sd download` with HF_HUB_OFFLINE=1 finds it and `sd txt2img` loads it.
   (c) both caches have the same tree: files, symlink targets, refs, trees/<commit>.json bytes (plain and fp16).
+  (d) on awkward layouts (a .bin-only component, sharded and legacy-named variants, a safety checker, root
+      checkpoints) `sd download` picks the same files as diffusers' `download(variant=V, safety_checker=None)`.
 
     swift build && ~/.sd-ref-venv/bin/python Scripts/reference/check_hub_interop.py [--sd .build/debug/sd]
 """
@@ -31,10 +33,47 @@ def make_repo(base):
     for path, text in [("v1-5-pruned.ckpt", "x"), ("unet/diffusion_pytorch_model.bin", "x"), ("README.md", "# tiny")]:
         with open(os.path.join(folder, path), "w") as f:
             f.write(text)
+    repos = {REPO: {"commits": {COMMIT: folder}, "refs": {"main": COMMIT}}}
+    for name, files in LAYOUTS.items():
+        root = os.path.join(base, name.replace("/", "_"))
+        index = json.load(open(os.path.join(ROOT, "Models", "tiny-sd1", "model_index.json")))
+        if "safety_checker/config.json" in files:
+            index["safety_checker"] = ["stable_diffusion", "StableDiffusionSafetyChecker"]
+            index["feature_extractor"] = ["transformers", "CLIPImageProcessor"]
+        for path in files + ["model_index.json"]:
+            os.makedirs(os.path.dirname(os.path.join(root, path)), exist_ok=True)
+            with open(os.path.join(root, path), "w") as f:
+                f.write(json.dumps(index) if path == "model_index.json" else "{}" if path.endswith(".json") else path)
+        repos[name] = {"commits": {COMMIT: root}, "refs": {"main": COMMIT}}
     spec = os.path.join(base, "spec.json")
     with open(spec, "w") as f:
-        json.dump({"repos": {REPO: {"commits": {COMMIT: folder}, "refs": {"main": COMMIT}}}}, f)
+        json.dump({"repos": repos}, f)
     return spec
+
+
+# File layouts (dummy bytes) on which sd's choice of files must equal diffusers' download(variant=V, safety_checker=None).
+_BASE = ["scheduler/scheduler_config.json", "tokenizer/vocab.json", "tokenizer/merges.txt", "tokenizer/tokenizer_config.json",
+         "text_encoder/config.json", "unet/config.json", "vae/config.json"]
+LAYOUTS = {
+    # One component without safetensors: diffusers then takes .bin everywhere.
+    "lay/bin-text": _BASE + ["text_encoder/pytorch_model.bin", "unet/diffusion_pytorch_model.bin", "unet/diffusion_pytorch_model.safetensors",
+                             "vae/diffusion_pytorch_model.bin", "vae/diffusion_pytorch_model.safetensors"],
+    # Sharded fp16 unet (current naming), fp16 text encoder, vae without fp16 (mixed), flax and onnx files.
+    "lay/sharded-fp16": _BASE + ["unet/diffusion_pytorch_model.safetensors", "unet/diffusion_pytorch_model.fp16-00001-of-00002.safetensors",
+                                 "unet/diffusion_pytorch_model.fp16-00002-of-00002.safetensors", "unet/diffusion_pytorch_model.safetensors.index.fp16.json",
+                                 "unet/diffusion_flax_model.msgpack", "unet/model.onnx", "text_encoder/model.safetensors",
+                                 "text_encoder/model.fp16.safetensors", "vae/diffusion_pytorch_model.safetensors"],
+    # Legacy sharded-variant naming and plain shards with their index.
+    "lay/legacy": _BASE + ["unet/diffusion_pytorch_model-00001-of-00002.safetensors", "unet/diffusion_pytorch_model-00002-of-00002.safetensors",
+                           "unet/diffusion_pytorch_model.safetensors.index.json", "unet/diffusion_pytorch_model-00001-of-00002.fp16.safetensors",
+                           "unet/diffusion_pytorch_model-00002-of-00002.fp16.safetensors", "unet/diffusion_pytorch_model.safetensors.fp16.index.json",
+                           "text_encoder/model.safetensors", "text_encoder/model.fp16.safetensors", "vae/diffusion_pytorch_model.safetensors",
+                           "vae/diffusion_pytorch_model.fp16.safetensors"],
+    # A safety checker (skipped by sd, passed as None to diffusers), root checkpoints, README.
+    "lay/safety": _BASE + ["unet/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors", "vae/diffusion_pytorch_model.safetensors",
+                           "safety_checker/config.json", "safety_checker/model.safetensors", "safety_checker/pytorch_model.bin",
+                           "feature_extractor/preprocessor_config.json", "v1-5-pruned-emaonly.safetensors", "v1-5-pruned.ckpt", "README.md"],
+}
 
 
 def python(code, env):
@@ -134,6 +173,19 @@ StableDiffusionPipeline.from_pretrained({REPO!r})""", py_env)
         a, b = tree(sd2), tree(py2)
         check(f"fp16 variant: cache trees identical ({len(a)} entries)", code == 0 and a == b,
               err + " only sd: " + repr(sorted(set(a) - set(b))) + "\n    only diffusers: " + repr(sorted(set(b) - set(a))))
+        # (d) Which files: sd's choice equals diffusers' on awkward layouts.
+        for name in LAYOUTS:
+            for variant in ([None, "fp16"] if "fp16" in " ".join(LAYOUTS[name]) else [None]):
+                tag = f"{name.replace('/', '_')}-{variant}"  # fresh caches: one snapshot folder per case
+                env = dict(base_env, HF_HUB_CACHE=os.path.join(base, "lay-sd-" + tag))
+                r = subprocess.run([args.sd, "download", name] + (["--variant", variant] if variant else []), env=env, capture_output=True, text=True)
+                code, out, err = python(f"""
+from diffusers import StableDiffusionPipeline
+print(StableDiffusionPipeline.download({name!r}, variant={variant!r}, safety_checker=None))""", dict(base_env, HF_HUB_CACHE=os.path.join(base, "lay-py-" + tag)))
+                listing = lambda d: sorted(os.path.relpath(os.path.join(p, f), d) for p, _, fs in os.walk(d) for f in fs) if d else []
+                mine, theirs = listing(r.stdout.strip() if r.returncode == 0 else None), listing(out.splitlines()[-1] if code == 0 else None)
+                check(f"files of {name} variant={variant}: sd == diffusers ({len(mine)} files)", r.returncode == 0 and code == 0 and mine == theirs,
+                      (r.stderr + err)[-800:] + f" only sd: {sorted(set(mine) - set(theirs))} only diffusers: {sorted(set(theirs) - set(mine))}")
     finally:
         hub.terminate()
         hub.wait(timeout=10)

@@ -21,8 +21,11 @@ struct DownloadCommand: ParsableCommand {
     func run() throws {
         let id = try HubRepoID(repo)
         let client = try HubClient()
+        // HF_HUB_DISABLE_PROGRESS_BARS silences the bars, as it does huggingface_hub's.
+        let quiet = ["1", "ON", "YES", "TRUE"].contains((ProcessInfo.processInfo.environment["HF_HUB_DISABLE_PROGRESS_BARS"] ?? "").uppercased())
         let bar = DownloadProgressBar()
-        let folder = try client.snapshot(repo: id.id, revision: revision ?? id.revision ?? "main", variant: variant, progress: bar.update)
+        let folder = try client.snapshot(repo: id.id, revision: revision ?? id.revision ?? "main", variant: variant,
+                                         progress: quiet ? nil : bar.update)
         print(folder.path)
     }
 }

@@ -248,6 +248,11 @@ final class HubTests: XCTestCase {
         XCTAssertEqual(r.status, 0, r.stderr)
         XCTAssertEqual(r.stdout, repoFolder(cache).appendingPathComponent("snapshots/\(b)").path + "\n")
         XCTAssertTrue(r.stderr.contains("unet/diffusion_pytorch_model.safetensors"), r.stderr)
+        // Cached now: the same path again, and HF_HUB_DISABLE_PROGRESS_BARS keeps stderr empty.
+        r = try runSD(["download", "tiny/sd1", "--revision", "v1"], env: env.merging(["HF_HUB_DISABLE_PROGRESS_BARS": "1"]) { $1 })
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertEqual(r.stdout, repoFolder(cache).appendingPathComponent("snapshots/\(b)").path + "\n")
+        XCTAssertEqual(r.stderr, "")
         r = try runSD(["download", "tiny/sd1", "--revision", "nope"], env: env)
         XCTAssertEqual(r.status, 1)
         XCTAssertTrue(r.stderr.contains("revision nope not found in repo tiny/sd1"), r.stderr)

@@ -23,4 +23,5 @@ public struct HubDownloadProgress: Sendable {
     }
 }
 
+/// Called on the download's network thread, not the caller's: keep it short and thread-safe.
 public typealias HubProgressHandler = @Sendable (HubDownloadProgress) -> Void

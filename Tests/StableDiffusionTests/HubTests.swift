@@ -198,6 +198,21 @@ final class HubTests: XCTestCase {
         XCTAssertEqual(readme.flatMap { try? String(contentsOf: $0, encoding: .utf8) }, "# tiny")
     }
 
+    func testConcurrentDownloadsOfOneRepoShareTheCacheSafely() throws {
+        let hub = try FakeHub(self)
+        let cache = try temporaryFolder(self)
+        let clients = [try hub.client(cache: cache), try hub.client(cache: cache)]
+        let results = LockedBox<[String]>([])
+        // Two downloads at once (as two processes would): the per-blob lock makes the second wait, then link.
+        DispatchQueue.concurrentPerform(iterations: 2) { i in
+            let r = (try? clients[i].snapshot(repo: "tiny/sd1")).map { filesUnder($0).joined(separator: ",") } ?? "failed"
+            results.value.append(r)
+        }
+        XCTAssertEqual(results.value, [plainFiles.joined(separator: ","), plainFiles.joined(separator: ",")])
+        XCTAssertEqual(blobs(cache).count, plainFiles.count)
+        XCTAssertNoThrow(try StableDiffusionComponents(directory: repoFolder(cache).appendingPathComponent("snapshots/\(a)")))
+    }
+
     func testRenamedRepoRelativeRedirectIsFollowed() throws {
         let hub = try FakeHub(self)
         let cache = try temporaryFolder(self)

@@ -82,15 +82,21 @@ public struct HubCacheRepo: Sendable {
     }
 
     /// `snapshots/<commit>/<path>` -> `../../blobs/<etag>` (one more `../` per folder level), replacing what was there.
+    /// Made under a temporary name and renamed over, so a reader never sees the path missing.
     func link(_ commit: String, _ path: String, etag: String) throws {
         let dst = pointer(commit, path)
         let depth = path.split(separator: "/").count - 1
         let target = String(repeating: "../", count: depth + 2) + "blobs/\(etag)"
         do {
             try FileManager.default.createDirectory(at: dst.deletingLastPathComponent(), withIntermediateDirectories: true)
-            unlink(dst.path)
-            if symlink(target, dst.path) != 0 && errno != EEXIST {
+            let tmp = dst.deletingLastPathComponent().appendingPathComponent(".\(dst.lastPathComponent).\(UUID().uuidString.prefix(8)).tmp")
+            guard symlink(target, tmp.path) == 0 else {
                 throw HubError.cache(path: dst.path, detail: "cannot create symlink: \(String(cString: strerror(errno)))")
+            }
+            if rename(tmp.path, dst.path) != 0 {
+                let reason = String(cString: strerror(errno))
+                unlink(tmp.path)
+                throw HubError.cache(path: dst.path, detail: "cannot create symlink: \(reason)")
             }
         } catch let e as HubError { throw e } catch {
             throw HubError.cache(path: dst.path, detail: error.localizedDescription)

@@ -120,6 +120,8 @@ extension HubClient {
         try cache.writeRef(revision, commit: meta.commit)
         let lock = try HubFileLock(cache.lockFile(meta.etag))
         defer { withExtendedLifetime(lock) {} }
+        // Another download (thread or process) may have finished it while we waited for the lock.
+        if cache.hasFile(meta.commit, path) { return pointer }
         if !FileManager.default.fileExists(atPath: cache.blob(meta.etag).path) {
             try downloadBlob(repo, revision: revision, path: path, meta: meta, cache: cache, index: index, count: count, progress: progress)
         }

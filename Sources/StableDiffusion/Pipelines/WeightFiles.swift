@@ -1,32 +1,38 @@
 import Foundation
 import DiffusionTensor
 
-/// Finds and opens a component's weights: `.safetensors` (single or sharded with an index), else a torch
-/// `.bin`; with a variant (e.g. `fp16`) the `name.fp16.safetensors` files.
+/// Finds and opens a component's weights as diffusers' `from_pretrained` does: `.safetensors` (single, or
+/// sharded with an index) before a torch `.bin`; with a variant (e.g. `fp16`) the variant's files
+/// (`name.fp16.safetensors`, `name.safetensors.index.fp16.json`, or the legacy `name.fp16.safetensors.index.json`),
+/// falling back to the plain files for a component that has no variant files, as diffusers does.
 enum WeightFiles {
     /// - Parameter stem: `diffusion_pytorch_model` (diffusers) or `model` / `pytorch_model` (transformers).
     static func open(directory: URL, stems: [String], variant: String?) throws -> any TensorSource {
-        let fm = FileManager.default
-        func file(_ stem: String, _ ext: String) -> URL {
-            directory.appendingPathComponent(variant.map { "\(stem).\($0).\(ext)" } ?? "\(stem).\(ext)")
-        }
         var tried: [String] = []
+        if let variant, let found = try find(directory, stems, variant, &tried) { return found }
+        if let found = try find(directory, stems, nil, &tried) { return found }
+        throw PipelineError.badModel(path: directory.path, detail: "no weights found (looked for \(tried.joined(separator: ", ")))")
+    }
+
+    private static func find(_ directory: URL, _ stems: [String], _ variant: String?, _ tried: inout [String]) throws -> (any TensorSource)? {
+        let fm = FileManager.default
+        func exists(_ name: String) -> URL? {
+            tried.append(name)
+            let url = directory.appendingPathComponent(name)
+            return fm.fileExists(atPath: url.path) ? url : nil
+        }
+        let v = variant.map { ".\($0)" } ?? ""
         for stem in stems {
-            let single = file(stem, "safetensors")
-            tried.append(single.lastPathComponent)
-            if fm.fileExists(atPath: single.path) { return try SafeTensorsFile(path: single.path) }
-            let index = file(stem, "safetensors.index.json")
-            tried.append(index.lastPathComponent)
-            if fm.fileExists(atPath: index.path) { return try ShardedTensorSource(index: index) }
+            if let single = exists("\(stem)\(v).safetensors") { return try SafeTensorsFile(path: single.path) }
+            if let index = exists("\(stem).safetensors.index\(v).json") { return try ShardedTensorSource(index: index) }
+            if variant != nil, let legacy = exists("\(stem)\(v).safetensors.index.json") { return try ShardedTensorSource(index: legacy) }
         }
         for stem in stems {
-            let bin = file(stem, "bin")
-            tried.append(bin.lastPathComponent)
-            if fm.fileExists(atPath: bin.path) {
+            if let bin = exists("\(stem)\(v).bin") {
                 return TensorDictionary(try TorchCheckpoint.loadStateDict(path: bin.path), description: bin.path)
             }
         }
-        throw PipelineError.badModel(path: directory.path, detail: "no weights found (looked for \(tried.joined(separator: ", ")))")
+        return nil
     }
 }
 

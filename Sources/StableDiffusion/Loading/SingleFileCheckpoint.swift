@@ -64,9 +64,10 @@ public struct SingleFileCheckpoint: Sendable {
         }
         defer { try? handle.close() }
         let head = [UInt8]((try? handle.read(upToCount: 9)) ?? Data())
-        if head.count >= 4, head[0] == 0x50, head[1] == 0x4B { return .torch }
-        if head.first == 0x80 { return .torch }  // legacy pickle: TorchCheckpoint names the problem
+        // Safetensors first: its header length can begin with any byte, even 0x80 or "PK".
         if head.count == 9, head[8] == UInt8(ascii: "{") { return .safetensors }
+        if head.count >= 4, head[0..<4].elementsEqual([0x50, 0x4B, 0x03, 0x04]) { return .torch }
+        if head.first == 0x80 { return .torch }  // legacy pickle: TorchCheckpoint names the problem
         throw PipelineError.badModel(path: path, detail: "is neither a safetensors file nor a torch checkpoint (\(head.count) leading bytes unrecognised); expected a Stable Diffusion single-file checkpoint")
     }
 }

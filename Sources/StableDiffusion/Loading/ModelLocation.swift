@@ -31,14 +31,20 @@ public enum ModelLocation: Sendable, Equatable {
 }
 
 extension StableDiffusionComponents {
-    /// Loads whatever `location` names. `configDirectory` and `predictionType` apply to single files only;
-    /// for folders the folder's own configs rule and a prediction type override is applied to its scheduler.
+    /// Loads whatever `location` names. `configDirectory` and `predictionType` apply to single files only
+    /// (a folder's own configs rule; passing them with a folder is an error), `variant` to folders only.
     public convenience init(location: ModelLocation, variant: String? = nil, configDirectory: URL? = nil,
                             predictionType: String? = nil, includeVAEEncoder: Bool = true) throws {
         switch location {
         case .folder(let dir):
+            guard configDirectory == nil, predictionType == nil else {
+                throw PipelineError.invalidArgument("a config folder and prediction type apply to single-file checkpoints, not to the folder \(dir.path)")
+            }
             try self.init(directory: dir, variant: variant, includeVAEEncoder: includeVAEEncoder)
         case .singleFile(let file):
+            guard variant == nil else {
+                throw PipelineError.invalidArgument("a weights variant applies to diffusers folders, not to the single file \(file.path)")
+            }
             try self.init(singleFile: file, configDirectory: configDirectory, predictionType: predictionType,
                           includeVAEEncoder: includeVAEEncoder)
         }

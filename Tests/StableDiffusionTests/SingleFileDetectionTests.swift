@@ -1,7 +1,7 @@
 import Foundation
 import XCTest
 import DiffusionTensor
-@testable import StableDiffusion
+import StableDiffusion
 
 /// Names and shapes only: real-size checkpoints described by manifests, no weights.
 struct ShapeOnlySource: TensorSource {

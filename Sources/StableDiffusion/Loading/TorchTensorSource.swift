@@ -15,6 +15,8 @@ public struct TorchTensorSource: TensorSource {
     public func shape(of name: String) -> [Int]? { tensors[name]?.shape }
     public func tensor(_ name: String) throws -> Tensor {
         guard let t = tensors[name] else { throw TensorError.badFile(file: sourceDescription, detail: "tensor \(name) missing") }
+        // Like SafeTensorsFile: once converted, the file pages need not stay resident beside the fp32 copy.
+        defer { t.releaseFilePages() }
         do { return try t.toTensor() } catch TensorError.badFile(_, let detail) {
             throw TensorError.badFile(file: sourceDescription, detail: "tensor \(name): \(detail)")
         }

@@ -90,30 +90,35 @@ def load_single(cls, path, root, **kw):
     return pipe
 
 
-base = dict(prompt="a photograph of an astronaut riding a horse", negative_prompt="blurry", height=64, width=64,
-            num_inference_steps=4, guidance_scale=7.5)
+def main():
+    base = dict(prompt="a photograph of an astronaut riding a horse", negative_prompt="blurry", height=64, width=64,
+                num_inference_steps=4, guidance_scale=7.5)
 
-# SD 1: safetensors; .ckpt with EMA (the tiny weights) and different non-EMA weights. diffusers reads the EMA
-# copy with extract_ema=True; the Swift loader prefers it by default.
-sd1 = to_original("Models/tiny-sd1", openclip=False)
-p = write("tiny-sd1.safetensors", {k: v for k, v in sd1.items()})
-pipe = load_single(StableDiffusionPipeline, p, "Models/tiny-sd1")
-record("sd1", pipe, base, seed=42)
-p = write("tiny-sd1.ckpt", to_original("Models/tiny-sd1", openclip=False, ema=True), ckpt=True, global_step=470000)
-load_single(StableDiffusionPipeline, p, "Models/tiny-sd1", extract_ema=True)
+    # SD 1: safetensors; .ckpt with EMA (the tiny weights) and different non-EMA weights. diffusers reads the EMA
+    # copy with extract_ema=True; the Swift loader prefers it by default.
+    sd1 = to_original("Models/tiny-sd1", openclip=False)
+    p = write("tiny-sd1.safetensors", {k: v for k, v in sd1.items()})
+    pipe = load_single(StableDiffusionPipeline, p, "Models/tiny-sd1")
+    record("sd1", pipe, base, seed=42)
+    p = write("tiny-sd1.ckpt", to_original("Models/tiny-sd1", openclip=False, ema=True), ckpt=True, global_step=470000)
+    load_single(StableDiffusionPipeline, p, "Models/tiny-sd1", extract_ema=True)
 
-# SD 2 (v-prediction, OpenCLIP text encoder; no extra block, since diffusers drops only resblocks.23 by name).
-sd2 = to_original("Models/tiny-sd2", openclip=True)
-p = write("tiny-sd2.safetensors", sd2)
-pipe = load_single(StableDiffusionPipeline, p, "Models/tiny-sd2")
-assert pipe.scheduler.config.prediction_type == "v_prediction"
-record("sd2", pipe, base, seed=1234)
+    # SD 2 (v-prediction, OpenCLIP text encoder; no extra block, since diffusers drops only resblocks.23 by name).
+    sd2 = to_original("Models/tiny-sd2", openclip=True)
+    p = write("tiny-sd2.safetensors", sd2)
+    pipe = load_single(StableDiffusionPipeline, p, "Models/tiny-sd2")
+    assert pipe.scheduler.config.prediction_type == "v_prediction"
+    record("sd2", pipe, base, seed=1234)
 
-# Inpainting (9-channel UNet), with the inpaint9 fixture's image and mask.
-inp = to_original("Models/tiny-sd-inpainting", openclip=False)
-p = write("tiny-sd-inpainting.safetensors", inp)
-pipe = load_single(StableDiffusionInpaintPipeline, p, "Models/tiny-sd-inpainting")
-src = "Tests/StableDiffusionTests/Fixtures/pipelines/inpaint9_crop"
-image, mask = Image.open(os.path.join(src, "input.png")), Image.open(os.path.join(src, "mask.png"))
-record("inpainting", pipe, dict(base, strength=1.0), seed=21, image=image, mask=mask)
-print("wrote", OUT)
+    # Inpainting (9-channel UNet), with the inpaint9 fixture's image and mask.
+    inp = to_original("Models/tiny-sd-inpainting", openclip=False)
+    p = write("tiny-sd-inpainting.safetensors", inp)
+    pipe = load_single(StableDiffusionInpaintPipeline, p, "Models/tiny-sd-inpainting")
+    src = "Tests/StableDiffusionTests/Fixtures/pipelines/inpaint9_crop"
+    image, mask = Image.open(os.path.join(src, "input.png")), Image.open(os.path.join(src, "mask.png"))
+    record("inpainting", pipe, dict(base, strength=1.0), seed=21, image=image, mask=mask)
+    print("wrote", OUT)
+
+
+if __name__ == "__main__":
+    main()

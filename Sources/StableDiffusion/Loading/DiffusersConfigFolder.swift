@@ -23,14 +23,37 @@ public struct DiffusersConfigFolder: Sendable {
 
     /// The bundled folder named `name` (e.g. `runwayml-stable-diffusion-v1-5`).
     public static func bundled(_ name: String) throws -> DiffusersConfigFolder {
-        guard let base = Bundle.module.url(forResource: "SingleFileConfigs", withExtension: nil) else {
-            throw PipelineError.badModel(path: Bundle.module.bundlePath, detail: "bundled SingleFileConfigs resource is missing (broken installation)")
-        }
+        let base = try bundledRoot()
         let root = base.appendingPathComponent(name)
         guard FileManager.default.fileExists(atPath: root.appendingPathComponent("model_index.json").path) else {
             throw PipelineError.badModel(path: root.path, detail: "no bundled configs for \(name)")
         }
         return DiffusersConfigFolder(bundled: root, sharedBPE: base.appendingPathComponent("clip-bpe"))
+    }
+
+    /// The SingleFileConfigs resource folder. On Linux SwiftPM's `Bundle.module` calls fatalError when its
+    /// bundle is gone (e.g. a copied `sd` binary), so the places it looks are checked here first and a missing
+    /// bundle is a thrown error instead.
+    static func bundledRoot() throws -> URL {
+        let fm = FileManager.default
+        #if os(Linux)
+        let bundleName = "StableDiffusion_StableDiffusion.resources"
+        var places = [Bundle.main.bundleURL]
+        if let exe = Bundle.main.executableURL {
+            places += [exe.deletingLastPathComponent(), exe.resolvingSymlinksInPath().deletingLastPathComponent()]
+        }
+        for place in places {
+            let url = place.appendingPathComponent(bundleName).appendingPathComponent("SingleFileConfigs")
+            if fm.fileExists(atPath: url.path) { return url }
+        }
+        throw PipelineError.badModel(path: places[0].appendingPathComponent(bundleName).path,
+                                     detail: "the bundled configs for single-file checkpoints are missing (keep \(bundleName) next to the sd binary, or pass a config folder)")
+        #else
+        guard let url = Bundle.module.url(forResource: "SingleFileConfigs", withExtension: nil), fm.fileExists(atPath: url.path) else {
+            throw PipelineError.badModel(path: Bundle.module.bundlePath, detail: "the bundled configs for single-file checkpoints are missing")
+        }
+        return url
+        #endif
     }
 
     public func file(_ component: String, _ name: String) -> URL {

@@ -7,9 +7,10 @@ import DiffusionTensor
 /// - conv_in with 9 input channels: inpainting; the cross-attention width (768 or 1024) picks SD 1 or 2.
 /// - 5 input channels and 1024-wide cross attention: SD 2 depth. 7 channels plus `label_emb`: x4 upscaler.
 /// - 4 channels: SD 2 when cross attention is 1024 wide, SD 1 when 768.
-/// - SD 2 768 (v-prediction) and 512-base (epsilon) have identical tensors. Like diffusers, the 768 v model
-///   is assumed unless the checkpoint's `global_step` is 875000 (the SD 2.0 512-base release); pass the
-///   prediction type (or a config folder) for other 512-base files such as SD 2.1-base.
+/// - SD 2 768 (v-prediction) and 512-base (epsilon) have identical tensors. diffusers 0.42 gives every SD 2
+///   file the 2.1 (768, v) configs, and its legacy scheduler loader reads `global_step == 875000` (the SD 2.0
+///   512-base release) as epsilon. Here: 768 v unless a torch checkpoint says 875000, then 2.1-base configs;
+///   other 512-base files (SD 2.1-base, any .safetensors) need the prediction type or a config folder.
 /// - With more than 100 `model_ema.*` tensors the EMA copy of the UNet is used (`preferEMA`).
 public enum SingleFileDetector {
     static let unetPrefix = "model.diffusion_model."

@@ -120,6 +120,9 @@ struct GenerationArguments: ParsableArguments {
 
     func reportLoad(_ components: StableDiffusionComponents) {
         guard verbose else { return }
+        if let d = components.singleFileDetection {
+            Console.error("detected \(d.kind.rawValue), \(d.predictionType), bundled configs \(d.configName)\(d.usesEMA ? ", EMA weights" : "")")
+        }
         Console.error(String(format: "loaded %@ (%@) in %.2f s, peak memory %.0f MiB", components.directory.lastPathComponent,
                              components.index.pipelineClass, components.loadSeconds, Double(components.peakMemoryBytes) / 1_048_576))
     }

@@ -28,6 +28,7 @@ extension StableDiffusionComponents {
         }
         self.init(index: loaded.index, tokenizer: tokenizer, textEncoder: textEncoder, unet: unet, vae: vae,
                   schedulerConfig: loaded.schedulerConfig, lowResSchedulerConfig: loaded.lowResSchedulerConfig, directory: url)
+        singleFileDetection = loaded.detection
         loadSeconds = Date().timeIntervalSince(start)
         peakMemoryBytes = ProcessMemory.peakResidentBytes
     }

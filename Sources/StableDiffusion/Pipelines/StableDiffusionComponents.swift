@@ -17,6 +17,8 @@ public final class StableDiffusionComponents: @unchecked Sendable {
     /// inside the module so convenience loaders (single files) can record their own timing.
     public internal(set) var loadSeconds: Double
     public internal(set) var peakMemoryBytes: Int
+    /// What detection made of a single-file checkpoint (nil for folders, or when a config folder was given).
+    public internal(set) var singleFileDetection: SingleFileDetection?
 
     /// Loads `directory` (a folder with `model_index.json`).
     /// - Parameters:

@@ -30,7 +30,8 @@ public struct OriginalCheckpointConverter: Sendable {
 
     public func vae(_ config: AutoencoderKLConfig) throws -> RenamedTensorSource {
         let prefix = SingleFileDetector.vaePrefix
-        let entries = try map(prefix: prefix, OriginalVAELayout.modules(config), component: "VAE")
+        // Autoencoder training checkpoints keep their LPIPS/discriminator loss under `loss.`; inference never uses it.
+        let entries = try map(prefix: prefix, OriginalVAELayout.modules(config), component: "VAE", ignoring: ["loss."])
         return RenamedTensorSource(base: source, entries: entries, description: "\(file) (VAE, \(prefix)*)")
     }
 
@@ -57,11 +58,13 @@ public struct OriginalCheckpointConverter: Sendable {
         return RenamedTensorSource(base: source, entries: entries, description: "\(file) (CLIP text encoder, \(prefix)*)")
     }
 
-    private func map(prefix: String, _ modules: ModulePrefixMap, component: String) throws -> [String: RenamedTensorSource.Entry] {
+    private func map(prefix: String, _ modules: ModulePrefixMap, component: String, ignoring: [String] = []) throws -> [String: RenamedTensorSource.Entry] {
         var entries: [String: RenamedTensorSource.Entry] = [:]
         var unclaimed: [String] = []
         for name in source.tensorNames where name.hasPrefix(prefix) {
-            guard let targets = modules.map(String(name.dropFirst(prefix.count))) else { unclaimed.append(name); continue }
+            let rest = String(name.dropFirst(prefix.count))
+            if ignoring.contains(where: { rest.hasPrefix($0) }) { continue }
+            guard let targets = modules.map(rest) else { unclaimed.append(name); continue }
             for (target, transform) in targets { entries[target] = .init(name, transform) }
         }
         guard unclaimed.isEmpty else {

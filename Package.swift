@@ -27,7 +27,8 @@ let package = Package(
             dependencies: [.target(name: "CDNNL", condition: linuxOnly)]),
         .target(
             name: "StableDiffusion",
-            dependencies: ["DiffusionTensor", .target(name: "CImageCodecs", condition: linuxOnly)]),
+            dependencies: ["DiffusionTensor", .target(name: "CImageCodecs", condition: linuxOnly)],
+            resources: [.copy("Resources/SingleFileConfigs")]),
         .executableTarget(
             name: "sd",
             dependencies: ["StableDiffusion", .product(name: "ArgumentParser", package: "swift-argument-parser")]),

@@ -25,7 +25,12 @@ struct Depth2ImgCommand: ParsableCommand {
     func run() throws {
         let input = try Image.load(path: image)
         let depth = try depthMap.map { try DepthMapFile.load(path: $0) }
-        let pipe = try StableDiffusionDepth2ImgPipeline(modelDirectory: args.modelURL, variant: args.variant)
+        // A folder brings its DPT depth estimator; a single file carries none, so it needs --depth-map.
+        let pipe: StableDiffusionDepth2ImgPipeline
+        switch try ModelLocation.classify(args.model) {
+        case .folder(let dir): pipe = try StableDiffusionDepth2ImgPipeline(modelDirectory: dir, variant: args.variant)
+        case .singleFile: pipe = try StableDiffusionDepth2ImgPipeline(components: args.loadComponents())
+        }
         args.reportLoad(pipe.components)
         let options = args.options()
         let result = try pipe(options, image: input, depthMap: depth, strength: strength, progress: ProgressBar().update)

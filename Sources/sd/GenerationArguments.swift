@@ -4,8 +4,14 @@ import StableDiffusion
 
 /// The flags every generating subcommand shares (the contract in ARCHITECTURE.md).
 struct GenerationArguments: ParsableArguments {
-    @Option(help: "Diffusers model folder (with model_index.json).")
+    @Option(help: "Diffusers model folder (with model_index.json), or a single-file checkpoint (.safetensors, .ckpt, .pt, .pth) in the original layout.")
     var model: String
+
+    @Option(help: "With a single-file --model: a diffusers folder whose configs, tokenizer and scheduler to use instead of the bundled ones.")
+    var config: String?
+
+    @Option(help: "With a single-file --model: epsilon or v_prediction, overriding the detected one (for SD 2 it also picks the 512-base or 768 configs).")
+    var predictionType: String?
 
     @Option(help: "The prompt.")
     var prompt: String
@@ -57,13 +63,38 @@ struct GenerationArguments: ParsableArguments {
         guard FileManager.default.fileExists(atPath: dir.isEmpty ? "." : dir, isDirectory: &isDir), isDir.boolValue else {
             throw ValidationError("--output: folder \(dir) does not exist")
         }
-        var modelIsDir: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: model, isDirectory: &modelIsDir), modelIsDir.boolValue else {
-            throw ValidationError("--model: \(model) is not a folder")
+        guard FileManager.default.fileExists(atPath: model) else { throw ValidationError("--model: \(model) is not a folder") }
+        let location: ModelLocation
+        do { location = try ModelLocation.classify(model) } catch {
+            throw ValidationError("--model: \(model) is not a folder or a single-file checkpoint (.safetensors, .ckpt, .pt, .pth)")
+        }
+        if let p = predictionType, p != "epsilon", p != "v_prediction" {
+            throw ValidationError("--prediction-type must be epsilon or v_prediction, got \(p)")
+        }
+        if let c = config {
+            var configIsDir: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: c, isDirectory: &configIsDir), configIsDir.boolValue else {
+                throw ValidationError("--config: \(c) is not a folder")
+            }
+        }
+        switch location {
+        case .folder:
+            if config != nil || predictionType != nil {
+                throw ValidationError("--config and --prediction-type apply to single-file checkpoints; --model \(model) is a folder")
+            }
+        case .singleFile:
+            if variant != nil { throw ValidationError("--variant applies to diffusers folders; --model \(model) is a single file") }
         }
     }
 
-    var modelURL: URL { URL(fileURLWithPath: model, isDirectory: true) }
+    var modelURL: URL { URL(fileURLWithPath: model) }
+
+    /// The model's components, whatever kind of model string `--model` is (see `ModelLocation`).
+    func loadComponents(includeVAEEncoder: Bool = true) throws -> StableDiffusionComponents {
+        try StableDiffusionComponents(location: ModelLocation.classify(model), variant: variant,
+                                      configDirectory: config.map { URL(fileURLWithPath: $0, isDirectory: true) },
+                                      predictionType: predictionType, includeVAEEncoder: includeVAEEncoder)
+    }
 
     /// Library options with this command's defaults for steps and guidance.
     func options(defaultSteps: Int = 50, defaultGuidance: Float = 7.5) -> GenerationOptions {
@@ -89,6 +120,9 @@ struct GenerationArguments: ParsableArguments {
 
     func reportLoad(_ components: StableDiffusionComponents) {
         guard verbose else { return }
+        if let d = components.singleFileDetection {
+            Console.error("detected \(d.kind.rawValue), \(d.predictionType), bundled configs \(d.configName)\(d.usesEMA ? ", EMA weights" : "")")
+        }
         Console.error(String(format: "loaded %@ (%@) in %.2f s, peak memory %.0f MiB", components.directory.lastPathComponent,
                              components.index.pipelineClass, components.loadSeconds, Double(components.peakMemoryBytes) / 1_048_576))
     }

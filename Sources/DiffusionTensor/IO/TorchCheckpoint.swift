@@ -43,6 +43,13 @@ public struct TorchTensor: Sendable {
         return true
     }
 
+    /// Drops the storage's file pages from resident memory once converted (see `MappedFile.release`); a later
+    /// read faults them back in from the file.
+    public func releaseFilePages() {
+        guard let base = storage.bytes.baseAddress, let fileBase = storage.file.bytes.baseAddress else { return }
+        storage.file.release(base - fileBase, storage.bytes.count)
+    }
+
     /// The values as a contiguous fp32 tensor, honouring offset and strides. Integer and double
     /// storages convert like `tensor.float()`; complex storages throw.
     public func toTensor() throws -> Tensor {

@@ -13,9 +13,12 @@ public final class StableDiffusionComponents: @unchecked Sendable {
     public let schedulerConfig: SchedulerConfig
     /// The x4 upscaler's `low_res_scheduler`, when present.
     public let lowResSchedulerConfig: SchedulerConfig?
-    /// Seconds spent loading and the process's peak resident memory after loading (bytes).
-    public let loadSeconds: Double
-    public let peakMemoryBytes: Int
+    /// Seconds spent loading and the process's peak resident memory after loading (bytes); settable
+    /// inside the module so convenience loaders (single files) can record their own timing.
+    public internal(set) var loadSeconds: Double
+    public internal(set) var peakMemoryBytes: Int
+    /// What detection made of a single-file checkpoint (nil for folders, or when a config folder was given).
+    public internal(set) var singleFileDetection: SingleFileDetection?
 
     /// Loads `directory` (a folder with `model_index.json`).
     /// - Parameters:

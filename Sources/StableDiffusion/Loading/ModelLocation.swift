@@ -1,0 +1,52 @@
+import Foundation
+
+/// What a `--model` string names. The one place that decides, so every front end (CLI, apps) treats model
+/// strings alike; further kinds (e.g. Hub repository ids) belong here too.
+public enum ModelLocation: Sendable, Equatable {
+    /// A diffusers folder with `model_index.json`.
+    case folder(URL)
+    /// An original-layout single-file checkpoint (`.safetensors`, `.ckpt`, `.pt`, `.pth`).
+    case singleFile(URL)
+
+    /// Decides by what is on disk: an existing folder is a diffusers folder, an existing file with a
+    /// checkpoint extension is a single file. Throws, naming the path, for anything else.
+    public static func classify(_ string: String) throws -> ModelLocation {
+        let url = URL(fileURLWithPath: string)
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isDir) else {
+            throw PipelineError.badModel(path: string, detail: "does not exist (expected a diffusers model folder or a .safetensors/.ckpt file)")
+        }
+        if isDir.boolValue { return .folder(URL(fileURLWithPath: string, isDirectory: true)) }
+        guard SingleFileCheckpoint.fileExtensions.contains(url.pathExtension.lowercased()) else {
+            throw PipelineError.badModel(path: string, detail: "is not a folder or a single-file checkpoint (expected a diffusers model folder, or a file ending in \(SingleFileCheckpoint.fileExtensions.sorted().map { "." + $0 }.joined(separator: ", ")))")
+        }
+        return .singleFile(url)
+    }
+
+    public var url: URL {
+        switch self {
+        case .folder(let u), .singleFile(let u): return u
+        }
+    }
+}
+
+extension StableDiffusionComponents {
+    /// Loads whatever `location` names. `configDirectory` and `predictionType` apply to single files only
+    /// (a folder's own configs rule; passing them with a folder is an error), `variant` to folders only.
+    public convenience init(location: ModelLocation, variant: String? = nil, configDirectory: URL? = nil,
+                            predictionType: String? = nil, includeVAEEncoder: Bool = true) throws {
+        switch location {
+        case .folder(let dir):
+            guard configDirectory == nil, predictionType == nil else {
+                throw PipelineError.invalidArgument("a config folder and prediction type apply to single-file checkpoints, not to the folder \(dir.path)")
+            }
+            try self.init(directory: dir, variant: variant, includeVAEEncoder: includeVAEEncoder)
+        case .singleFile(let file):
+            guard variant == nil else {
+                throw PipelineError.invalidArgument("a weights variant applies to diffusers folders, not to the single file \(file.path)")
+            }
+            try self.init(singleFile: file, configDirectory: configDirectory, predictionType: predictionType,
+                          includeVAEEncoder: includeVAEEncoder)
+        }
+    }
+}

@@ -27,9 +27,9 @@ struct Depth2ImgCommand: ParsableCommand {
         let depth = try depthMap.map { try DepthMapFile.load(path: $0) }
         // A folder brings its DPT depth estimator; a single file carries none, so it needs --depth-map.
         let pipe: StableDiffusionDepth2ImgPipeline
-        switch try ModelLocation.classify(args.model) {
+        switch try args.resolvedLocation() {
         case .folder(let dir): pipe = try StableDiffusionDepth2ImgPipeline(modelDirectory: dir, variant: args.variant)
-        case .singleFile: pipe = try StableDiffusionDepth2ImgPipeline(components: args.loadComponents())
+        case .singleFile, .hubRepository: pipe = try StableDiffusionDepth2ImgPipeline(components: args.loadComponents())
         }
         args.reportLoad(pipe.components)
         let options = args.options()

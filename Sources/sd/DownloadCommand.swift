@@ -21,17 +21,20 @@ struct DownloadCommand: ParsableCommand {
     func run() throws {
         let id = try HubRepoID(repo)
         let client = try HubClient()
-        // HF_HUB_DISABLE_PROGRESS_BARS silences the bars, as it does huggingface_hub's.
-        let quiet = ["1", "ON", "YES", "TRUE"].contains((ProcessInfo.processInfo.environment["HF_HUB_DISABLE_PROGRESS_BARS"] ?? "").uppercased())
-        let bar = DownloadProgressBar()
         let folder = try client.snapshot(repo: id.id, revision: revision ?? id.revision ?? "main", variant: variant,
-                                         progress: quiet ? nil : bar.update)
+                                         progress: DownloadProgressBar.forStderr()?.update)
         print(folder.path)
     }
 }
 
 /// Per-file download progress on stderr: a bar with bytes, rate and ETA on a terminal, plain lines otherwise.
 final class DownloadProgressBar: @unchecked Sendable {
+    /// A bar, unless HF_HUB_DISABLE_PROGRESS_BARS silences it (as it does huggingface_hub's).
+    static func forStderr() -> DownloadProgressBar? {
+        let quiet = ["1", "ON", "YES", "TRUE"].contains((ProcessInfo.processInfo.environment["HF_HUB_DISABLE_PROGRESS_BARS"] ?? "").uppercased())
+        return quiet ? nil : DownloadProgressBar()
+    }
+
     private let interactive = isatty(STDERR_FILENO) != 0
     private var lastLine = Date()   // plain lines: each file's end, and every 2 s for long ones
     private let lock = NSLock()

@@ -63,10 +63,12 @@ struct GenerationArguments: ParsableArguments {
         guard FileManager.default.fileExists(atPath: dir.isEmpty ? "." : dir, isDirectory: &isDir), isDir.boolValue else {
             throw ValidationError("--output: folder \(dir) does not exist")
         }
-        guard FileManager.default.fileExists(atPath: model) else { throw ValidationError("--model: \(model) is not a folder") }
         let location: ModelLocation
         do { location = try ModelLocation.classify(model) } catch {
-            throw ValidationError("--model: \(model) is not a folder or a single-file checkpoint (.safetensors, .ckpt, .pt, .pth)")
+            if FileManager.default.fileExists(atPath: model) {
+                throw ValidationError("--model: \(model) is not a folder or a single-file checkpoint (.safetensors, .ckpt, .pt, .pth)")
+            }
+            throw ValidationError("--model: \(model) is not a folder, a single-file checkpoint or a Hub repo id (owner/name[@revision])")
         }
         if let p = predictionType, p != "epsilon", p != "v_prediction" {
             throw ValidationError("--prediction-type must be epsilon or v_prediction, got \(p)")
@@ -78,9 +80,9 @@ struct GenerationArguments: ParsableArguments {
             }
         }
         switch location {
-        case .folder:
+        case .folder, .hubRepository:
             if config != nil || predictionType != nil {
-                throw ValidationError("--config and --prediction-type apply to single-file checkpoints; --model \(model) is a folder")
+                throw ValidationError("--config and --prediction-type apply to single-file checkpoints; --model \(model) is a diffusers pipeline")
             }
         case .singleFile:
             if variant != nil { throw ValidationError("--variant applies to diffusers folders; --model \(model) is a single file") }
@@ -89,9 +91,17 @@ struct GenerationArguments: ParsableArguments {
 
     var modelURL: URL { URL(fileURLWithPath: model) }
 
+    /// What `--model` names, with a Hub repository fetched into the Hugging Face cache first (progress on
+    /// stderr) and replaced by its snapshot folder, so the commands only meet folders and single files.
+    func resolvedLocation() throws -> ModelLocation {
+        let location = try ModelLocation.classify(model)
+        guard case .hubRepository(let repo) = location else { return location }
+        return .folder(try HubClient().snapshot(repo, variant: variant, progress: DownloadProgressBar.forStderr()?.update))
+    }
+
     /// The model's components, whatever kind of model string `--model` is (see `ModelLocation`).
     func loadComponents(includeVAEEncoder: Bool = true) throws -> StableDiffusionComponents {
-        try StableDiffusionComponents(location: ModelLocation.classify(model), variant: variant,
+        try StableDiffusionComponents(location: resolvedLocation(), variant: variant,
                                       configDirectory: config.map { URL(fileURLWithPath: $0, isDirectory: true) },
                                       predictionType: predictionType, includeVAEEncoder: includeVAEEncoder)
     }

@@ -16,12 +16,19 @@ public final class StableDiffusionComponents: @unchecked Sendable {
     /// Seconds spent loading and the process's peak resident memory after loading (bytes).
     public let loadSeconds: Double
     public let peakMemoryBytes: Int
+    /// The LoRAs and embeddings applied at load (empty for a plain load).
+    public let adapters: ModelAdapters
+    /// Multi-vector textual-inversion tokens and what a prompt's mention of them expands to.
+    let tokenExpansions: [String: String]
 
     /// Loads `directory` (a folder with `model_index.json`).
     /// - Parameters:
     ///   - variant: weight-file variant, e.g. `"fp16"` for `diffusion_pytorch_model.fp16.safetensors`.
     ///   - includeVAEEncoder: text-to-image needs only the decoder.
-    public init(directory: URL, variant: String? = nil, includeVAEEncoder: Bool = true) throws {
+    ///   - adapters: LoRAs merged into the UNet and text-encoder weights as they load, and textual-inversion
+    ///     embeddings added to the tokenizer and text encoder. To switch them (e.g. in a server), load the
+    ///     components again with the other set: the base weights are re-read, nothing has to be unmerged.
+    public init(directory: URL, variant: String? = nil, includeVAEEncoder: Bool = true, adapters: ModelAdapters = ModelAdapters()) throws {
         let start = Date()
         self.directory = directory
         index = try ModelIndex(contentsOf: directory.appendingPathComponent("model_index.json"))
@@ -40,13 +47,21 @@ public final class StableDiffusionComponents: @unchecked Sendable {
         if let textClass = index.components["text_encoder"]?.className, textClass != "CLIPTextModel" {
             throw PipelineError.badModel(path: directory.path, detail: "text encoder class \(textClass) is not supported (CLIPTextModel is)")
         }
-        tokenizer = try CLIPTokenizer(directory: try sub("tokenizer"))
+        self.adapters = adapters
+        let loras = try adapters.loraFiles()
         let textDir = try sub("text_encoder")
-        textEncoder = try CLIPTextModel(config: CLIPTextConfig.load(from: textDir),
-                                        weights: WeightFiles.open(directory: textDir, stems: ["model", "pytorch_model"], variant: variant))
+        var textWeights = try WeightFiles.open(directory: textDir, stems: ["model", "pytorch_model"], variant: variant)
+        if !loras.isEmpty { textWeights = try LoRATensorSource(base: textWeights, target: .textEncoder, files: loras) }
+        let (tok, textConfig, weightsWithEmbeddings, expansions) = try adapters.addEmbeddings(
+            tokenizer: try CLIPTokenizer(directory: try sub("tokenizer")), config: CLIPTextConfig.load(from: textDir), weights: textWeights)
+        tokenizer = tok
+        tokenExpansions = expansions
+        textEncoder = try CLIPTextModel(config: textConfig, weights: weightsWithEmbeddings)
         let unetDir = try sub("unet")
+        var unetWeights = try WeightFiles.open(directory: unetDir, stems: ["diffusion_pytorch_model"], variant: variant)
+        if !loras.isEmpty { unetWeights = try LoRATensorSource(base: unetWeights, target: .unet, files: loras) }
         unet = try UNet2DConditionModel(config: UNet2DConditionConfig.load(unetDir.appendingPathComponent("config.json")),
-                                        weights: WeightFiles.open(directory: unetDir, stems: ["diffusion_pytorch_model"], variant: variant))
+                                        weights: unetWeights)
         let vaeDir = try sub("vae")
         vae = try AutoencoderKL(config: AutoencoderKLConfig.load(vaeDir.appendingPathComponent("config.json")),
                                 weights: WeightFiles.open(directory: vaeDir, stems: ["diffusion_pytorch_model"], variant: variant),
@@ -77,6 +92,8 @@ public final class StableDiffusionComponents: @unchecked Sendable {
         self.vae = vae
         self.schedulerConfig = schedulerConfig
         self.lowResSchedulerConfig = lowResSchedulerConfig
+        adapters = ModelAdapters()
+        tokenExpansions = [:]
         loadSeconds = 0
         peakMemoryBytes = ProcessMemory.peakResidentBytes
     }

@@ -41,8 +41,9 @@ public struct CLIPTokenizer: Sendable {
     private let bpe: BytePairEncoding
     /// Matched in the raw text, then in the normalized text; longest first for leftmost-longest matching.
     private let rawAddedTokens: [(scalars: [Unicode.Scalar], id: Int)]
-    private let normalizedAddedTokens: [(scalars: [Unicode.Scalar], id: Int)]
-    private let idToToken: [Int: String]
+    /// Mutable (internally) so textual-inversion tokens can be added to a copy (TokenizerAddedTokens.swift).
+    var normalizedAddedTokens: [(scalars: [Unicode.Scalar], id: Int)]
+    var idToToken: [Int: String]
 
     /// Loads the tokenizer in a folder (e.g. a diffusers model's `tokenizer/`).
     public init(directory: URL) throws {

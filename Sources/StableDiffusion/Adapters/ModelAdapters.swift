@@ -1,0 +1,52 @@
+import Foundation
+import DiffusionTensor
+
+/// What to change in a model as it loads: LoRAs merged into the UNet and text encoder, and
+/// textual-inversion embeddings added to the tokenizer and text encoder. Applied in
+/// `StableDiffusionComponents(directory:…, adapters:)`; the files on disk are never modified.
+public struct ModelAdapters: Sendable, Hashable {
+    public var loras: [LoRA]
+    public var embeddings: [TextualInversion]
+
+    public init(loras: [LoRA] = [], embeddings: [TextualInversion] = []) {
+        self.loras = loras
+        self.embeddings = embeddings
+    }
+
+    public var isEmpty: Bool { loras.isEmpty && embeddings.isEmpty }
+
+    /// The LoRA files read once (both models take their layers from them).
+    func loraFiles() throws -> [(file: LoRAFile, scale: Float)] {
+        try loras.map { (try LoRAFile(path: $0.file.path), $0.scale) }
+    }
+
+    /// Adds the embeddings: returns the tokenizer with the new tokens, the text-encoder weights and
+    /// config with the new rows, and, per token, its expansion for multi-vector embeddings
+    /// (`tok` -> `tok tok_1 tok_2`), as diffusers' `load_textual_inversion` and `maybe_convert_prompt`.
+    func addEmbeddings(tokenizer: CLIPTokenizer, config: CLIPTextConfig, weights: any TensorSource)
+        throws -> (CLIPTokenizer, CLIPTextConfig, any TensorSource, [String: String]) {
+        guard !embeddings.isEmpty else { return (tokenizer, config, weights, [:]) }
+        var tokens: [String] = [], vectors: [Tensor] = [], expansions: [String: String] = [:]
+        for e in embeddings {
+            let (token, v) = try e.load()
+            let n = v.shape[0]
+            let names = [token] + (1..<max(n, 1)).map { "\(token)_\($0)" }
+            guard v.shape[1] == config.hiddenSize else {
+                throw PipelineError.badModel(path: e.file.path, detail: "embedding for \"\(token)\" has \(v.shape[1]) dimensions; this text encoder needs \(config.hiddenSize) (the embedding was made for another model)")
+            }
+            if let clash = names.first(where: { tokens.contains($0) || tokenizer.tokenID(for: $0) != nil }) {
+                throw PipelineError.badModel(path: e.file.path, detail: "token \"\(clash)\" is already in the tokenizer's vocabulary; choose another token with FILE:TOKEN")
+            }
+            tokens += names
+            vectors.append(v)
+            if n > 1 { expansions[token] = names.joined(separator: " ") }
+        }
+        let kept = tokenizer.vocabularySize
+        let (newTokenizer, ids) = try tokenizer.adding(tokens: tokens)
+        guard ids.first == kept else { throw PipelineError.invalidArgument("tokenizer ids are not contiguous; cannot add embeddings") }
+        var newConfig = config
+        newConfig.vocabSize = kept + tokens.count
+        let source = try EmbeddingTableSource(base: weights, keptRows: kept, rows: try Tensor.concatenate(vectors, axis: 0))
+        return (newTokenizer, newConfig, source, expansions)
+    }
+}

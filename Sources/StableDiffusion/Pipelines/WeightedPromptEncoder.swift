@@ -1,0 +1,80 @@
+import DiffusionTensor
+
+/// Long, weighted prompts as diffusers' community `lpw_stable_diffusion` encodes them
+/// (`get_weighted_text_embeddings` with `no_boseos_middle=False` and no chunk limit):
+/// each prompt's tokens (parsed by `PromptAttentionParser`) go in chunks of `modelMaxLength - 2` (75),
+/// each chunk wrapped in bos/eos and encoded on its own; the chunk embeddings are concatenated, every
+/// token's embedding is multiplied by its weight, and the result is rescaled to its unweighted mean.
+/// All prompts of a call (positive and negative) get the same number of chunks, padded with the pad token.
+struct WeightedPromptEncoder {
+    let tokenizer: CLIPTokenizer
+    let textEncoder: CLIPTextModel
+
+    var chunkLength: Int { tokenizer.modelMaxLength - 2 }
+
+    /// Token ids and weights of one prompt, without bos/eos; a `BREAK` pads the current chunk with the
+    /// pad token as AUTOMATIC1111 does (a chunk already full is not padded; an empty one becomes a chunk of padding).
+    func tokensAndWeights(_ prompt: String) -> (ids: [Int], weights: [Float]) {
+        var ids: [Int] = [], weights: [Float] = []
+        var inChunk = 0
+        for piece in PromptAttentionParser.parse(prompt) {
+            switch piece {
+            case .chunkBreak:
+                let fill = chunkLength - inChunk
+                ids += [Int](repeating: tokenizer.padTokenID, count: fill)
+                weights += [Float](repeating: 1, count: fill)
+                inChunk = 0
+            case .text(let text, let weight):
+                for id in tokenizer.tokenize(text) {
+                    if inChunk == chunkLength { inChunk = 0 }
+                    ids.append(id); weights.append(Float(weight)); inChunk += 1
+                }
+            }
+        }
+        return (ids, weights)
+    }
+
+    /// Chunks needed for `count` tokens (at least one).
+    func chunkCount(_ count: Int) -> Int { max(1, (count + chunkLength - 1) / chunkLength) }
+
+    /// `[prompts.count, chunks * 77, dim]` weighted embeddings, every prompt padded to `chunks` chunks.
+    func encode(_ prompts: [(ids: [Int], weights: [Float])], chunks: Int, clipSkip: Int?) throws -> Tensor {
+        let total = chunks * chunkLength
+        var perChunk: [Tensor] = []
+        for c in 0..<chunks {
+            let ids = prompts.map { p -> [Int] in
+                let body = (c * chunkLength..<(c + 1) * chunkLength).map { $0 < p.ids.count ? p.ids[$0] : tokenizer.padTokenID }
+                return [tokenizer.bosTokenID] + body + [tokenizer.eosTokenID]
+            }
+            perChunk.append(try textEncoder.promptEmbeddings(inputIds: ids, clipSkip: clipSkip))
+        }
+        var embeddings = try Tensor.concatenate(perChunk, axis: 1)
+        // Weights per position: 1 for bos/eos/padding, the token's weight elsewhere.
+        let width = chunks * (chunkLength + 2)
+        let dim = embeddings.shape[2]
+        embeddings.withUnsafeMutableBufferPointer { e in
+            for (b, p) in prompts.enumerated() {
+                var w = [Float](repeating: 1, count: width)
+                for (k, weight) in p.weights.prefix(total).enumerated() {
+                    w[(k / chunkLength) * (chunkLength + 2) + 1 + k % chunkLength] = weight
+                }
+                let base = b * width * dim
+                var before = 0.0, after = 0.0
+                for t in 0..<width {
+                    for j in 0..<dim {
+                        let x = e[base + t * dim + j]
+                        before += Double(x)
+                        let y = x * w[t]
+                        e[base + t * dim + j] = y
+                        after += Double(y)
+                    }
+                }
+                // torch computes both means in fp32 and multiplies by their fp32 ratio.
+                let n = Double(width * dim)
+                let ratio = Float(before / n) / Float(after / n)
+                for k in base..<(base + width * dim) { e[k] *= ratio }
+            }
+        }
+        return embeddings
+    }
+}

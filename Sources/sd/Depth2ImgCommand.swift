@@ -25,7 +25,7 @@ struct Depth2ImgCommand: ParsableCommand {
     func run() throws {
         let input = try Image.load(path: image)
         let depth = try depthMap.map { try DepthMapFile.load(path: $0) }
-        let pipe = try StableDiffusionDepth2ImgPipeline(modelDirectory: args.modelURL, variant: args.variant)
+        let pipe = try StableDiffusionDepth2ImgPipeline(modelDirectory: args.modelURL, variant: args.variant, adapters: try args.adapters())
         args.reportLoad(pipe.components)
         let options = args.options()
         let result = try pipe(options, image: input, depthMap: depth, strength: strength, progress: ProgressBar().update)

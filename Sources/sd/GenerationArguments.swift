@@ -43,6 +43,18 @@ struct GenerationArguments: ParsableArguments {
     @Flag(help: "Report load time and peak memory on stderr.")
     var verbose = false
 
+    // LoRA, textual inversion, prompt syntax, clip skip (used through AdapterArguments.swift).
+    @Option(name: .customLong("lora"), help: "LoRA file to merge, FILE[:SCALE] (kohya/A1111 or diffusers/PEFT .safetensors); repeatable.")
+    var loras: [String] = []
+    @Option(help: "Folder where <lora:NAME:SCALE> prompt tags find NAME.safetensors.")
+    var loraDir: String?
+    @Option(name: .customLong("embedding"), help: "Textual-inversion embedding, FILE[:TOKEN] (A1111 .pt/.safetensors, diffusers learned_embeds); repeatable.")
+    var embeddings: [String] = []
+    @Option(help: "Prompt syntax: plain (diffusers, 77 tokens) or a1111 ((word:1.2), [word], BREAK, long prompts).")
+    var promptSyntax: String = "plain"
+    @Option(help: "Use the text encoder's output N layers before the last (diffusers' clip_skip).")
+    var clipSkip: Int?
+
     func validate() throws {
         if let h = height, h <= 0 || h % 8 != 0 { throw ValidationError("--height must be a positive multiple of 8, got \(h)") }
         if let w = width, w <= 0 || w % 8 != 0 { throw ValidationError("--width must be a positive multiple of 8, got \(w)") }
@@ -61,6 +73,7 @@ struct GenerationArguments: ParsableArguments {
         guard FileManager.default.fileExists(atPath: model, isDirectory: &modelIsDir), modelIsDir.boolValue else {
             throw ValidationError("--model: \(model) is not a folder")
         }
+        try validateAdapterArguments()
     }
 
     var modelURL: URL { URL(fileURLWithPath: model, isDirectory: true) }
@@ -75,6 +88,7 @@ struct GenerationArguments: ParsableArguments {
         o.numImagesPerPrompt = numImages
         o.seed = seed
         o.scheduler = scheduler
+        applyAdapterOptions(&o)
         return o
     }
 
@@ -88,6 +102,7 @@ struct GenerationArguments: ParsableArguments {
     }
 
     func reportLoad(_ components: StableDiffusionComponents) {
+        warnAboutPrompt(components)
         guard verbose else { return }
         Console.error(String(format: "loaded %@ (%@) in %.2f s, peak memory %.0f MiB", components.directory.lastPathComponent,
                              components.index.pipelineClass, components.loadSeconds, Double(components.peakMemoryBytes) / 1_048_576))

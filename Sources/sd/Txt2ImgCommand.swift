@@ -9,7 +9,7 @@ struct Txt2ImgCommand: ParsableCommand {
     @OptionGroup var args: GenerationArguments
 
     func run() throws {
-        let pipe = try StableDiffusionPipeline(modelDirectory: args.modelURL, variant: args.variant)
+        let pipe = try StableDiffusionPipeline(modelDirectory: args.modelURL, variant: args.variant, adapters: try args.adapters())
         args.reportLoad(pipe.components)
         let bar = ProgressBar()
         let options = args.options()
@@ -36,7 +36,7 @@ struct Img2ImgCommand: ParsableCommand {
 
     func run() throws {
         let input = try Image.load(path: image)
-        let pipe = try StableDiffusionImg2ImgPipeline(modelDirectory: args.modelURL, variant: args.variant)
+        let pipe = try StableDiffusionImg2ImgPipeline(modelDirectory: args.modelURL, variant: args.variant, adapters: try args.adapters())
         args.reportLoad(pipe.components)
         let options = args.options()
         let result = try pipe(options, image: input, strength: strength, progress: ProgressBar().update)
@@ -70,7 +70,7 @@ struct InpaintCommand: ParsableCommand {
     func run() throws {
         let input = try Image.load(path: image)
         let maskImage = try Image.load(path: mask)
-        let pipe = try StableDiffusionInpaintPipeline(modelDirectory: args.modelURL, variant: args.variant)
+        let pipe = try StableDiffusionInpaintPipeline(modelDirectory: args.modelURL, variant: args.variant, adapters: try args.adapters())
         args.reportLoad(pipe.components)
         let options = args.options()
         let result = try pipe(options, image: input, mask: maskImage, strength: strength,

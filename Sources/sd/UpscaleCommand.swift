@@ -20,7 +20,7 @@ struct UpscaleCommand: ParsableCommand {
 
     func run() throws {
         let input = try Image.load(path: image)
-        let pipe = try StableDiffusionUpscalePipeline(modelDirectory: args.modelURL, variant: args.variant)
+        let pipe = try StableDiffusionUpscalePipeline(modelDirectory: args.modelURL, variant: args.variant, adapters: try args.adapters())
         args.reportLoad(pipe.components)
         let options = args.options(defaultSteps: StableDiffusionUpscalePipeline.defaultSteps,
                                    defaultGuidance: StableDiffusionUpscalePipeline.defaultGuidanceScale)

@@ -252,6 +252,8 @@ def prompts_with_weights_and_break(pipe, prompt, max_length):
 
 
 ORIGINAL_GPW = lpw.get_prompts_with_weights
+ORIGINAL_UNWEIGHTED = lpw.get_unweighted_text_embeddings
+ORIGINAL_PAD = lpw.pad_tokens_and_weights
 lpw.get_prompts_with_weights = prompts_with_weights_and_break
 
 LONG = ("a highly detailed matte painting of an ancient castle on a cliff above a stormy sea, lightning in the clouds, "
@@ -306,11 +308,35 @@ def weighted_cases():
               ("sd2_long", "tiny-sd2", [LONG], ["(blurry:1.3)"], None),
               ("sd2_break", "tiny-sd2", ["a cat BREAK a dog"], [""], 1)]
     for name, model, prompts, negs, clip_skip in specs:
+        # Also kept: lpw's padded token ids and per-position weights, and the embeddings before weighting,
+        # so a test can check each stage (the final mean-restoring ratio is ill-conditioned when the
+        # embeddings' mean is near zero, as with these tiny random models).
+        seen_ids, seen_weights = [], []
+
+        def unweighted(pipe, text_input, *a, **k):
+            seen_ids.append(text_input.clone())
+            return ORIGINAL_UNWEIGHTED(pipe, text_input, *a, **k)
+
+        def padded(*a, **k):
+            out = ORIGINAL_PAD(*a, **k)
+            seen_weights.append(torch.tensor(out[1], dtype=torch.float32))
+            return out
+
+        lpw.get_unweighted_text_embeddings, lpw.pad_tokens_and_weights = unweighted, padded
         with torch.no_grad():
             pe, ne = lpw.get_weighted_text_embeddings(pipes[model], prompts, negs, max_embeddings_multiples=10,
                                                       clip_skip=clip_skip)
+            upe, une = lpw.get_weighted_text_embeddings(pipes[model], prompts, negs, max_embeddings_multiples=10,
+                                                        clip_skip=clip_skip, skip_weighting=True)
+        lpw.get_unweighted_text_embeddings, lpw.pad_tokens_and_weights = ORIGINAL_UNWEIGHTED, ORIGINAL_PAD
         tensors[f"{name}.prompt_embeds"] = pe.contiguous()
         tensors[f"{name}.negative_prompt_embeds"] = ne.contiguous()
+        tensors[f"{name}.unweighted_prompt_embeds"] = upe.contiguous()
+        tensors[f"{name}.unweighted_negative_prompt_embeds"] = une.contiguous()
+        tensors[f"{name}.ids"] = seen_ids[0].float().contiguous()
+        tensors[f"{name}.negative_ids"] = seen_ids[1].float().contiguous()
+        tensors[f"{name}.weights"] = seen_weights[0].contiguous()
+        tensors[f"{name}.negative_weights"] = seen_weights[1].contiguous()
         meta.append({"name": name, "model": model, "prompts": prompts, "negative_prompts": negs, "clip_skip": clip_skip})
     save_file(tensors, f"{OUT}/weighted_embeddings.safetensors")
     with open(f"{OUT}/weighted_prompts.json", "w") as f:

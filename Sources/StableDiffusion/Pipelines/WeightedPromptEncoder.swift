@@ -37,27 +37,36 @@ struct WeightedPromptEncoder {
     /// Chunks needed for `count` tokens (at least one).
     func chunkCount(_ count: Int) -> Int { max(1, (count + chunkLength - 1) / chunkLength) }
 
+    /// The ids of chunk `c` of a prompt: bos, 75 tokens (pad-filled), eos.
+    func chunkIDs(_ ids: [Int], chunk c: Int) -> [Int] {
+        let body = (c * chunkLength..<(c + 1) * chunkLength).map { $0 < ids.count ? ids[$0] : tokenizer.padTokenID }
+        return [tokenizer.bosTokenID] + body + [tokenizer.eosTokenID]
+    }
+
+    /// One weight per embedding position (`chunks * 77`): 1 for bos/eos/padding, the token's weight elsewhere.
+    func positionWeights(_ weights: [Float], chunks: Int) -> [Float] {
+        var w = [Float](repeating: 1, count: chunks * (chunkLength + 2))
+        for (k, weight) in weights.prefix(chunks * chunkLength).enumerated() {
+            w[(k / chunkLength) * (chunkLength + 2) + 1 + k % chunkLength] = weight
+        }
+        return w
+    }
+
+    /// `[prompts.count, chunks * 77, dim]`: each chunk encoded on its own, concatenated, not yet weighted.
+    func unweighted(_ prompts: [(ids: [Int], weights: [Float])], chunks: Int, clipSkip: Int?) throws -> Tensor {
+        let perChunk = try (0..<chunks).map { c in
+            try textEncoder.promptEmbeddings(inputIds: prompts.map { chunkIDs($0.ids, chunk: c) }, clipSkip: clipSkip)
+        }
+        return try Tensor.concatenate(perChunk, axis: 1)
+    }
+
     /// `[prompts.count, chunks * 77, dim]` weighted embeddings, every prompt padded to `chunks` chunks.
     func encode(_ prompts: [(ids: [Int], weights: [Float])], chunks: Int, clipSkip: Int?) throws -> Tensor {
-        let total = chunks * chunkLength
-        var perChunk: [Tensor] = []
-        for c in 0..<chunks {
-            let ids = prompts.map { p -> [Int] in
-                let body = (c * chunkLength..<(c + 1) * chunkLength).map { $0 < p.ids.count ? p.ids[$0] : tokenizer.padTokenID }
-                return [tokenizer.bosTokenID] + body + [tokenizer.eosTokenID]
-            }
-            perChunk.append(try textEncoder.promptEmbeddings(inputIds: ids, clipSkip: clipSkip))
-        }
-        var embeddings = try Tensor.concatenate(perChunk, axis: 1)
-        // Weights per position: 1 for bos/eos/padding, the token's weight elsewhere.
-        let width = chunks * (chunkLength + 2)
-        let dim = embeddings.shape[2]
+        var embeddings = try unweighted(prompts, chunks: chunks, clipSkip: clipSkip)
+        let width = embeddings.shape[1], dim = embeddings.shape[2]
         embeddings.withUnsafeMutableBufferPointer { e in
             for (b, p) in prompts.enumerated() {
-                var w = [Float](repeating: 1, count: width)
-                for (k, weight) in p.weights.prefix(total).enumerated() {
-                    w[(k / chunkLength) * (chunkLength + 2) + 1 + k % chunkLength] = weight
-                }
+                let w = positionWeights(p.weights, chunks: chunks)
                 let base = b * width * dim
                 var before = 0.0, after = 0.0
                 for t in 0..<width {
@@ -69,7 +78,8 @@ struct WeightedPromptEncoder {
                         after += Double(y)
                     }
                 }
-                // torch computes both means in fp32 and multiplies by their fp32 ratio.
+                // Restore the unweighted mean (lpw: `*= previous_mean / current_mean`, fp32). Embeddings
+                // whose mean is near zero make this ratio sensitive to rounding, in lpw as here.
                 let n = Double(width * dim)
                 let ratio = Float(before / n) / Float(after / n)
                 for k in base..<(base + width * dim) { e[k] *= ratio }

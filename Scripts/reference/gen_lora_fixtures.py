@@ -103,7 +103,9 @@ def make_kohya(pipe, path, ranks, alphas, seed):
     save_file(sd, path)
 
 
-def make_peft(pipe, path, ranks, seed):
+def make_peft(pipe, path, ranks, seed, unet_config=None):
+    """diffusers/PEFT keys; with `unet_config`, the UNet's LoraConfig is stored in the metadata as
+    diffusers' save_lora_weights(unet_lora_adapter_metadata=...) does."""
     torch.manual_seed(seed)
     sd = {}
     for target, modules in (("unet", UNET_MODULES), ("text_encoder", TE_MODULES)):
@@ -111,7 +113,26 @@ def make_peft(pipe, path, ranks, seed):
             down, up = lora_pair(base_shape(pipe, "unet" if target == "unet" else "te", m), ranks[i % len(ranks)])
             fm = file_module(target, m)
             sd[f"{target}.{fm}.lora_A.weight"], sd[f"{target}.{fm}.lora_B.weight"] = down, up
-    save_file(sd, path)
+    metadata = None
+    if unet_config is not None:
+        # diffusers needs a config for every model once the file has one: the text encoder's keeps
+        # lora_alpha = 4 for all its layers (scale 2 on the rank-2 ones).
+        packed = {}
+        for target, modules, config in (("unet", UNET_MODULES, unet_config), ("text_encoder", TE_MODULES, {"r": 4, "lora_alpha": 4})):
+            config = dict(config, target_modules=modules,
+                          rank_pattern={m: ranks[i % len(ranks)] for i, m in enumerate(modules) if ranks[i % len(ranks)] != config["r"]})
+            packed.update({f"{target}.{k}": v for k, v in config.items()})
+        metadata = {"lora_adapter_metadata": json.dumps(packed, indent=2, sort_keys=True)}
+    save_file(sd, path, metadata=metadata)
+
+
+def peft_alpha(path, prefix, module, rank):
+    """The alpha diffusers takes for a diffusers-layout layer: the stored LoraConfig, else the rank."""
+    from safetensors import safe_open
+    meta = safe_open(path, "pt").metadata() or {}
+    config = json.loads(meta.get("lora_adapter_metadata", "{}"))
+    pattern = config.get(f"{prefix}alpha_pattern", {})
+    return pattern.get(module, config.get(f"{prefix}lora_alpha", rank))
 
 
 def check_fused(base, fused, files, label):
@@ -133,7 +154,7 @@ def check_fused(base, fused, files, label):
                 elif f"{dprefix}{fm}.lora_A.weight" in sd:
                     d, u = sd[f"{dprefix}{fm}.lora_A.weight"], sd[f"{dprefix}{fm}.lora_B.weight"]
                     r = d.shape[0]
-                    alpha = r
+                    alpha = peft_alpha(path, dprefix, m, r)
                 else:
                     continue
                 w = w + scale * alpha / r * (u.reshape(u.shape[0], r) @ d.reshape(r, -1)).reshape(w.shape)
@@ -153,7 +174,10 @@ def lora_cases(model, base):
         # engine uses each layer's own alpha, as AUTOMATIC1111 does.)
         make_kohya(base, f"{d}/sd1_kohya.safetensors", ranks=[4, 4, 2], alphas=[2.0], seed=1)
         make_peft(base, f"{d}/sd1_peft.safetensors", ranks=[4, 2], seed=2)
+        make_peft(base, f"{d}/sd1_peft_config.safetensors", ranks=[4, 2], seed=4,
+                  unet_config={"r": 4, "lora_alpha": 8, "alpha_pattern": {"down_blocks.0.resnets.0.conv1": 2, "mid_block.resnets.1.conv2": 1}})
         cases = [("sd1_kohya", [("sd1_kohya.safetensors", 0.8)], 11), ("sd1_peft", [("sd1_peft.safetensors", 1.0)], 12),
+                 ("sd1_peft_config", [("sd1_peft_config.safetensors", 0.9)], 15),
                  ("sd1_two", [("sd1_kohya.safetensors", 0.7), ("sd1_peft.safetensors", 0.5)], 13)]
     else:
         make_kohya(base, f"{d}/sd2_kohya_noalpha.safetensors", ranks=[4], alphas=None, seed=3)

@@ -10,6 +10,9 @@ final class LoRATests: XCTestCase {
     func testKohyaLoRAMatchesDiffusers() throws { try AdapterFixtures.Case("sd1_kohya").check() }
     /// diffusers/PEFT keys (lora_A/lora_B, no alpha: scale 1 whatever the rank).
     func testPEFTLoRAMatchesDiffusers() throws { try AdapterFixtures.Case("sd1_peft").check() }
+    /// diffusers/PEFT keys with the LoraConfig in the file's metadata (lora_alpha 8 with ranks 4 and 2,
+    /// alpha_pattern for two convolutions; text encoder lora_alpha 4), scale 0.9.
+    func testPEFTLoRAWithStoredConfigMatchesDiffusers() throws { try AdapterFixtures.Case("sd1_peft_config").check() }
     /// Two LoRAs at once (`set_adapters([...], [0.7, 0.5])`).
     func testTwoLoRAsMatchDiffusers() throws { try AdapterFixtures.Case("sd1_two").check() }
     /// SD 2.x (linear projections), kohya without alpha.

@@ -23,10 +23,15 @@ struct LoRALayer {
 struct LoRAFile {
     let path: String
     var layers: [LoRATarget: [String: LoRALayer]] = [:]
+    /// diffusers' stored PEFT config per model, when the file has one.
+    var adapterConfigs: [LoRATarget: LoRAAdapterConfig] = [:]
 
     init(path: String) throws {
         self.path = path
         let tensors = try Self.readTensors(path)
+        if path.hasSuffix(".safetensors") {
+            adapterConfigs = try LoRAAdapterConfig.parse(try SafeTensorsFile(path: path).metadata, path: path)
+        }
         var unsupported: [String] = []
         for (key, tensor) in tensors.sorted(by: { $0.key < $1.key }) {
             guard let (target, module, underscored, role) = Self.classify(key) else { unsupported.append(key); continue }

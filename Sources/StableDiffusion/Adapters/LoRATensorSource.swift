@@ -31,9 +31,12 @@ struct LoRATensorSource: TensorSource {
                 guard shape.first == out, shape.reduce(1, *) == out * inner else {
                     throw file.bad("\(layer.key) (down \(down.shape), up \(up.shape)) does not fit the \(target.rawValue)'s \(weightName) \(shape): the LoRA was made for another architecture (SD 1.x and SD 2.x LoRAs are not interchangeable)")
                 }
-                let alpha = layer.alpha ?? commonAlpha ?? Float(rank)
+                // A stored PEFT config decides for diffusers-layout files; kohya files carry their alphas.
+                let scaling = layer.alpha.map { $0 / Float(rank) }
+                    ?? file.adapterConfigs[target]?.scaling(module: layer.module, rank: rank)
+                    ?? (commonAlpha ?? Float(rank)) / Float(rank)
                 deltas[weightName, default: []].append((
-                    try up.reshaped([out, rank]), try down.reshaped([rank, inner]), userScale * alpha / Float(rank)))
+                    try up.reshaped([out, rank]), try down.reshaped([rank, inner]), userScale * scaling))
             }
             guard unknown.isEmpty else {
                 throw file.bad("\(unknown.count) key(s) name no layer of the \(target.rawValue): \(LoRAFile.list(unknown))")

@@ -1,6 +1,6 @@
 import Foundation
 import XCTest
-@testable import StableDiffusion
+import StableDiffusion
 
 /// LoRA merged at load against diffusers' `load_lora_weights` + `fuse_lora` / `set_adapters`, and the
 /// errors for files that do not fit.
@@ -42,7 +42,7 @@ final class LoRATests: XCTestCase {
                                      ("lora_unet_a.alpha", Tensor(repeating: 0.5, shape: []), .float32),
                                      ("lora_unet_c.lora_down.weight", cdown, .float32), ("lora_unet_c.lora_up.weight", cup, .float32),
                                      ("lora_unet_c.alpha", Tensor(repeating: 2, shape: []), .float32)], to: path)
-        let merged = try LoRATensorSource(base: base, target: .unet, files: [(try LoRAFile(path: path), 0.5)])
+        let merged = try ModelAdapters(loras: [LoRA(file: URL(fileURLWithPath: path), scale: 0.5)]).mergingLoRAs(into: base, for: .unet)
         // a: 0.5 * 0.5/1 * [[1, 0, 2], [-1, 0, -2]]
         XCTAssertEqual(try merged.tensor("a.weight").scalars, [1.25, 2, 3.5, 3.75, 5, 5.5])
         // c: 0.5 * 2/1 * [2, 3] x ones
@@ -92,10 +92,11 @@ final class LoRATests: XCTestCase {
     func testMissingAndCorruptFilesAreErrors() throws {
         let dir = try temporaryFolder(self)
         let missing = dir.appendingPathComponent("none.safetensors")
-        XCTAssertThrowsError(try LoRAFile(path: missing.path)) { XCTAssertTrue("\($0)".contains(missing.path)) }
+        func load(_ url: URL) throws { _ = try ModelAdapters(loras: [LoRA(file: url)]).mergingLoRAs(into: TensorDictionary([:]), for: .unet) }
+        XCTAssertThrowsError(try load(missing)) { XCTAssertTrue("\($0)".contains(missing.path)) }
         let junk = dir.appendingPathComponent("junk.safetensors")
         try Data("not a safetensors file".utf8).write(to: junk)
-        XCTAssertThrowsError(try LoRAFile(path: junk.path)) { XCTAssertTrue("\($0)".contains(junk.path), "\($0)") }
+        XCTAssertThrowsError(try load(junk)) { XCTAssertTrue("\($0)".contains(junk.path), "\($0)") }
     }
 
     func testPromptTagsResolveInsideTheFolderOnly() throws {

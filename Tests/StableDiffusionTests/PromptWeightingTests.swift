@@ -1,6 +1,6 @@
 import Foundation
 import XCTest
-@testable import StableDiffusion
+import StableDiffusion
 
 /// AUTOMATIC1111 prompt syntax against the diffusers community pipeline lpw_stable_diffusion
 /// (`get_weighted_text_embeddings`, plus A1111's BREAK), long prompts, and clip skip.

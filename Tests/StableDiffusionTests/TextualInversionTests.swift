@@ -1,6 +1,6 @@
 import Foundation
 import XCTest
-@testable import StableDiffusion
+import StableDiffusion
 
 /// Textual-inversion embeddings against diffusers' `load_textual_inversion` (A1111 .pt and .safetensors,
 /// diffusers learned_embeds .safetensors and .bin, single and multi-vector).
@@ -15,7 +15,7 @@ final class TextualInversionTests: XCTestCase {
         XCTAssertEqual(t.tokenID(for: "emb-pt"), 1214)
         XCTAssertEqual(t.tokenID(for: "<multi>_1"), 1221)
         XCTAssertEqual(components.textEncoder.config.vocabSize, 1222)
-        XCTAssertEqual(components.promptEncoder.expandingTokens("x <multi>, <cat-toy>"), "x <multi> <multi>_1, <cat-toy>")
+        XCTAssertEqual(components.expandingEmbeddingTokens("x <multi>, <cat-toy>"), "x <multi> <multi>_1, <cat-toy>")
     }
 
     func testErrorsNameTheFileAndToken() throws {

@@ -27,7 +27,7 @@ public struct LoRA: Sendable, Hashable {
 }
 
 /// The model a LoRA layer belongs to.
-enum LoRATarget: String, Sendable {
+public enum LoRATarget: String, Sendable {
     case unet = "UNet"
     case textEncoder = "text encoder"
 }

@@ -15,6 +15,14 @@ public struct ModelAdapters: Sendable, Hashable {
 
     public var isEmpty: Bool { loras.isEmpty && embeddings.isEmpty }
 
+    /// `base` (the UNet's or text encoder's weights, diffusers/transformers names) with every LoRA merged
+    /// in, for loaders that build models from their own sources (single files, converted checkpoints).
+    /// Returns `base` itself when there are no LoRAs.
+    public func mergingLoRAs(into base: any TensorSource, for target: LoRATarget) throws -> any TensorSource {
+        guard !loras.isEmpty else { return base }
+        return try LoRATensorSource(base: base, target: target, files: try loraFiles())
+    }
+
     /// The LoRA files read once (both models take their layers from them).
     func loraFiles() throws -> [(file: LoRAFile, scale: Float)] {
         try loras.map { (try LoRAFile(path: $0.file.path), $0.scale) }

@@ -8,17 +8,17 @@ import Foundation
 /// - Unmatched `)`/`]` are literal text; brackets still open at the end apply to the rest of the prompt.
 /// - `BREAK` (a whole word, upper case) ends the current 75-token chunk: the chunk is padded and the
 ///   text after it starts a new one. Its weight is never changed by brackets around it.
-enum PromptAttentionParser {
+public enum PromptAttentionParser {
     /// A run of text with its weight, or a chunk break.
-    enum Piece: Equatable {
+    public enum Piece: Equatable, Sendable {
         case text(String, Double)
         case chunkBreak
     }
 
-    static let roundMultiplier = 1.1
-    static let squareMultiplier = 1 / 1.1
+    public static let roundMultiplier = 1.1
+    public static let squareMultiplier = 1 / 1.1
 
-    static func parse(_ prompt: String) -> [Piece] {
+    public static func parse(_ prompt: String) -> [Piece] {
         var res: [(text: String, weight: Double, isBreak: Bool)] = []
         var round: [Int] = [], square: [Int] = []
         func multiply(from start: Int, _ m: Double) {

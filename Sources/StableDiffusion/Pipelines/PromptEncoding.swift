@@ -76,6 +76,10 @@ extension StableDiffusionComponents {
         PromptEncoder(tokenizer: tokenizer, textEncoder: textEncoder, tokenExpansions: tokenExpansions)
     }
 
+    /// The prompt with multi-vector textual-inversion tokens expanded (`tok` -> `tok tok_1 …`), as diffusers'
+    /// `maybe_convert_prompt`; prompts given to the pipelines are expanded automatically.
+    public func expandingEmbeddingTokens(_ prompt: String) -> String { promptEncoder.expandingTokens(prompt) }
+
     /// diffusers' `encode_prompt` for `options`: `[negative..., positive...]` with guidance, else the positive ones.
     public func encodePrompt(_ options: GenerationOptions) throws -> Tensor {
         try promptEncoder.encode(

@@ -6,15 +6,21 @@ import DiffusionTensor
 /// each chunk wrapped in bos/eos and encoded on its own; the chunk embeddings are concatenated, every
 /// token's embedding is multiplied by its weight, and the result is rescaled to its unweighted mean.
 /// All prompts of a call (positive and negative) get the same number of chunks, padded with the pad token.
-struct WeightedPromptEncoder {
-    let tokenizer: CLIPTokenizer
-    let textEncoder: CLIPTextModel
+public struct WeightedPromptEncoder: Sendable {
+    public let tokenizer: CLIPTokenizer
+    public let textEncoder: CLIPTextModel
 
-    var chunkLength: Int { tokenizer.modelMaxLength - 2 }
+    public init(tokenizer: CLIPTokenizer, textEncoder: CLIPTextModel) {
+        self.tokenizer = tokenizer
+        self.textEncoder = textEncoder
+    }
+
+    /// Tokens per chunk between bos and eos (75).
+    public var chunkLength: Int { tokenizer.modelMaxLength - 2 }
 
     /// Token ids and weights of one prompt, without bos/eos; a `BREAK` pads the current chunk with the
     /// pad token as AUTOMATIC1111 does (a chunk already full is not padded; an empty one becomes a chunk of padding).
-    func tokensAndWeights(_ prompt: String) -> (ids: [Int], weights: [Float]) {
+    public func tokensAndWeights(_ prompt: String) -> (ids: [Int], weights: [Float]) {
         var ids: [Int] = [], weights: [Float] = []
         var inChunk = 0
         for piece in PromptAttentionParser.parse(prompt) {
@@ -35,16 +41,16 @@ struct WeightedPromptEncoder {
     }
 
     /// Chunks needed for `count` tokens (at least one).
-    func chunkCount(_ count: Int) -> Int { max(1, (count + chunkLength - 1) / chunkLength) }
+    public func chunkCount(_ count: Int) -> Int { max(1, (count + chunkLength - 1) / chunkLength) }
 
     /// The ids of chunk `c` of a prompt: bos, 75 tokens (pad-filled), eos.
-    func chunkIDs(_ ids: [Int], chunk c: Int) -> [Int] {
+    public func chunkIDs(_ ids: [Int], chunk c: Int) -> [Int] {
         let body = (c * chunkLength..<(c + 1) * chunkLength).map { $0 < ids.count ? ids[$0] : tokenizer.padTokenID }
         return [tokenizer.bosTokenID] + body + [tokenizer.eosTokenID]
     }
 
     /// One weight per embedding position (`chunks * 77`): 1 for bos/eos/padding, the token's weight elsewhere.
-    func positionWeights(_ weights: [Float], chunks: Int) -> [Float] {
+    public func positionWeights(_ weights: [Float], chunks: Int) -> [Float] {
         var w = [Float](repeating: 1, count: chunks * (chunkLength + 2))
         for (k, weight) in weights.prefix(chunks * chunkLength).enumerated() {
             w[(k / chunkLength) * (chunkLength + 2) + 1 + k % chunkLength] = weight
@@ -53,7 +59,7 @@ struct WeightedPromptEncoder {
     }
 
     /// `[prompts.count, chunks * 77, dim]`: each chunk encoded on its own, concatenated, not yet weighted.
-    func unweighted(_ prompts: [(ids: [Int], weights: [Float])], chunks: Int, clipSkip: Int?) throws -> Tensor {
+    public func unweighted(_ prompts: [(ids: [Int], weights: [Float])], chunks: Int, clipSkip: Int?) throws -> Tensor {
         let perChunk = try (0..<chunks).map { c in
             try textEncoder.promptEmbeddings(inputIds: prompts.map { chunkIDs($0.ids, chunk: c) }, clipSkip: clipSkip)
         }
@@ -61,7 +67,7 @@ struct WeightedPromptEncoder {
     }
 
     /// `[prompts.count, chunks * 77, dim]` weighted embeddings, every prompt padded to `chunks` chunks.
-    func encode(_ prompts: [(ids: [Int], weights: [Float])], chunks: Int, clipSkip: Int?) throws -> Tensor {
+    public func encode(_ prompts: [(ids: [Int], weights: [Float])], chunks: Int, clipSkip: Int?) throws -> Tensor {
         var embeddings = try unweighted(prompts, chunks: chunks, clipSkip: clipSkip)
         let width = embeddings.shape[1], dim = embeddings.shape[2]
         embeddings.withUnsafeMutableBufferPointer { e in

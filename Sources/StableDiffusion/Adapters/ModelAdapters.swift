@@ -28,13 +28,13 @@ public struct ModelAdapters: Sendable, Hashable {
         try loras.map { (try LoRAFile(path: $0.file.path), $0.scale) }
     }
 
-    /// Adds the embeddings: returns the tokenizer with the new tokens, the text-encoder weights and
-    /// config with the new rows, and, per token, its expansion for multi-vector embeddings
-    /// (`tok` -> `tok tok_1 tok_2`), as diffusers' `load_textual_inversion` and `maybe_convert_prompt`.
+    /// Adds the embeddings, as diffusers' `load_textual_inversion`: returns the tokenizer with the new
+    /// tokens (`tok`, `tok_1`, … for a multi-vector embedding, `tok` standing for all of them) and the
+    /// text-encoder config and weights with the new rows.
     func addEmbeddings(tokenizer: CLIPTokenizer, config: CLIPTextConfig, weights: any TensorSource)
-        throws -> (CLIPTokenizer, CLIPTextConfig, any TensorSource, [String: String]) {
-        guard !embeddings.isEmpty else { return (tokenizer, config, weights, [:]) }
-        var tokens: [String] = [], vectors: [Tensor] = [], expansions: [String: String] = [:]
+        throws -> (CLIPTokenizer, CLIPTextConfig, any TensorSource) {
+        guard !embeddings.isEmpty else { return (tokenizer, config, weights) }
+        var groups: [[String]] = [], vectors: [Tensor] = []
         for e in embeddings {
             let (token, v) = try e.load()
             let n = v.shape[0]
@@ -42,19 +42,18 @@ public struct ModelAdapters: Sendable, Hashable {
             guard v.shape[1] == config.hiddenSize else {
                 throw PipelineError.badModel(path: e.file.path, detail: "embedding for \"\(token)\" has \(v.shape[1]) dimensions; this text encoder needs \(config.hiddenSize) (the embedding was made for another model)")
             }
-            if let clash = names.first(where: { tokens.contains($0) || tokenizer.tokenID(for: $0) != nil }) {
+            if let clash = names.first(where: { name in groups.contains { $0.contains(name) } || tokenizer.tokenID(for: name) != nil }) {
                 throw PipelineError.badModel(path: e.file.path, detail: "token \"\(clash)\" is already in the tokenizer's vocabulary; choose another token with FILE:TOKEN")
             }
-            tokens += names
+            groups.append(names)
             vectors.append(v)
-            if n > 1 { expansions[token] = names.joined(separator: " ") }
         }
         let kept = tokenizer.vocabularySize
-        let (newTokenizer, ids) = try tokenizer.adding(tokens: tokens)
+        let (newTokenizer, ids) = try tokenizer.adding(embeddingTokens: groups)
         guard ids.first == kept else { throw PipelineError.invalidArgument("tokenizer ids are not contiguous; cannot add embeddings") }
         var newConfig = config
-        newConfig.vocabSize = kept + tokens.count
+        newConfig.vocabSize = kept + ids.count
         let source = try EmbeddingTableSource(base: weights, keptRows: kept, rows: try Tensor.concatenate(vectors, axis: 0))
-        return (newTokenizer, newConfig, source, expansions)
+        return (newTokenizer, newConfig, source)
     }
 }

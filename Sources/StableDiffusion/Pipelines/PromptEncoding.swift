@@ -8,32 +8,16 @@ import DiffusionTensor
 struct PromptEncoder {
     let tokenizer: CLIPTokenizer
     let textEncoder: CLIPTextModel
-    /// Multi-vector textual-inversion tokens and their expansions.
-    var tokenExpansions: [String: String] = [:]
 
     func embeddings(_ prompts: [String], clipSkip: Int?) throws -> Tensor {
         let ids = tokenizer.encode(batch: prompts).map(\.inputIDs)
         return try textEncoder.promptEmbeddings(inputIds: ids, clipSkip: clipSkip)
     }
 
-    /// diffusers' `maybe_convert_prompt`: a multi-vector token `tok` in the prompt becomes `tok tok_1 …`.
-    func expandingTokens(_ prompt: String) -> String {
-        guard !tokenExpansions.isEmpty else { return prompt }
-        var out = prompt
-        var seen = Set<Int>()
-        for id in tokenizer.tokenize(prompt) where seen.insert(id).inserted {
-            if let token = tokenizer.token(for: id), let expansion = tokenExpansions[token] {
-                out = out.replacingOccurrences(of: token, with: expansion)
-            }
-        }
-        return out
-    }
-
     /// Returns `[2 * B * n, tokens, dim]` with guidance (negative first), else `[B * n, tokens, dim]`;
     /// tokens is 77, or a multiple of 77 for long `a1111` prompts.
-    func encode(prompts rawPrompts: [String], negativePrompts: [String]?, numImagesPerPrompt n: Int,
+    func encode(prompts: [String], negativePrompts: [String]?, numImagesPerPrompt n: Int,
                 classifierFreeGuidance: Bool, clipSkip: Int?, syntax: PromptSyntax = .plain) throws -> Tensor {
-        let prompts = rawPrompts.map(expandingTokens)
         var negatives: [String] = []
         if classifierFreeGuidance {
             switch negativePrompts {
@@ -43,7 +27,6 @@ struct PromptEncoder {
             case let list?:
                 throw PipelineError.invalidArgument("negative prompt has \(list.count) entries but prompt has \(prompts.count)")
             }
-            negatives = negatives.map(expandingTokens)
         }
         let positive: Tensor, negative: Tensor?
         switch syntax {
@@ -72,13 +55,7 @@ struct PromptEncoder {
 }
 
 extension StableDiffusionComponents {
-    var promptEncoder: PromptEncoder {
-        PromptEncoder(tokenizer: tokenizer, textEncoder: textEncoder, tokenExpansions: tokenExpansions)
-    }
-
-    /// The prompt with multi-vector textual-inversion tokens expanded (`tok` -> `tok tok_1 …`), as diffusers'
-    /// `maybe_convert_prompt`; prompts given to the pipelines are expanded automatically.
-    public func expandingEmbeddingTokens(_ prompt: String) -> String { promptEncoder.expandingTokens(prompt) }
+    var promptEncoder: PromptEncoder { PromptEncoder(tokenizer: tokenizer, textEncoder: textEncoder) }
 
     /// diffusers' `encode_prompt` for `options`: `[negative..., positive...]` with guidance, else the positive ones.
     public func encodePrompt(_ options: GenerationOptions) throws -> Tensor {
@@ -91,9 +68,8 @@ extension StableDiffusionComponents {
     /// what is cut (diffusers cuts silently) and how to keep it; empty when nothing is cut.
     public func truncationWarnings(_ options: GenerationOptions) -> [String] {
         guard options.promptSyntax == .plain else { return [] }
-        let encoder = promptEncoder
         return (options.prompts + (options.negativePrompts ?? [])).compactMap { prompt in
-            let ids = tokenizer.tokenize(encoder.expandingTokens(prompt))
+            let ids = tokenizer.tokenize(prompt)
             let keep = tokenizer.modelMaxLength - 2
             guard ids.count > keep else { return nil }
             let cut = ids[keep...].compactMap { tokenizer.token(for: $0) }.joined().replacingOccurrences(of: "</w>", with: " ")

@@ -18,8 +18,6 @@ public final class StableDiffusionComponents: @unchecked Sendable {
     public let peakMemoryBytes: Int
     /// The LoRAs and embeddings applied at load (empty for a plain load).
     public let adapters: ModelAdapters
-    /// Multi-vector textual-inversion tokens and what a prompt's mention of them expands to.
-    let tokenExpansions: [String: String]
 
     /// Loads `directory` (a folder with `model_index.json`).
     /// - Parameters:
@@ -52,10 +50,9 @@ public final class StableDiffusionComponents: @unchecked Sendable {
         let textDir = try sub("text_encoder")
         var textWeights = try WeightFiles.open(directory: textDir, stems: ["model", "pytorch_model"], variant: variant)
         if !loras.isEmpty { textWeights = try LoRATensorSource(base: textWeights, target: .textEncoder, files: loras) }
-        let (tok, textConfig, weightsWithEmbeddings, expansions) = try adapters.addEmbeddings(
+        let (tok, textConfig, weightsWithEmbeddings) = try adapters.addEmbeddings(
             tokenizer: try CLIPTokenizer(directory: try sub("tokenizer")), config: CLIPTextConfig.load(from: textDir), weights: textWeights)
         tokenizer = tok
-        tokenExpansions = expansions
         textEncoder = try CLIPTextModel(config: textConfig, weights: weightsWithEmbeddings)
         let unetDir = try sub("unet")
         var unetWeights = try WeightFiles.open(directory: unetDir, stems: ["diffusion_pytorch_model"], variant: variant)
@@ -93,7 +90,6 @@ public final class StableDiffusionComponents: @unchecked Sendable {
         self.schedulerConfig = schedulerConfig
         self.lowResSchedulerConfig = lowResSchedulerConfig
         adapters = ModelAdapters()
-        tokenExpansions = [:]
         loadSeconds = 0
         peakMemoryBytes = ProcessMemory.peakResidentBytes
     }

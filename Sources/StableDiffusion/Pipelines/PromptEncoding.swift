@@ -68,12 +68,13 @@ extension StableDiffusionComponents {
     /// what is cut (diffusers cuts silently) and how to keep it; empty when nothing is cut.
     public func truncationWarnings(_ options: GenerationOptions) -> [String] {
         guard options.promptSyntax == .plain else { return [] }
-        return (options.prompts + (options.negativePrompts ?? [])).compactMap { prompt in
+        let labelled = options.prompts.map { ("prompt", $0) } + (options.negativePrompts ?? []).map { ("negative prompt", $0) }
+        return labelled.compactMap { label, prompt in
             let ids = tokenizer.tokenize(prompt)
             let keep = tokenizer.modelMaxLength - 2
             guard ids.count > keep else { return nil }
             let cut = ids[keep...].compactMap { tokenizer.token(for: $0) }.joined().replacingOccurrences(of: "</w>", with: " ")
-            return "prompt is \(ids.count) tokens; only the first \(keep) are used, this part is cut: \"\(cut.trimmingCharacters(in: .whitespaces))\". Use --prompt-syntax a1111 (PromptSyntax.a1111) to keep long prompts."
+            return "\(label) is \(ids.count) tokens; only the first \(keep) are used, this part is cut: \"\(cut.trimmingCharacters(in: .whitespaces))\". Use --prompt-syntax a1111 (PromptSyntax.a1111) to keep long prompts."
         }
     }
 }

@@ -50,6 +50,36 @@ final class LoRATests: XCTestCase {
         XCTAssertEqual(merged.shape(of: "c.weight"), [2, 1, 3, 3])
     }
 
+    /// Every key spelling diffusers reads names the same text-encoder layer, with or without `text_model.`.
+    func testKeySpellings() throws {
+        let base = TensorDictionary(["encoder.layers.0.self_attn.q_proj.weight": Tensor(zeros: [2, 2]),
+                                     "encoder.layers.0.self_attn.out_proj.weight": Tensor(zeros: [2, 2]),
+                                     "encoder.layers.0.mlp.fc1.weight": Tensor(zeros: [2, 2])])
+        let spellings: [(String, String, String)] = [
+            ("lora_te_text_model_encoder_layers_0_self_attn_q_proj.lora_down.weight", "lora_te_text_model_encoder_layers_0_self_attn_q_proj.lora_up.weight", "q_proj"),
+            ("lora_te_encoder_layers_0_mlp_fc1.lora_down.weight", "lora_te_encoder_layers_0_mlp_fc1.lora_up.weight", "fc1"),
+            ("text_encoder.text_model.encoder.layers.0.self_attn.q_proj.lora_A.weight", "text_encoder.text_model.encoder.layers.0.self_attn.q_proj.lora_B.weight", "q_proj"),
+            ("text_encoder.encoder.layers.0.mlp.fc1.lora_A.weight", "text_encoder.encoder.layers.0.mlp.fc1.lora_B.weight", "fc1"),
+            ("text_encoder.text_model.encoder.layers.0.self_attn.to_out_lora.down.weight", "text_encoder.text_model.encoder.layers.0.self_attn.to_out_lora.up.weight", "out_proj"),
+            ("text_encoder.text_model.encoder.layers.0.mlp.fc1.lora_linear_layer.down.weight", "text_encoder.text_model.encoder.layers.0.mlp.fc1.lora_linear_layer.up.weight", "fc1"),
+        ]
+        let dir = try temporaryFolder(self)
+        for (i, (down, up, layer)) in spellings.enumerated() {
+            let path = dir.appendingPathComponent("\(i).safetensors").path
+            try SafeTensorsWriter.write([(down, Tensor(repeating: 1, shape: [1, 2]), .float32), (up, Tensor(repeating: 1, shape: [2, 1]), .float32)], to: path)
+            let merged = try ModelAdapters(loras: [LoRA(file: URL(fileURLWithPath: path))]).mergingLoRAs(into: base, for: .textEncoder)
+            let name = base.tensorNames.first { $0.contains(layer) } ?? ""
+            XCTAssertEqual(try merged.tensor(name).scalars, [1, 1, 1, 1], down)
+        }
+        // The UNet's attention-processor spelling: attn1.processor.to_out_lora is attn1.to_out.0.
+        let unet = TensorDictionary(["mid_block.attentions.0.transformer_blocks.0.attn1.to_out.0.weight": Tensor(zeros: [2, 2])])
+        let path = dir.appendingPathComponent("u.safetensors").path
+        try SafeTensorsWriter.write([("unet.mid_block.attentions.0.transformer_blocks.0.attn1.processor.to_out_lora.down.weight", Tensor(repeating: 1, shape: [1, 2]), .float32),
+                                     ("unet.mid_block.attentions.0.transformer_blocks.0.attn1.processor.to_out_lora.up.weight", Tensor(repeating: 2, shape: [2, 1]), .float32)], to: path)
+        let merged = try ModelAdapters(loras: [LoRA(file: URL(fileURLWithPath: path))]).mergingLoRAs(into: unet, for: .unet)
+        XCTAssertEqual(try merged.tensor(unet.tensorNames[0]).scalars, [2, 2, 2, 2])
+    }
+
     /// Writes a LoRA file with `tensors` (fp32) and returns the error loading it onto tiny-sd1 gives.
     func loadError(_ tensors: [(String, [Int])]) throws -> String {
         let path = try temporaryFolder(self).appendingPathComponent("bad.safetensors").path

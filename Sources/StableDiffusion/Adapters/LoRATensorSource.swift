@@ -22,7 +22,7 @@ struct LoRATensorSource: TensorSource {
             // for this model when any has one; with none, alpha = rank (scale 1).
             let commonAlpha = Self.mostCommon(alphas)
             for layer in layers.values.sorted(by: { $0.key < $1.key }) {
-                guard let weightName = (layer.underscored ? names.underscored : names.dotted)[layer.module] else {
+                guard let weightName = (layer.underscored ? names.underscored : names.dotted)[Self.canonical(layer, target)] else {
                     unknown.append(layer.key); continue
                 }
                 guard let down = layer.down, let up = layer.up, let shape = base.shape(of: weightName) else { continue }
@@ -70,6 +70,13 @@ struct LoRATensorSource: TensorSource {
             underscored[module.replacingOccurrences(of: ".", with: "_")] = name
         }
         return (dotted, underscored)
+    }
+
+    /// The layer's module name with the text encoder's `text_model.` prefix, which files saved with
+    /// transformers 5 leave out.
+    private static func canonical(_ layer: LoRALayer, _ target: LoRATarget) -> String {
+        let prefix = layer.underscored ? "text_model_" : "text_model."
+        return target == .textEncoder && !layer.module.hasPrefix(prefix) ? prefix + layer.module : layer.module
     }
 
     /// The value occurring most often, the first seen winning ties (Python's `Counter.most_common`).

@@ -28,6 +28,19 @@ final class LoRATests: XCTestCase {
         }
     }
 
+    /// Switching LoRA sets on loaded components (what a server does): with the LoRA the picture is
+    /// diffusers' fused one, back without it the plain model's, bit for bit.
+    func testSwitchingAdaptersIsClean() throws {
+        let c = try AdapterFixtures.Case("sd1_kohya")
+        let plain = try StableDiffusionComponents(directory: TinyModels.sd1, includeVAEEncoder: false)
+        let before = try StableDiffusionPipeline(components: plain)(c.options).images
+        let withLoRA = try plain.withAdapters(try c.adapters)
+        XCTAssertEqual(withLoRA.adapters, try c.adapters)
+        assertImagesMatch(try StableDiffusionPipeline(components: withLoRA)(c.options), c.expected)
+        let back = try withLoRA.withAdapters(ModelAdapters())
+        XCTAssertEqual(try StableDiffusionPipeline(components: back)(c.options).images.scalars, before.scalars)
+    }
+
     /// The merge rule per layer, with each layer's own alpha (as A1111): W + scale * alpha/rank * up @ down,
     /// for a linear layer and a 3x3 convolution with a 1x1 up.
     func testMergeRuleWithPerLayerAlpha() throws {

@@ -24,8 +24,8 @@ public final class StableDiffusionComponents: @unchecked Sendable {
     ///   - variant: weight-file variant, e.g. `"fp16"` for `diffusion_pytorch_model.fp16.safetensors`.
     ///   - includeVAEEncoder: text-to-image needs only the decoder.
     ///   - adapters: LoRAs merged into the UNet and text-encoder weights as they load, and textual-inversion
-    ///     embeddings added to the tokenizer and text encoder. To switch them (e.g. in a server), load the
-    ///     components again with the other set: the base weights are re-read, nothing has to be unmerged.
+    ///     embeddings added to the tokenizer and text encoder. To switch them (e.g. in a server), use
+    ///     `withAdapters(_:variant:)`: the base weights are re-read, nothing has to be unmerged.
     public init(directory: URL, variant: String? = nil, includeVAEEncoder: Bool = true, adapters: ModelAdapters = ModelAdapters()) throws {
         let start = Date()
         self.directory = directory
@@ -46,19 +46,11 @@ public final class StableDiffusionComponents: @unchecked Sendable {
             throw PipelineError.badModel(path: directory.path, detail: "text encoder class \(textClass) is not supported (CLIPTextModel is)")
         }
         self.adapters = adapters
-        let loras = try adapters.loraFiles()
-        let textDir = try sub("text_encoder")
-        var textWeights = try WeightFiles.open(directory: textDir, stems: ["model", "pytorch_model"], variant: variant)
-        if !loras.isEmpty { textWeights = try LoRATensorSource(base: textWeights, target: .textEncoder, files: loras) }
-        let (tok, textConfig, weightsWithEmbeddings) = try adapters.addEmbeddings(
-            tokenizer: try CLIPTokenizer(directory: try sub("tokenizer")), config: CLIPTextConfig.load(from: textDir), weights: textWeights)
-        tokenizer = tok
-        textEncoder = try CLIPTextModel(config: textConfig, weights: weightsWithEmbeddings)
-        let unetDir = try sub("unet")
-        var unetWeights = try WeightFiles.open(directory: unetDir, stems: ["diffusion_pytorch_model"], variant: variant)
-        if !loras.isEmpty { unetWeights = try LoRATensorSource(base: unetWeights, target: .unet, files: loras) }
-        unet = try UNet2DConditionModel(config: UNet2DConditionConfig.load(unetDir.appendingPathComponent("config.json")),
-                                        weights: unetWeights)
+        let adapted = try AdaptedModels(tokenizer: try sub("tokenizer"), textEncoder: try sub("text_encoder"), unet: try sub("unet"),
+                                        variant: variant, adapters: adapters)
+        tokenizer = adapted.tokenizer
+        textEncoder = adapted.textEncoder
+        unet = adapted.unet
         let vaeDir = try sub("vae")
         vae = try AutoencoderKL(config: AutoencoderKLConfig.load(vaeDir.appendingPathComponent("config.json")),
                                 weights: WeightFiles.open(directory: vaeDir, stems: ["diffusion_pytorch_model"], variant: variant),
@@ -80,7 +72,7 @@ public final class StableDiffusionComponents: @unchecked Sendable {
     /// Components built in memory (benchmarks, tests): no folder is read.
     public init(index: ModelIndex, tokenizer: CLIPTokenizer, textEncoder: CLIPTextModel, unet: UNet2DConditionModel,
                 vae: AutoencoderKL, schedulerConfig: SchedulerConfig, lowResSchedulerConfig: SchedulerConfig? = nil,
-                directory: URL = URL(fileURLWithPath: "<memory>")) {
+                directory: URL = URL(fileURLWithPath: "<memory>"), adapters: ModelAdapters = ModelAdapters()) {
         self.directory = directory
         self.index = index
         self.tokenizer = tokenizer
@@ -89,7 +81,7 @@ public final class StableDiffusionComponents: @unchecked Sendable {
         self.vae = vae
         self.schedulerConfig = schedulerConfig
         self.lowResSchedulerConfig = lowResSchedulerConfig
-        adapters = ModelAdapters()
+        self.adapters = adapters
         loadSeconds = 0
         peakMemoryBytes = ProcessMemory.peakResidentBytes
     }

@@ -4,8 +4,8 @@ import Foundation
 /// diffusers' `fuse_lora(lora_scale=scale)` (or `set_adapters(..., weights=[scale])`) gives it.
 ///
 /// Merging happens while the weights load (`W + scale * alpha/rank * up @ down`), so there is no
-/// per-step cost. Nothing is kept to undo it: to switch LoRA sets, load the components again (from the
-/// same folder, the base weights are read afresh) with the other list; see `StableDiffusionComponents`.
+/// per-step cost. Nothing is kept to undo it: to switch LoRA sets, call
+/// `StableDiffusionComponents.withAdapters(_:)`, which rebuilds the text encoder and UNet from the base files.
 public struct LoRA: Sendable, Hashable {
     public var file: URL
     public var scale: Float

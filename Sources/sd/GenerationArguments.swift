@@ -49,6 +49,18 @@ struct GenerationArguments: ParsableArguments {
     @Flag(help: "Report load time and peak memory on stderr.")
     var verbose = false
 
+    // LoRA, textual inversion, prompt syntax, clip skip (used through AdapterArguments.swift).
+    @Option(name: .customLong("lora"), help: "LoRA file to merge, FILE[:SCALE] (kohya/A1111 or diffusers/PEFT .safetensors); repeatable.")
+    var loras: [String] = []
+    @Option(help: "Folder where <lora:NAME:SCALE> prompt tags find NAME.safetensors.")
+    var loraDir: String?
+    @Option(name: .customLong("embedding"), help: "Textual-inversion embedding, FILE[:TOKEN] (A1111 .pt/.safetensors, diffusers learned_embeds); repeatable.")
+    var embeddings: [String] = []
+    @Option(help: "Prompt syntax: plain (diffusers, 77 tokens) or a1111 ((word:1.2), [word], BREAK, long prompts).")
+    var promptSyntax: String = "plain"
+    @Option(help: "Use the text encoder's output N layers before the last (diffusers' clip_skip).")
+    var clipSkip: Int?
+
     func validate() throws {
         if let h = height, h <= 0 || h % 8 != 0 { throw ValidationError("--height must be a positive multiple of 8, got \(h)") }
         if let w = width, w <= 0 || w % 8 != 0 { throw ValidationError("--width must be a positive multiple of 8, got \(w)") }
@@ -87,6 +99,7 @@ struct GenerationArguments: ParsableArguments {
         case .singleFile:
             if variant != nil { throw ValidationError("--variant applies to diffusers folders; --model \(model) is a single file") }
         }
+        try validateAdapterArguments()
     }
 
     var modelURL: URL { URL(fileURLWithPath: model) }
@@ -103,7 +116,7 @@ struct GenerationArguments: ParsableArguments {
     func loadComponents(includeVAEEncoder: Bool = true) throws -> StableDiffusionComponents {
         try StableDiffusionComponents(location: resolvedLocation(), variant: variant,
                                       configDirectory: config.map { URL(fileURLWithPath: $0, isDirectory: true) },
-                                      predictionType: predictionType, includeVAEEncoder: includeVAEEncoder)
+                                      predictionType: predictionType, includeVAEEncoder: includeVAEEncoder, adapters: adapters())
     }
 
     /// Library options with this command's defaults for steps and guidance.
@@ -116,6 +129,7 @@ struct GenerationArguments: ParsableArguments {
         o.numImagesPerPrompt = numImages
         o.seed = seed
         o.scheduler = scheduler
+        applyAdapterOptions(&o)
         return o
     }
 
@@ -129,6 +143,7 @@ struct GenerationArguments: ParsableArguments {
     }
 
     func reportLoad(_ components: StableDiffusionComponents) {
+        warnAboutPrompt(components)
         guard verbose else { return }
         if let d = components.singleFileDetection {
             Console.error("detected \(d.kind.rawValue), \(d.predictionType), bundled configs \(d.configName)\(d.usesEMA ? ", EMA weights" : "")")

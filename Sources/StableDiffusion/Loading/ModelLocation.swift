@@ -42,25 +42,25 @@ extension StableDiffusionComponents {
     /// `hubProgress` reports downloads when a Hub repository's files are missing from the cache.
     public convenience init(location: ModelLocation, variant: String? = nil, configDirectory: URL? = nil,
                             predictionType: String? = nil, includeVAEEncoder: Bool = true,
-                            hubProgress: HubProgressHandler? = nil) throws {
+                            adapters: ModelAdapters = ModelAdapters(), hubProgress: HubProgressHandler? = nil) throws {
         switch location {
         case .hubRepository(let repo):
             guard configDirectory == nil, predictionType == nil else {
                 throw PipelineError.invalidArgument("a config folder and prediction type apply to single-file checkpoints, not to the Hub repository \(repo)")
             }
             let folder = try HubClient().snapshot(repo, variant: variant, progress: hubProgress)
-            try self.init(directory: folder, variant: variant, includeVAEEncoder: includeVAEEncoder)
+            try self.init(directory: folder, variant: variant, includeVAEEncoder: includeVAEEncoder, adapters: adapters)
         case .folder(let dir):
             guard configDirectory == nil, predictionType == nil else {
                 throw PipelineError.invalidArgument("a config folder and prediction type apply to single-file checkpoints, not to the folder \(dir.path)")
             }
-            try self.init(directory: dir, variant: variant, includeVAEEncoder: includeVAEEncoder)
+            try self.init(directory: dir, variant: variant, includeVAEEncoder: includeVAEEncoder, adapters: adapters)
         case .singleFile(let file):
             guard variant == nil else {
                 throw PipelineError.invalidArgument("a weights variant applies to diffusers folders, not to the single file \(file.path)")
             }
             try self.init(singleFile: file, configDirectory: configDirectory, predictionType: predictionType,
-                          includeVAEEncoder: includeVAEEncoder)
+                          includeVAEEncoder: includeVAEEncoder, adapters: adapters)
         }
     }
 }

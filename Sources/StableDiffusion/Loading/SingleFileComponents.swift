@@ -9,17 +9,19 @@ extension StableDiffusionComponents {
     ///   - predictionType: `epsilon` or `v_prediction`, overriding the detected (or configured) one. For SD 2
     ///     without a config folder it also picks 2.1-base (epsilon, 512) or 2.1 (v, 768) configs.
     ///   - preferEMA: read the UNet from the `model_ema.*` copy when the file has one.
+    ///   - adapters: LoRAs merged and embeddings added as the weights load, as for folders.
     public convenience init(singleFile url: URL, configDirectory: URL? = nil, predictionType: String? = nil,
-                            preferEMA: Bool = true, includeVAEEncoder: Bool = true) throws {
+                            preferEMA: Bool = true, includeVAEEncoder: Bool = true, adapters: ModelAdapters = ModelAdapters()) throws {
         let start = Date()
         let loaded = try SingleFileModel(url: url, configDirectory: configDirectory, predictionType: predictionType, preferEMA: preferEMA)
         let configs = loaded.configs
         let convert = loaded.converter
-        let tokenizer = try CLIPTokenizer(files: configs.tokenizerFiles())
         let textConfig = try CLIPTextConfig.load(from: configs.textEncoderConfig)
-        let textEncoder = try CLIPTextModel(config: textConfig, weights: convert.textEncoder(textConfig))
         let unetConfig = try UNet2DConditionConfig.load(configs.unetConfig)
-        let unet = try UNet2DConditionModel(config: unetConfig, weights: convert.unet(unetConfig))
+        let adapted = try AdaptedModels(tokenizer: try CLIPTokenizer(files: configs.tokenizerFiles()), textConfig: textConfig,
+                                        textWeights: try convert.textEncoder(textConfig), unetConfig: unetConfig,
+                                        unetWeights: try convert.unet(unetConfig), adapters: adapters)
+        let (tokenizer, textEncoder, unet) = (adapted.tokenizer, adapted.textEncoder, adapted.unet)
         let vaeConfig = try AutoencoderKLConfig.load(configs.vaeConfig)
         let vae = try AutoencoderKL(config: vaeConfig, weights: convert.vae(vaeConfig), includeEncoder: includeVAEEncoder)
         let hidden = textEncoder.config.hiddenSize
@@ -27,7 +29,8 @@ extension StableDiffusionComponents {
             throw PipelineError.badModel(path: url.path, detail: "UNet cross_attention_dim \(unet.config.crossAttentionDim[0]) does not match the text encoder's hidden_size \(hidden)")
         }
         self.init(index: loaded.index, tokenizer: tokenizer, textEncoder: textEncoder, unet: unet, vae: vae,
-                  schedulerConfig: loaded.schedulerConfig, lowResSchedulerConfig: loaded.lowResSchedulerConfig, directory: url)
+                  schedulerConfig: loaded.schedulerConfig, lowResSchedulerConfig: loaded.lowResSchedulerConfig, directory: url,
+                  adapters: adapters)
         singleFileDetection = loaded.detection
         loadSeconds = Date().timeIntervalSince(start)
         peakMemoryBytes = ProcessMemory.peakResidentBytes

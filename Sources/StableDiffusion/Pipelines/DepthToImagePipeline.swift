@@ -21,8 +21,8 @@ public final class StableDiffusionDepth2ImgPipeline: @unchecked Sendable {
     }
 
     /// Loads the folder, including its depth estimator when it has one.
-    public convenience init(modelDirectory: URL, variant: String? = nil) throws {
-        let components = try StableDiffusionComponents(directory: modelDirectory, variant: variant)
+    public convenience init(modelDirectory: URL, variant: String? = nil, adapters: ModelAdapters = ModelAdapters()) throws {
+        let components = try StableDiffusionComponents(directory: modelDirectory, variant: variant, adapters: adapters)
         let estimator: (any DepthEstimating)? = components.index.components["depth_estimator"] == nil ? nil
             : try DepthEstimatorLoader.load(modelDirectory: modelDirectory, variant: variant)
         try self.init(components: components, depthEstimator: estimator)

@@ -18,8 +18,11 @@ public struct GenerationOptions: Sendable {
     public var perImageSeeds: [UInt64]?
     /// DDIM's eta (ignored by other schedulers, as in diffusers).
     public var eta: Float = 0
-    /// Use the output of an earlier text-encoder layer (diffusers' `clip_skip`).
+    /// Use the output of an earlier text-encoder layer (diffusers' `clip_skip`: 1 takes the
+    /// penultimate layer's output, through the final layer norm).
     public var clipSkip: Int?
+    /// How prompts are read: `.plain` (diffusers, 77 tokens) or `.a1111` (weights, BREAK, long prompts).
+    public var promptSyntax: PromptSyntax = .plain
     /// Replace the model's scheduler class, keeping its config (CLI names: `pndm`, `ddim`, `euler-a`, ...).
     public var scheduler: String?
     /// Start from these latents (NHWC, `[batch*images, h/8, w/8, 4]`) instead of drawing them (text-to-image).

@@ -16,8 +16,8 @@ public final class StableDiffusionImg2ImgPipeline: @unchecked Sendable {
         self.components = components
     }
 
-    public convenience init(modelDirectory: URL, variant: String? = nil) throws {
-        try self.init(components: StableDiffusionComponents(directory: modelDirectory, variant: variant))
+    public convenience init(modelDirectory: URL, variant: String? = nil, adapters: ModelAdapters = ModelAdapters()) throws {
+        try self.init(components: StableDiffusionComponents(directory: modelDirectory, variant: variant, adapters: adapters))
     }
 
     /// - Parameters:

@@ -19,12 +19,17 @@ public final class StableDiffusionComponents: @unchecked Sendable {
     public internal(set) var peakMemoryBytes: Int
     /// What detection made of a single-file checkpoint (nil for folders, or when a config folder was given).
     public internal(set) var singleFileDetection: SingleFileDetection?
+    /// The LoRAs and embeddings applied at load (empty for a plain load).
+    public let adapters: ModelAdapters
 
     /// Loads `directory` (a folder with `model_index.json`).
     /// - Parameters:
     ///   - variant: weight-file variant, e.g. `"fp16"` for `diffusion_pytorch_model.fp16.safetensors`.
     ///   - includeVAEEncoder: text-to-image needs only the decoder.
-    public init(directory: URL, variant: String? = nil, includeVAEEncoder: Bool = true) throws {
+    ///   - adapters: LoRAs merged into the UNet and text-encoder weights as they load, and textual-inversion
+    ///     embeddings added to the tokenizer and text encoder. To switch them (e.g. in a server), use
+    ///     `withAdapters(_:variant:)`: the base weights are re-read, nothing has to be unmerged.
+    public init(directory: URL, variant: String? = nil, includeVAEEncoder: Bool = true, adapters: ModelAdapters = ModelAdapters()) throws {
         let start = Date()
         self.directory = directory
         index = try ModelIndex(contentsOf: directory.appendingPathComponent("model_index.json"))
@@ -43,13 +48,12 @@ public final class StableDiffusionComponents: @unchecked Sendable {
         if let textClass = index.components["text_encoder"]?.className, textClass != "CLIPTextModel" {
             throw PipelineError.badModel(path: directory.path, detail: "text encoder class \(textClass) is not supported (CLIPTextModel is)")
         }
-        tokenizer = try CLIPTokenizer(directory: try sub("tokenizer"))
-        let textDir = try sub("text_encoder")
-        textEncoder = try CLIPTextModel(config: CLIPTextConfig.load(from: textDir),
-                                        weights: WeightFiles.open(directory: textDir, stems: ["model", "pytorch_model"], variant: variant))
-        let unetDir = try sub("unet")
-        unet = try UNet2DConditionModel(config: UNet2DConditionConfig.load(unetDir.appendingPathComponent("config.json")),
-                                        weights: WeightFiles.open(directory: unetDir, stems: ["diffusion_pytorch_model"], variant: variant))
+        self.adapters = adapters
+        let adapted = try AdaptedModels(tokenizer: try sub("tokenizer"), textEncoder: try sub("text_encoder"), unet: try sub("unet"),
+                                        variant: variant, adapters: adapters)
+        tokenizer = adapted.tokenizer
+        textEncoder = adapted.textEncoder
+        unet = adapted.unet
         let vaeDir = try sub("vae")
         vae = try AutoencoderKL(config: AutoencoderKLConfig.load(vaeDir.appendingPathComponent("config.json")),
                                 weights: WeightFiles.open(directory: vaeDir, stems: ["diffusion_pytorch_model"], variant: variant),
@@ -71,7 +75,7 @@ public final class StableDiffusionComponents: @unchecked Sendable {
     /// Components built in memory (benchmarks, tests): no folder is read.
     public init(index: ModelIndex, tokenizer: CLIPTokenizer, textEncoder: CLIPTextModel, unet: UNet2DConditionModel,
                 vae: AutoencoderKL, schedulerConfig: SchedulerConfig, lowResSchedulerConfig: SchedulerConfig? = nil,
-                directory: URL = URL(fileURLWithPath: "<memory>")) {
+                directory: URL = URL(fileURLWithPath: "<memory>"), adapters: ModelAdapters = ModelAdapters()) {
         self.directory = directory
         self.index = index
         self.tokenizer = tokenizer
@@ -80,6 +84,7 @@ public final class StableDiffusionComponents: @unchecked Sendable {
         self.vae = vae
         self.schedulerConfig = schedulerConfig
         self.lowResSchedulerConfig = lowResSchedulerConfig
+        self.adapters = adapters
         loadSeconds = 0
         peakMemoryBytes = ProcessMemory.peakResidentBytes
     }

@@ -34,8 +34,8 @@ public final class StableDiffusionUpscalePipeline: @unchecked Sendable {
         self.components = c
     }
 
-    public convenience init(modelDirectory: URL, variant: String? = nil) throws {
-        try self.init(components: StableDiffusionComponents(directory: modelDirectory, variant: variant, includeVAEEncoder: false))
+    public convenience init(modelDirectory: URL, variant: String? = nil, adapters: ModelAdapters = ModelAdapters()) throws {
+        try self.init(components: StableDiffusionComponents(directory: modelDirectory, variant: variant, includeVAEEncoder: false, adapters: adapters))
     }
 
     /// diffusers' defaults for this pipeline: 75 steps, guidance 9, noise level 20.

@@ -41,8 +41,11 @@ public struct CLIPTokenizer: Sendable {
     private let bpe: BytePairEncoding
     /// Matched in the raw text, then in the normalized text; longest first for leftmost-longest matching.
     private let rawAddedTokens: [(scalars: [Unicode.Scalar], id: Int)]
-    private let normalizedAddedTokens: [(scalars: [Unicode.Scalar], id: Int)]
-    private let idToToken: [Int: String]
+    /// Mutable (internally) so textual-inversion tokens can be added to a copy (TokenizerAddedTokens.swift).
+    var normalizedAddedTokens: [(scalars: [Unicode.Scalar], id: Int)]
+    var idToToken: [Int: String]
+    /// Multi-vector textual-inversion tokens: the first token's id stands for all its vectors' ids.
+    var expansions: [Int: [Int]] = [:]
 
     /// Loads the tokenizer in a folder (e.g. a diffusers model's `tokenizer/`).
     public init(directory: URL) throws {
@@ -127,12 +130,12 @@ public struct CLIPTokenizer: Sendable {
         for segment in split(Array(text.unicodeScalars), on: rawAddedTokens) {
             switch segment {
             case .token(let id):
-                ids.append(id)
+                ids += expansions[id] ?? [id]
             case .text(let rawText):
                 let normalizedText = TextNormalization.normalize(String(String.UnicodeScalarView(rawText)))
                 for inner in split(Array(normalizedText.unicodeScalars), on: normalizedAddedTokens) {
                     switch inner {
-                    case .token(let id): ids.append(id)
+                    case .token(let id): ids += expansions[id] ?? [id]
                     case .text(let t): ids += encodeNormalized(t)
                     }
                 }

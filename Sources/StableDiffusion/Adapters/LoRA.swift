@@ -1,0 +1,33 @@
+import Foundation
+
+/// A LoRA file to merge into the UNet and text-encoder weights when a model loads, with the strength
+/// diffusers' `fuse_lora(lora_scale=scale)` (or `set_adapters(..., weights=[scale])`) gives it.
+///
+/// Merging happens while the weights load (`W + scale * alpha/rank * up @ down`), so there is no
+/// per-step cost. Nothing is kept to undo it: to switch LoRA sets, call
+/// `StableDiffusionComponents.withAdapters(_:)`, which rebuilds the text encoder and UNet from the base files.
+public struct LoRA: Sendable, Hashable {
+    public var file: URL
+    public var scale: Float
+
+    public init(file: URL, scale: Float = 1) {
+        self.file = file
+        self.scale = scale
+    }
+
+    /// Parses the CLI form `FILE[:SCALE]` (a trailing `:number` is the scale; anything else is part of the path).
+    public init(argument: String) throws {
+        if let colon = argument.lastIndex(of: ":"), let s = Float(argument[argument.index(after: colon)...]) {
+            guard s.isFinite else { throw PipelineError.invalidArgument("LoRA scale in \"\(argument)\" must be a finite number") }
+            self.init(file: URL(fileURLWithPath: String(argument[..<colon])), scale: s)
+        } else {
+            self.init(file: URL(fileURLWithPath: argument))
+        }
+    }
+}
+
+/// The model a LoRA layer belongs to.
+public enum LoRATarget: String, Sendable {
+    case unet = "UNet"
+    case textEncoder = "text encoder"
+}

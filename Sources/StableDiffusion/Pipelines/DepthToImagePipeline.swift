@@ -22,9 +22,13 @@ public final class StableDiffusionDepth2ImgPipeline: @unchecked Sendable {
 
     /// Loads the folder, including its depth estimator when it has one.
     public convenience init(modelDirectory: URL, variant: String? = nil) throws {
-        let components = try StableDiffusionComponents(directory: modelDirectory, variant: variant)
+        try self.init(loadingEstimatorFor: StableDiffusionComponents(directory: modelDirectory, variant: variant), variant: variant)
+    }
+
+    /// On components already loaded (e.g. shared by a server), loading their folder's depth estimator when it has one.
+    public convenience init(loadingEstimatorFor components: StableDiffusionComponents, variant: String? = nil) throws {
         let estimator: (any DepthEstimating)? = components.index.components["depth_estimator"] == nil ? nil
-            : try DepthEstimatorLoader.load(modelDirectory: modelDirectory, variant: variant)
+            : try DepthEstimatorLoader.load(modelDirectory: components.directory, variant: variant)
         try self.init(components: components, depthEstimator: estimator)
     }
 

@@ -44,23 +44,20 @@ struct BasicAuthMiddleware<Context: RequestContext>: RouterMiddleware {
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         if let header = request.headers[.authorization], header.count > 6, header.prefix(6).lowercased() == "basic ",
            let decoded = Data(base64Encoded: header.dropFirst(6).trimmingCharacters(in: .whitespaces)),
-           Self.constantTimeEqual(Array(decoded), expected) {
+           constantTimeEqual(Array(decoded), expected) {
             return try await next(request, context)
         }
         var response = APIError.status(.unauthorized, "Incorrect username or password").response(errorStyle(request.uri.path))
         response.headers[.wwwAuthenticate] = "Basic realm=\"sd\""
         return response
     }
+}
 
-    /// Time depends on the lengths only, never on where the bytes differ.
-    static func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
-        var diff = UInt8(a.count == b.count ? 0 : 1)
-        let n = max(a.count, b.count)
-        for i in 0..<n {
-            let x = i < a.count ? a[i] : 0
-            let y = i < b.count ? b[i] : 0
-            diff |= x ^ y
-        }
-        return diff == 0
+/// Compares credentials in time that depends on the lengths only, never on where the bytes differ.
+func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+    var diff = UInt8(a.count == b.count ? 0 : 1)
+    for i in 0..<max(a.count, b.count) {
+        diff |= (i < a.count ? a[i] : 0) ^ (i < b.count ? b[i] : 0)
     }
+    return diff == 0
 }

@@ -13,6 +13,7 @@ public final class StableDiffusionServer: Sendable {
     let metrics: ServerMetrics
     let files: FileStore
     let logger: Logger
+    private let running = RunningGroup()
 
     public init(model: ServedModel, configuration: ServerConfiguration, logger: Logger) {
         self.model = model
@@ -30,6 +31,8 @@ public final class StableDiffusionServer: Sendable {
             services: serviceList(onStarted: onStarted),
             gracefulShutdownSignals: handleSignals ? [.sigterm, .sigint] : [],
             logger: logger))
+        running.set(group)
+        defer { running.set(nil) }
         try await withTaskCancellationHandler {
             try await withGracefulShutdownHandler {
                 try await group.run()
@@ -37,6 +40,11 @@ public final class StableDiffusionServer: Sendable {
         } onCancel: {
             Task { await group.triggerGracefulShutdown() }
         }
+    }
+
+    /// What SIGTERM does, for embedders and tests: stop taking work, cancel the running job, close.
+    public func shutdown() async {
+        await running.get()?.triggerGracefulShutdown()
     }
 
     /// The application first and the job canceller last: ServiceGroup shuts services down in reverse order,
@@ -118,4 +126,12 @@ struct JobCanceller: Service {
         try? await gracefulShutdown()
         queue.shutdown()
     }
+}
+
+/// The service group of a running server, for `shutdown()`.
+private final class RunningGroup: @unchecked Sendable {
+    private let lock = NSLock()
+    private var group: ServiceGroup?
+    func set(_ g: ServiceGroup?) { lock.withLock { group = g } }
+    func get() -> ServiceGroup? { lock.withLock { group } }
 }

@@ -20,6 +20,7 @@ parser.add_argument("--port", type=int, required=True)
 parser.add_argument("--sd", required=True)
 parser.add_argument("--model", required=True)
 parser.add_argument("--out", required=True)
+parser.add_argument("--long-side", type=int, default=64, help="picture size of the job that gets interrupted")
 args = parser.parse_args()
 
 results = []
@@ -93,7 +94,7 @@ long_result = {}
 
 def long_job():
     try:
-        long_result["r"] = api.txt2img(prompt="long", seed=1, width=64, height=64, steps=150)
+        long_result["r"] = api.txt2img(prompt="long", seed=1, width=args.long_side, height=args.long_side, steps=150)
     except Exception as e:  # noqa: BLE001 - reported below
         long_result["e"] = e
 

@@ -1,7 +1,7 @@
 import Foundation
 import XCTest
 import StableDiffusion
-@testable import StableDiffusionServer
+import StableDiffusionServer
 
 /// /sdapi/v1/txt2img and /img2img give the library's (and so the CLI's) PNG for the same seed and options.
 final class A1111GenerationTests: XCTestCase {
@@ -92,7 +92,7 @@ final class A1111GenerationTests: XCTestCase {
                                                       "inpaint_full_res": false, "inpainting_mask_invert": 1,
                                                       "init_images": [TestImages.base64(image)]])
         expected = try libraryPNG(model, o, pipeline: "inpaint", extra: [("Denoising strength", "0.9")]) {
-            try inpaint($0, image: image, mask: ImageInput.inverted(mask), strength: 0.9)
+            try inpaint($0, image: image, mask: TestImages.inverted(mask), strength: 0.9)
         }
         XCTAssertEqual(reply.images.first.map(Array.init), expected.png)
         try await s.stop()
@@ -114,7 +114,7 @@ final class A1111GenerationTests: XCTestCase {
         (o.numInferenceSteps, o.guidanceScale, o.width, o.height, o.scheduler, o.seed) = (3, 7, 64, 64, "euler", 3)
         let inpaint = try StableDiffusionInpaintPipeline(components: model.components)
         let expected = try libraryPNG(model, o, pipeline: "inpaint", extra: [("Denoising strength", "1.0")]) {
-            try inpaint($0, image: image, mask: ImageInput.fullMask(like: image), strength: 1.0)
+            try inpaint($0, image: image, mask: Image(width: 64, height: 64, channels: 1, fill: 255), strength: 1.0)
         }
         XCTAssertEqual(reply.images.first.map(Array.init), expected.png, "no mask on an inpainting model repaints everything")
         try await s.stop()
@@ -131,7 +131,7 @@ final class A1111GenerationTests: XCTestCase {
         XCTAssertEqual(reply.status, 200, reply.text)
         var o = GenerationOptions(prompt: "a room")
         (o.numInferenceSteps, o.guidanceScale, o.width, o.height, o.scheduler, o.seed) = (3, 7, 64, 64, "pndm", 9)
-        let depth = try XCTUnwrap(model.depth)
+        let depth = try StableDiffusionDepth2ImgPipeline(loadingEstimatorFor: model.components)
         let expected = try libraryPNG(model, o, pipeline: "depth2img", extra: [("Denoising strength", "0.8")]) {
             try depth($0, image: image, strength: 0.8)
         }
@@ -144,7 +144,7 @@ final class A1111GenerationTests: XCTestCase {
         let model = try ServerModels.load("tiny-sd-x4-upscaler")
         XCTAssertEqual(model.kind, .upscaler)
         let image = TestImages.pattern(16, 16)
-        let upscale = try XCTUnwrap(model.upscale)
+        let upscale = try StableDiffusionUpscalePipeline(components: model.components)
         let upscalers = try await s.get("/sdapi/v1/upscalers").array.compactMap { $0["name"] as? String }
         XCTAssertEqual(upscalers, ["None", "SD x4 (tiny-sd-x4-upscaler)"])
 

@@ -1,6 +1,6 @@
 import Foundation
 import XCTest
-@testable import StableDiffusionServer
+import StableDiffusionServer
 
 /// The read-only A1111 endpoints and /metrics.
 final class A1111InfoTests: XCTestCase {

@@ -1,7 +1,7 @@
 import Foundation
 import XCTest
 import StableDiffusion
-@testable import StableDiffusionServer
+import StableDiffusionServer
 
 /// /v1/images/generations and /v1/images/edits in OpenAI's shapes, with the library's pictures.
 final class OpenAIImagesTests: XCTestCase {

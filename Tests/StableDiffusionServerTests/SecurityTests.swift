@@ -1,6 +1,6 @@
 import Foundation
 import XCTest
-@testable import StableDiffusionServer
+import StableDiffusionServer
 
 /// Authentication, CORS, and the defaults that keep a server private.
 final class SecurityTests: XCTestCase {

@@ -2,7 +2,7 @@ import Foundation
 import Logging
 import XCTest
 import StableDiffusion
-@testable import StableDiffusionServer
+import StableDiffusionServer
 
 /// The bundled tiny models, each loaded once per test process.
 enum ServerModels {
@@ -152,6 +152,10 @@ enum TestImages {
         var px = [UInt8](repeating: 0, count: w * h)
         for y in 0..<h { for x in w / 2..<w { px[y * w + x] = 255 } }
         return try! Image(width: w, height: h, channels: 1, pixels: px)
+    }
+
+    static func inverted(_ mask: Image) -> Image {
+        try! Image(width: mask.width, height: mask.height, channels: 1, pixels: mask.toGrayscale().pixels.map { 255 - $0 })
     }
 
     static func base64(_ image: Image) -> String { Data(try! image.pngData()).base64EncodedString() }

@@ -98,8 +98,10 @@ final class JobControlTests: XCTestCase {
 /// A bare TCP client: one request per connection; can hang up without reading the answer.
 final class RawClient {
     private var fd: Int32
+    private let port: Int
 
     init(port: Int, timeout: Double = 120) throws {
+        self.port = port
         fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw TimeoutError() }
         var tv = timeval(tv_sec: Int(timeout), tv_usec: 0)
@@ -116,7 +118,7 @@ final class RawClient {
     }
 
     func send(_ method: String, _ path: String, headers: [String: String] = [:], body: Data = Data()) throws {
-        var head = "\(method) \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: \(body.count)\r\n"
+        var head = "\(method) \(path) HTTP/1.1\r\nHost: 127.0.0.1:\(port)\r\nConnection: close\r\nContent-Length: \(body.count)\r\n"
         for (k, v) in headers { head += "\(k): \(v)\r\n" }
         var request = Data((head + "\r\n").utf8)
         request.append(body)

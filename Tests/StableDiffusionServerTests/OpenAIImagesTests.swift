@@ -22,7 +22,7 @@ final class OpenAIImagesTests: XCTestCase {
             var o = GenerationOptions(prompt: "a boat", negativePrompt: "fog")
             (o.numInferenceSteps, o.guidanceScale, o.width, o.height, o.seed) = (3, 6.5, 64, 32, 11 + UInt64(i))
             expected.append(try libraryPNG(model, o, pipeline: "txt2img") { try pipe($0) }.png)
-            XCTAssertEqual((data[i]["b64_json"] as? String).flatMap { Data(base64Encoded: $0) }.map(Array.init), expected[i])
+            assertSamePNG((data[i]["b64_json"] as? String).flatMap { Data(base64Encoded: $0) }, expected[i])
         }
         // response_format=url: a short-lived in-memory file on this server.
         var urlBody = body
@@ -34,7 +34,7 @@ final class OpenAIImagesTests: XCTestCase {
         let file = try await s.get(String(url.dropFirst(s.base.count)))
         XCTAssertEqual(file.status, 200)
         XCTAssertEqual(file.header("content-type"), "image/png")
-        XCTAssertEqual(Array(file.body), expected[0])
+        assertSamePNG(file.body, expected[0])
         let missing = try await s.get("/v1/files/img-0000/content")
         XCTAssertEqual(missing.status, 404)
         XCTAssertNotNil((missing.json["error"] as? [String: Any])?["message"])
@@ -62,7 +62,7 @@ final class OpenAIImagesTests: XCTestCase {
             try inpaint($0, image: image, mask: TestImages.rightHalfMask(), strength: 0.9)
         }
         let b64 = (reply.json["data"] as? [[String: Any]])?.first?["b64_json"] as? String
-        XCTAssertEqual(b64.flatMap { Data(base64Encoded: $0) }.map(Array.init), expected.png)
+        assertSamePNG(b64.flatMap { Data(base64Encoded: $0) }, expected.png)
 
         // No mask and an opaque image: nothing says what to edit.
         let noMask = MultipartBuilder()

@@ -171,3 +171,11 @@ func libraryPNG(_ model: ServedModel, _ options: GenerationOptions, pipeline: St
                                   width: image.width, height: image.height, model: model.name, pipeline: pipeline, extra: extra)
     return (try info.png(image), image, info.text)
 }
+
+/// PNG bytes equal (a short message instead of XCTest printing both arrays).
+func assertSamePNG(_ got: Data?, _ expected: [UInt8], _ message: String = "", file: StaticString = #filePath, line: UInt = #line) {
+    guard let got else { return XCTFail("no picture. \(message)", file: file, line: line) }
+    if Array(got) != expected {
+        XCTFail("PNG differs (\(got.count) vs \(expected.count) bytes). \(message)", file: file, line: line)
+    }
+}

@@ -1,7 +1,8 @@
 """Bounded load on a local `sd serve` (loopback only), standard library only.
 
 Starts `sd serve` on the tiny model with a small queue (so it overflows), sends --requests requests from
---clients concurrent clients (mostly small txt2img, every 10th invalid), and checks that every request
+--clients concurrent clients (mostly small txt2img, every 10th invalid; a client
+that gets a 503 waits --backoff seconds before its next request), and checks that every request
 ends in a picture (200 with one PNG), a 503 (queue full) or a 422 (the invalid ones), that none hangs,
 and that the counts add up. Samples the server's resident memory (VmRSS) throughout and reports
 throughput, p50/p99 latency and peak RSS after warm-up and at the end (it should stay flat).
@@ -26,6 +27,9 @@ parser.add_argument("--requests", type=int, default=200)
 parser.add_argument("--clients", type=int, default=20)
 parser.add_argument("--queue-size", type=int, default=4)
 parser.add_argument("--timeout", type=float, default=120, help="seconds one request may take")
+parser.add_argument("--backoff", type=float, default=0.2, help="seconds a client waits after a 503 before its next request")
+parser.add_argument("--side", type=int, default=64)
+parser.add_argument("--steps", type=int, default=4)
 args = parser.parse_args()
 
 server = subprocess.Popen([args.sd, "serve", "--model", args.model, "--port", "0", "--queue-size", str(args.queue_size)],
@@ -62,8 +66,8 @@ def sampler():
         time.sleep(0.05)
 
 
-GOOD = {"prompt": "load", "steps": 2, "width": 32, "height": 32, "sampler_name": "Euler a"}
-BAD = {"prompt": "load", "steps": 2, "width": 33, "height": 32}
+GOOD = {"prompt": "load", "steps": args.steps, "width": args.side, "height": args.side, "sampler_name": "Euler a"}
+BAD = {"prompt": "load", "steps": args.steps, "width": args.side + 1, "height": args.side}
 
 lock = threading.Lock()
 next_index = 0
@@ -100,6 +104,8 @@ def worker():
             status = f"error: {type(e).__name__}"
         with lock:
             results.append((i, "invalid" if invalid else "valid", status, time.time() - start, ok))
+        if status == 503:
+            time.sleep(args.backoff)
 
 
 threading.Thread(target=sampler, daemon=True).start()
@@ -111,6 +117,15 @@ for t in threads:
     t.join(args.timeout * args.requests)
 elapsed = time.time() - t0
 stop_sampling.set()
+
+# The server's own view: mean seconds per generation job and its job counters.
+conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+conn.request("GET", "/metrics")
+metrics = conn.getresponse().read().decode()
+conn.close()
+gen_sum = float(re.search(r"^sd_generation_seconds_sum (\S+)", metrics, re.M).group(1))
+gen_count = int(float(re.search(r"^sd_generation_seconds_count (\S+)", metrics, re.M).group(1)))
+jobs = dict(re.findall(r'^sd_jobs_total\{outcome="(\w+)"\} (\S+)', metrics, re.M))
 
 server.terminate()
 try:
@@ -137,11 +152,15 @@ print(f"requests {len(results)}/{args.requests} from {args.clients} clients in {
       f"(queue size {args.queue_size}); statuses {counts}")
 print(f"throughput {len(results) / elapsed:.1f} requests/s, {pictures / elapsed:.2f} pictures/s; "
       f"latency p50 {pct(50) * 1000:.0f} ms, p99 {pct(99) * 1000:.0f} ms, max {latencies[-1] * 1000:.0f} ms")
+print(f"server: {gen_count} jobs, mean {gen_sum / max(1, gen_count) * 1000:.0f} ms each; sd_jobs_total {jobs}")
 print(f"server RSS: peak in first quarter {max(warm, default=0) / 1024:.0f} MiB, peak in last quarter "
       f"{max(late, default=0) / 1024:.0f} MiB, overall peak {max((k for _, k in samples), default=0) / 1024:.0f} MiB; "
       f"exit after SIGTERM: {exit_code}")
 flat = not warm or not late or max(late) <= max(warm) * 1.25 + 20 * 1024
-ok = len(results) == args.requests and not bad and sum(counts.values()) == args.requests and flat and exit_code == 0
+agree = int(float(jobs.get("done", 0))) == counts.get(200, 0) and int(float(jobs.get("rejected", 0))) == counts.get(503, 0)
+if not agree:
+    print("the server's job counters disagree with what the clients saw")
+ok = len(results) == args.requests and not bad and sum(counts.values()) == args.requests and flat and exit_code == 0 and agree
 if bad:
     print("unexpected:", bad[:5])
 if not flat:

@@ -167,6 +167,19 @@ final class A1111GenerationTests: XCTestCase {
         try await s.stop()
     }
 
+    /// One process, several sizes: a picture must not depend on the sizes drawn before it (Conv2D once
+    /// left its weights in the layout of the last new size, and cached plans for other sizes ran on them).
+    func testPicturesDoNotDependOnEarlierSizes() async throws {
+        let s = try await TestServer.start()
+        let small: [String: Any] = ["prompt": "a boat", "seed": 7, "steps": 2, "width": 64, "height": 64]
+        let before = try await s.post("/sdapi/v1/txt2img", small)
+        let big = try await s.post("/sdapi/v1/txt2img", ["prompt": "big", "steps": 1, "width": 192, "height": 192])
+        XCTAssertEqual(big.status, 200)
+        let after = try await s.post("/sdapi/v1/txt2img", small)
+        assertSamePNG(after.images.first, Array(before.images.first ?? Data()), "64x64 changed after a 192x192 picture")
+        try await s.stop()
+    }
+
     static func sdExecutable() -> URL? {
         var candidates: [URL] = []
         if let exe = Bundle.main.executableURL { candidates.append(exe.deletingLastPathComponent()) }

@@ -13,12 +13,15 @@ enum ImageInput {
             guard let comma = s.firstIndex(of: ",") else { throw APIError.invalid(field, "malformed data URL", type: "base64") }
             s = s[s.index(after: comma)...]
         }
-        guard let data = Data(base64Encoded: String(s), options: .ignoreUnknownCharacters), !data.isEmpty,
-              s.allSatisfy({ $0.isLetter || $0.isNumber || "+/=\r\n".contains($0) }) else {
+        // Only the base64 alphabet (and line breaks) is accepted: anything else is not a picture.
+        guard s.utf8.allSatisfy({ Self.base64Bytes.contains($0) }),
+              let data = Data(base64Encoded: String(s), options: .ignoreUnknownCharacters), !data.isEmpty else {
             throw APIError.invalid(field, "invalid base64 image data", type: "base64")
         }
         return try decode(Array(data), field: field, maxSide: maxSide)
     }
+
+    private static let base64Bytes = Set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=\r\n".utf8)
 
     /// PNG or JPEG bytes; the size is checked from the header before anything is decoded.
     static func decode(_ bytes: [UInt8], field: String, maxSide: Int) throws -> Image {

@@ -1,4 +1,4 @@
-// swift-tools-version:6.0
+// swift-tools-version:6.1
 import PackageDescription
 
 // oneDNN is the CPU engine on Linux; on Apple platforms the same seam uses Accelerate,
@@ -10,10 +10,17 @@ let package = Package(
     platforms: [.macOS(.v13)],
     products: [
         .library(name: "StableDiffusion", targets: ["StableDiffusion"]),
+        .library(name: "StableDiffusionServer", targets: ["StableDiffusionServer"]),
         .executable(name: "sd", targets: ["sd"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        // `sd serve`. Hummingbird's default traits are off: they would build swift-configuration, unused here.
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.0.0", traits: []),
+        .package(url: "https://github.com/apple/swift-log", from: "1.5.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.0.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.4.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.0.0"),
     ],
     targets: [
         .systemLibrary(
@@ -29,9 +36,21 @@ let package = Package(
             name: "StableDiffusion",
             dependencies: ["DiffusionTensor", .target(name: "CImageCodecs", condition: linuxOnly)],
             resources: [.copy("Resources/SingleFileConfigs")]),
+        .target(
+            name: "StableDiffusionServer",
+            dependencies: [
+                "StableDiffusion",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]),
         .executableTarget(
             name: "sd",
-            dependencies: ["StableDiffusion", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+            dependencies: ["StableDiffusion", "StableDiffusionServer",
+                           .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                           .product(name: "Logging", package: "swift-log")]),
         .testTarget(
             name: "DiffusionTensorTests",
             dependencies: ["DiffusionTensor"],
@@ -40,5 +59,8 @@ let package = Package(
             name: "StableDiffusionTests",
             dependencies: ["StableDiffusion"],
             resources: [.copy("Fixtures")]),
+        .testTarget(
+            name: "StableDiffusionServerTests",
+            dependencies: ["StableDiffusionServer", "StableDiffusion"]),
     ]
 )

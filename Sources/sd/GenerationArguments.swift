@@ -175,17 +175,12 @@ struct GenerationArguments: ParsableArguments {
         for p in written { print(p) }
     }
 
-    /// The "parameters" text most Stable Diffusion tools read back.
+    /// The "parameters" text (the rule is the library's, shared with `sd serve`).
     private func parameters(_ r: GenerationResult, options: GenerationOptions, pipeline: String, extra: [(String, String)],
                             size: (Int, Int)) -> String {
-        var lines = [prompt]
-        if let n = negativePrompt { lines.append("Negative prompt: \(n)") }
-        var fields: [(String, String)] = [("Steps", String(options.numInferenceSteps)), ("Sampler", r.schedulerName),
-                                          ("CFG scale", String(options.guidanceScale)), ("Seed", String(r.seed)),
-                                          ("Size", "\(size.0)x\(size.1)"), ("Model", modelURL.lastPathComponent), ("Pipeline", pipeline)]
-        fields += extra
-        lines.append(fields.map { "\($0.0): \($0.1)" }.joined(separator: ", "))
-        return lines.joined(separator: "\n")
+        GenerationInfotext(prompt: prompt, negativePrompt: negativePrompt, steps: options.numInferenceSteps, sampler: r.schedulerName,
+                           guidanceScale: options.guidanceScale, seed: r.seed, width: size.0, height: size.1,
+                           model: modelURL.lastPathComponent, pipeline: pipeline, extra: extra).text
     }
 }
 

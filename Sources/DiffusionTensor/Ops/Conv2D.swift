@@ -229,7 +229,6 @@ public final class Conv2D: @unchecked Sendable {
             throw TensorError.backend("oneDNN convolution primitive creation failed (status \(created.rawValue))")
         }
         let plan = Plan(primitive: prim, pd: pd, src: src, dst: dst, wts: wanted.pointee, bias: biasMD)
-        try reorderWeights(to: plan.wts)
         plans[key] = plan
         return plan
     }
@@ -270,6 +269,10 @@ public final class Conv2D: @unchecked Sendable {
         lock.lock()
         defer { lock.unlock() }
         let p = try plan(for: PlanKey(n: input.shape[0], h: input.shape[1], w: input.shape[2], residual: residual, activation: activation))
+        // The one weight copy follows the plan that runs: plans for other input sizes may want another
+        // blocked layout, so a cached plan must not run on weights left in the last new plan's layout
+        // (a process that changes image size, like `sd serve`, drew different pictures after it).
+        try reorderWeights(to: p.wts)
         let srcMem = try OneDNN.memory(&p.src, UnsafeMutableRawPointer(mutating: input.unsafePointer))
         defer { dnnl_memory_destroy(srcMem) }
         let wMem = try OneDNN.memory(&p.wts, weights.pointer)

@@ -22,9 +22,16 @@ public final class StableDiffusionDepth2ImgPipeline: @unchecked Sendable {
 
     /// Loads the folder, including its depth estimator when it has one.
     public convenience init(modelDirectory: URL, variant: String? = nil, adapters: ModelAdapters = ModelAdapters()) throws {
-        let components = try StableDiffusionComponents(directory: modelDirectory, variant: variant, adapters: adapters)
-        let estimator: (any DepthEstimating)? = components.index.components["depth_estimator"] == nil ? nil
-            : try DepthEstimatorLoader.load(modelDirectory: modelDirectory, variant: variant)
+        try self.init(loadingEstimatorFor: StableDiffusionComponents(directory: modelDirectory, variant: variant, adapters: adapters),
+                      variant: variant)
+    }
+
+    /// On components already loaded (e.g. shared by a server), loading their folder's depth estimator when it
+    /// has one (a single-file checkpoint carries none: depth maps must then be given).
+    public convenience init(loadingEstimatorFor components: StableDiffusionComponents, variant: String? = nil) throws {
+        let hasEstimator = components.index.components["depth_estimator"] != nil && components.singleFileDetection == nil
+        let estimator: (any DepthEstimating)? = hasEstimator
+            ? try DepthEstimatorLoader.load(modelDirectory: components.directory, variant: variant) : nil
         try self.init(components: components, depthEstimator: estimator)
     }
 

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Checks `sd serve` with the real AUTOMATIC1111 (`webuiapi`) and OpenAI (`openai`) Python clients:
+# builds sd, starts `sd serve` on the tiny model on loopback, runs check_clients.py (pictures compared with
+# `sd txt2img` / `sd inpaint` for the same seed), then stops the server by its pid (SIGTERM, expecting exit 0).
+# Env: SD_CLIENT_VENV (venv folder, reused; default .build/clients-venv), SD_BUILD_CONFIG (debug|release).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+VENV=${SD_CLIENT_VENV:-.build/clients-venv}
+CONFIG=${SD_BUILD_CONFIG:-debug}
+MODEL=Models/tiny-sd1
+
+if [ ! -x "$VENV/bin/python" ]; then python3 -m venv "$VENV"; fi
+"$VENV/bin/pip" install -q --disable-pip-version-check -r Scripts/clients/requirements.txt
+
+swift build -c "$CONFIG" --product sd
+SD="$(swift build -c "$CONFIG" --show-bin-path)/sd"
+
+OUT=$(mktemp -d)
+PID=""
+cleanup() {
+    if [ -n "$PID" ] && kill -0 "$PID" 2>/dev/null; then kill -KILL "$PID" 2>/dev/null || true; fi
+    rm -rf "$OUT"
+}
+trap cleanup EXIT
+
+"$SD" serve --model "$MODEL" --port 0 --queue-size 4 > "$OUT/serve.out" 2> "$OUT/serve.err" &
+PID=$!
+for _ in $(seq 1 300); do
+    grep -q "listening on" "$OUT/serve.out" 2>/dev/null && break
+    kill -0 "$PID" 2>/dev/null || { cat "$OUT/serve.err"; echo "sd serve exited early"; exit 1; }
+    sleep 0.2
+done
+PORT=$(sed -n 's/.*listening on http:\/\/[^:]*:\([0-9]*\).*/\1/p' "$OUT/serve.out" | head -1)
+[ -n "$PORT" ] || { cat "$OUT/serve.err"; echo "sd serve did not start in 60 s"; exit 1; }
+echo "sd serve pid $PID on port $PORT"
+
+# The interrupt check needs a job that lasts seconds: optimised builds are ~100x faster per pixel.
+LONG_SIDE=64
+if [ "$CONFIG" = release ]; then LONG_SIDE=384; fi
+status=0
+timeout 240 "$VENV/bin/python" Scripts/clients/check_clients.py --port "$PORT" --sd "$SD" --model "$MODEL" --out "$OUT" \
+    --long-side "$LONG_SIDE" || status=$?
+
+kill -TERM "$PID"
+exit_code=0
+timeout 60 tail --pid="$PID" -f /dev/null || { echo "sd serve did not stop within 60 s of SIGTERM"; status=1; }
+wait "$PID" || exit_code=$?
+PID=""
+if [ "$exit_code" -ne 0 ]; then echo "sd serve exited with $exit_code after SIGTERM (expected 0)"; status=1; fi
+if [ "$status" -ne 0 ]; then tail -20 "$OUT/serve.err"; fi
+exit "$status"

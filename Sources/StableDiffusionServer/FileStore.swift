@@ -1,0 +1,39 @@
+import Foundation
+
+/// PNGs served for OpenAI's `response_format=url`, held in memory for a short while under random ids
+/// (never a server file path). Bounded in count and bytes: the oldest go first.
+final class FileStore: @unchecked Sendable {
+    private let lifetime: Double
+    private let maxBytes = 256 << 20
+    private let lock = NSLock()
+    private var entries: [(id: String, bytes: [UInt8], expires: Date)] = []
+
+    init(lifetime: Double) { self.lifetime = lifetime }
+
+    func put(_ bytes: [UInt8]) -> String {
+        var raw = [UInt8](repeating: 0, count: 16)
+        for i in raw.indices { raw[i] = UInt8.random(in: 0...255) }
+        let id = "img-" + raw.map { String(format: "%02x", $0) }.joined()
+        lock.withLock {
+            purge()
+            entries.append((id, bytes, Date().addingTimeInterval(lifetime)))
+            var total = entries.reduce(0) { $0 + $1.bytes.count }
+            while total > maxBytes, entries.count > 1 {
+                total -= entries.removeFirst().bytes.count
+            }
+        }
+        return id
+    }
+
+    func get(_ id: String) -> [UInt8]? {
+        lock.withLock {
+            purge()
+            return entries.first { $0.id == id }?.bytes
+        }
+    }
+
+    private func purge() {
+        let now = Date()
+        entries.removeAll { $0.expires < now }
+    }
+}

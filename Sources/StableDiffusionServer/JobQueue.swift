@@ -1,0 +1,217 @@
+import Foundation
+import Logging
+import StableDiffusion
+
+/// One queued generation: cancellation, progress for /progress, and the result once done.
+final class Job: @unchecked Sendable {
+    let request: GenerationRequest
+    private let lock = NSLock()
+    private var cancelled = false
+    private var result: Result<GenerationOutput, any Error>?
+    private var waiters: [CheckedContinuation<Result<GenerationOutput, any Error>, Never>] = []
+    // Progress (guarded by lock).
+    private(set) var imageIndex = 0
+    private(set) var step = 0
+    private(set) var totalSteps = 0
+    private(set) var startedAt: Date?
+
+    init(request: GenerationRequest) { self.request = request }
+
+    var isCancelled: Bool { lock.withLock { cancelled } }
+    func cancel() { lock.withLock { cancelled = true } }
+
+    func started() { lock.withLock { startedAt = Date() } }
+
+    /// Records progress; false asks the pipeline to stop.
+    func report(image: Int, _ p: PipelineProgress) -> Bool {
+        lock.withLock {
+            imageIndex = image
+            step = p.step
+            totalSteps = p.totalSteps
+            return !cancelled
+        }
+    }
+
+    var snapshot: (image: Int, step: Int, steps: Int, started: Date?) { lock.withLock { (imageIndex, step, totalSteps, startedAt) } }
+
+    func finish(_ r: Result<GenerationOutput, any Error>) {
+        let toResume: [CheckedContinuation<Result<GenerationOutput, any Error>, Never>] = lock.withLock {
+            guard result == nil else { return [] }
+            result = r
+            defer { waiters = [] }
+            return waiters
+        }
+        for w in toResume { w.resume(returning: r) }
+    }
+
+    func value() async -> Result<GenerationOutput, any Error> {
+        await withCheckedContinuation { c in
+            let ready: Result<GenerationOutput, any Error>? = lock.withLock {
+                if let result { return result }
+                waiters.append(c)
+                return nil
+            }
+            if let ready { c.resume(returning: ready) }
+        }
+    }
+}
+
+/// One generation at a time on a thread of its own (the pipelines are synchronous and use every core),
+/// behind a bounded FIFO queue.
+final class JobQueue: @unchecked Sendable {
+    let capacity: Int
+    private let model: ServedModel
+    private let metrics: ServerMetrics
+    private let logger: Logger
+    private let lock = NSLock()
+    private let wake = DispatchSemaphore(value: 0)
+    private var pending: [Job] = []
+    private var running: Job?
+    private var accepting = true
+    private var lastInterrupted = false
+    /// Mean seconds per finished job, for Retry-After and /progress.
+    private var meanSeconds = 10.0
+    private var worker: Thread?
+
+    init(model: ServedModel, capacity: Int, metrics: ServerMetrics, logger: Logger) {
+        self.model = model
+        self.capacity = capacity
+        self.metrics = metrics
+        self.logger = logger
+        let thread = Thread { [weak self] in self?.loop() }
+        thread.name = "sd-generation"
+        thread.stackSize = 16 << 20  // the pipelines recurse through the networks; the default 512 KiB is tight
+        worker = thread
+        thread.start()
+    }
+
+    /// Queues `request`, or refuses it (503) when the queue is full or the server is stopping.
+    func submit(_ request: GenerationRequest) throws -> Job {
+        let job = Job(request: request)
+        let refusal: APIError? = lock.withLock {
+            guard accepting else { return .shuttingDown }
+            guard pending.count < capacity else {
+                let wait = meanSeconds * Double(pending.count + 1)
+                return .queueFull(retryAfter: Int(min(3600, max(1, wait.rounded(.up)))))
+            }
+            pending.append(job)
+            metrics.queueLength.set(Double(pending.count))
+            return nil
+        }
+        if let refusal {
+            metrics.jobs(.rejected).increment()
+            throw refusal
+        }
+        wake.signal()
+        return job
+    }
+
+    /// Waits for `job`; if the waiting task is cancelled (its client went away) the job is dropped from the
+    /// queue, or stopped if it is running.
+    func wait(_ job: Job) async -> Result<GenerationOutput, any Error> {
+        await withTaskCancellationHandler {
+            await job.value()
+        } onCancel: {
+            self.cancel(job)
+        }
+    }
+
+    func cancel(_ job: Job) {
+        job.cancel()
+        let removed: Bool = lock.withLock {
+            guard let i = pending.firstIndex(where: { $0 === job }) else { return false }
+            pending.remove(at: i)
+            metrics.queueLength.set(Double(pending.count))
+            return true
+        }
+        if removed {
+            metrics.jobs(.cancelled).increment()
+            job.finish(.failure(APIError.cancelled))
+        }
+    }
+
+    /// A1111's /interrupt: stops the running job (the pictures it finished are still returned).
+    func interrupt() {
+        lock.withLock {
+            running?.cancel()
+            if running != nil { lastInterrupted = true }
+        }
+    }
+
+    /// Stops taking work, drops what waits and stops what runs.
+    func shutdown() {
+        let dropped: [Job] = lock.withLock {
+            accepting = false
+            running?.cancel()
+            defer { pending = [] }
+            return pending
+        }
+        for job in dropped {
+            metrics.jobs(.cancelled).increment()
+            job.finish(.failure(APIError.shuttingDown))
+        }
+        wake.signal()
+    }
+
+    struct State {
+        var running: Job?
+        var queued: Int
+        var interrupted: Bool
+        var meanSeconds: Double
+    }
+
+    var state: State { lock.withLock { State(running: running, queued: pending.count, interrupted: lastInterrupted, meanSeconds: meanSeconds) } }
+
+    private func loop() {
+        while true {
+            wake.wait()
+            let next: Job? = lock.withLock {
+                guard !pending.isEmpty else { return nil }
+                let job = pending.removeFirst()
+                running = job
+                lastInterrupted = false
+                metrics.queueLength.set(Double(pending.count))
+                return job
+            }
+            guard let job = next else {
+                if lock.withLock({ !accepting }) { return }
+                continue
+            }
+            execute(job)
+        }
+    }
+
+    private func execute(_ job: Job) {
+        metrics.running.set(Double(1))
+        job.started()
+        let start = Date()
+        let result: Result<GenerationOutput, any Error>
+        if job.isCancelled {
+            result = .failure(APIError.cancelled)
+        } else {
+            result = Result { try model.generate(job.request) { job.report(image: $0, $1) } }
+        }
+        let seconds = Date().timeIntervalSince(start)
+        lock.withLock {
+            running = nil
+            meanSeconds = 0.8 * meanSeconds + 0.2 * seconds
+        }
+        metrics.running.set(Double(0))
+        metrics.generationSeconds.record(seconds)
+        switch result {
+        case .success(let out) where out.interrupted || job.isCancelled: metrics.jobs(.cancelled).increment()
+        case .success: metrics.jobs(.done).increment()
+        case .failure: metrics.jobs(.failed).increment()
+        }
+        logger.info("job finished", metadata: ["pipeline": "\(job.request.task.pipelineName)", "images": "\(job.request.count)",
+                                               "seconds": "\(String(format: "%.3f", seconds))", "outcome": "\(Self.outcome(result))"])
+        job.finish(result)
+    }
+
+    private static func outcome(_ r: Result<GenerationOutput, any Error>) -> String {
+        switch r {
+        case .success(let o): return o.interrupted ? "interrupted" : "done"
+        case .failure(let e): return "failed: \(e)"
+        }
+    }
+}

@@ -1,0 +1,100 @@
+import Foundation
+import StableDiffusion
+
+/// The one model a server holds, loaded once at start, and the pipelines it can run.
+public final class ServedModel: @unchecked Sendable {
+    /// What the model is, which decides what each endpoint does with it.
+    public enum Kind: String, Sendable {
+        /// An ordinary 4-channel UNet: txt2img, img2img, inpainting (diffusers' 4-channel path).
+        case standard
+        /// A 9-channel inpainting UNet: img2img always inpaints (a missing mask is all white).
+        case inpainting
+        /// Depth-conditioned (5 channels): img2img is depth2img.
+        case depth
+        /// The x4 upscaler: img2img and extra-single-image upscale.
+        case upscaler
+    }
+
+    /// The pipelines over one set of components (the base model, or it with a request's LoRAs merged).
+    struct Pipelines {
+        let components: StableDiffusionComponents
+        let txt2img: StableDiffusionPipeline?
+        let img2img: StableDiffusionImg2ImgPipeline?
+        let inpaint: StableDiffusionInpaintPipeline?
+        let depth: StableDiffusionDepth2ImgPipeline?
+        let upscale: StableDiffusionUpscalePipeline?
+
+        init(_ c: StableDiffusionComponents, kind: Kind, variant: String?) throws {
+            components = c
+            txt2img = kind == .standard ? try StableDiffusionPipeline(components: c) : nil
+            img2img = kind == .standard ? try StableDiffusionImg2ImgPipeline(components: c) : nil
+            inpaint = kind == .standard || kind == .inpainting ? try StableDiffusionInpaintPipeline(components: c) : nil
+            depth = kind == .depth ? try StableDiffusionDepth2ImgPipeline(loadingEstimatorFor: c, variant: variant) : nil
+            upscale = kind == .upscaler ? try StableDiffusionUpscalePipeline(components: c) : nil
+        }
+    }
+
+    /// The components as loaded at start (with the server's own --lora/--embedding adapters).
+    public let components: StableDiffusionComponents
+    public let kind: Kind
+    /// How A1111 lists the checkpoint: the folder or file name, or the Hub repo id (never a server path).
+    public let name: String
+    /// How prompts are read unless a request says otherwise (`--prompt-syntax`).
+    public let promptSyntax: PromptSyntax
+    /// Where `<lora:NAME:SCALE>` prompt tags find NAME.safetensors; nil: tags are an error.
+    public let loraDirectory: URL?
+    private let variant: String?
+    /// The pipelines of the LoRA set in use; replaced only on the worker thread, between jobs.
+    private var active: Pipelines
+
+    /// The single place the server loads weights: anything `--model` accepts (folder, single file, Hub repo id).
+    public static func load(model: String, variant: String? = nil, configDirectory: URL? = nil, predictionType: String? = nil,
+                            adapters: ModelAdapters = ModelAdapters(), loraDirectory: URL? = nil, promptSyntax: PromptSyntax = .plain,
+                            hubProgress: HubProgressHandler? = nil) throws -> ServedModel {
+        let location = try ModelLocation.classify(model)
+        let components = try StableDiffusionComponents(location: location, variant: variant, configDirectory: configDirectory,
+                                                       predictionType: predictionType, adapters: adapters, hubProgress: hubProgress)
+        let name: String
+        switch location {
+        case .hubRepository(let repo): name = repo.id
+        case .folder(let url), .singleFile(let url): name = url.lastPathComponent
+        }
+        return try ServedModel(components: components, variant: variant, name: name, loraDirectory: loraDirectory, promptSyntax: promptSyntax)
+    }
+
+    public init(components c: StableDiffusionComponents, variant: String? = nil, name: String? = nil, loraDirectory: URL? = nil,
+                promptSyntax: PromptSyntax = .plain) throws {
+        components = c
+        self.name = name ?? c.directory.lastPathComponent
+        self.variant = variant
+        self.loraDirectory = loraDirectory
+        self.promptSyntax = promptSyntax
+        let channels = c.unet.config.inChannels
+        let latent = c.vae.config.latentChannels
+        if c.lowResSchedulerConfig != nil {
+            kind = .upscaler
+        } else if channels == 9 {
+            kind = .inpainting
+        } else if channels == latent + 1 {
+            kind = .depth
+        } else {
+            kind = .standard
+        }
+        active = try Pipelines(c, kind: kind, variant: variant)
+    }
+
+    /// The size txt2img draws when none is asked for (UNet sample size x VAE scale factor).
+    var defaultSide: Int { (components.unet.config.sampleSize ?? 64) * components.vaeScaleFactor }
+
+    /// The pipelines for a request whose prompt named `loras` in `<lora:…>` tags: the base model's when
+    /// none, else the base model rebuilt with them merged (kept until a request wants another set).
+    /// Called on the worker thread only.
+    func pipelines(adding loras: [LoRA]) throws -> Pipelines {
+        var wanted = components.adapters
+        wanted.loras += loras
+        if active.components.adapters == wanted { return active }
+        let c = wanted == components.adapters ? components : try components.withAdapters(wanted, variant: variant)
+        active = try Pipelines(c, kind: kind, variant: variant)
+        return active
+    }
+}

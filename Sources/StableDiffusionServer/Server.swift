@@ -1,0 +1,137 @@
+import Foundation
+import Hummingbird
+import Logging
+import NIOCore
+import ServiceLifecycle
+import StableDiffusion
+
+/// `sd serve`: AUTOMATIC1111- and OpenAI-compatible HTTP APIs over one loaded model.
+public final class StableDiffusionServer: Sendable {
+    public let model: ServedModel
+    public let configuration: ServerConfiguration
+    let queue: JobQueue
+    let metrics: ServerMetrics
+    let files: FileStore
+    let logger: Logger
+    private let running = RunningGroup()
+
+    public init(model: ServedModel, configuration: ServerConfiguration, logger: Logger) {
+        self.model = model
+        self.configuration = configuration
+        self.logger = logger
+        metrics = ServerMetrics()
+        queue = JobQueue(model: model, capacity: configuration.queueSize, metrics: metrics, logger: logger)
+        files = FileStore(lifetime: configuration.fileLifetimeSeconds)
+    }
+
+    /// Serves until SIGTERM/SIGINT (or `stop` in tests): then it stops taking work, cancels the running
+    /// job, answers what was in flight and returns. `onStarted` gets the bound port (useful with port 0).
+    public func run(handleSignals: Bool = true, onStarted: @escaping @Sendable (Int) async -> Void = { _ in }) async throws {
+        let group = ServiceGroup(configuration: .init(
+            services: serviceList(onStarted: onStarted),
+            gracefulShutdownSignals: handleSignals ? [.sigterm, .sigint] : [],
+            logger: logger))
+        running.set(group)
+        defer { running.set(nil) }
+        try await withTaskCancellationHandler {
+            try await withGracefulShutdownHandler {
+                try await group.run()
+            } onGracefulShutdown: {}
+        } onCancel: {
+            Task { await group.triggerGracefulShutdown() }
+        }
+    }
+
+    /// What SIGTERM does, for embedders and tests: stop taking work, cancel the running job, close.
+    public func shutdown() async {
+        await running.get()?.triggerGracefulShutdown()
+    }
+
+    /// The application first and the job canceller last: ServiceGroup shuts services down in reverse order,
+    /// so the running job is cancelled before the HTTP server waits for its open requests.
+    private func serviceList(onStarted: @escaping @Sendable (Int) async -> Void) -> [any Service] {
+        let app = Application(
+            router: makeRouter(),
+            configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "sd-serve"),
+            onServerRunning: { channel in await onStarted(channel.localAddress?.port ?? 0) },
+            logger: logger)
+        return [app, JobCanceller(queue: queue)]
+    }
+
+    func makeRouter() -> Router<BasicRequestContext> {
+        let router = Router()
+        router.add(middleware: RequestLogMiddleware(metrics: metrics))
+        if let origin = configuration.corsAllowOrigin {
+            router.add(middleware: CORSMiddleware(allowOrigin: .custom(origin), allowHeaders: [.accept, .authorization, .contentType, .origin],
+                                                  allowMethods: [.get, .post, .options]))
+        }
+        if let auth = configuration.apiAuth { router.add(middleware: BasicAuthMiddleware(credentials: auth)) }
+        addA1111Generation(to: router)
+        addA1111Info(to: router)
+        addA1111Extras(to: router)
+        addOpenAI(to: router)
+        router.get("/metrics") { _, _ -> Response in
+            Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
+                     body: .init(byteBuffer: ByteBuffer(bytes: self.metrics.text)))
+        }
+        return router
+    }
+
+    /// Collects the body (up to the limit), runs `work` with it, and cancels `work` if the client
+    /// disconnects meanwhile (a queued job is dropped, a running one stopped). Errors become responses
+    /// in the route's dialect.
+    func handle(_ request: Request, style: APIError.Style, _ work: @escaping @Sendable ([UInt8]) async throws -> Response) async -> Response {
+        let limit = configuration.maxBodyBytes
+        do {
+            return try await request.body.consumeWithCancellationOnInboundClose { body in
+                let buffer: ByteBuffer
+                do { buffer = try await body.collect(upTo: limit) } catch is NIOTooManyBytesError {
+                    throw APIError.bodyTooLarge(limit: limit)
+                }
+                return try await work(Array(buffer.readableBytesView))
+            }
+        } catch let error as APIError {
+            return error.response(style)
+        } catch is CancellationError {
+            return APIError.cancelled.response(style)
+        } catch {
+            logger.error("request failed", metadata: ["error": "\(error)"])
+            return APIError.status(.internalServerError, "\(error)").response(style)
+        }
+    }
+
+    /// Queues a generation and waits for it. Pipeline argument errors are the client's (422). An interrupted
+    /// job returns the pictures it finished (possibly none), as A1111 does.
+    func generate(_ request: GenerationRequest) async throws -> GenerationOutput {
+        let job = try queue.submit(request)
+        switch await queue.wait(job) {
+        case .success(let output):
+            return output
+        case .failure(let error as APIError):
+            throw error
+        case .failure(PipelineError.invalidArgument(let message)):
+            throw APIError.invalid("", message)
+        case .failure(let error):
+            if Task.isCancelled { throw CancellationError() }
+            throw APIError.status(.internalServerError, "\(error)")
+        }
+    }
+}
+
+/// Cancels the running job and refuses new ones when the server is told to stop.
+struct JobCanceller: Service {
+    let queue: JobQueue
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        queue.shutdown()
+    }
+}
+
+/// The service group of a running server, for `shutdown()`.
+private final class RunningGroup: @unchecked Sendable {
+    private let lock = NSLock()
+    private var group: ServiceGroup?
+    func set(_ g: ServiceGroup?) { lock.withLock { group = g } }
+    func get() -> ServiceGroup? { lock.withLock { group } }
+}

@@ -1,0 +1,34 @@
+import Foundation
+
+/// What `sd serve` was started with. Defaults are the safe ones: loopback only, no CORS, no auth.
+public struct ServerConfiguration: Sendable {
+    public var host = "127.0.0.1"
+    /// 0 picks a free port (tests); the bound port is reported by `StableDiffusionServer.onStarted`.
+    public var port = 7860
+    /// "user:password" for HTTP Basic on every endpoint; nil: no authentication.
+    public var apiAuth: String?
+    /// Jobs that may wait behind the running one; more are refused with 503.
+    public var queueSize = 16
+    /// The one origin allowed by CORS; nil: no CORS headers at all.
+    public var corsAllowOrigin: String?
+    /// Largest request body accepted (base64 images included); more is refused with 413.
+    public var maxBodyBytes = 64 << 20
+    /// Generation limits, checked before a job is queued.
+    public var limits = RequestLimits()
+    /// Seconds a picture served with OpenAI's `response_format=url` stays downloadable.
+    public var fileLifetimeSeconds: Double = 600
+
+    public init() {}
+}
+
+/// Bounds on what one request may ask for (each breach is a 422 naming the field).
+public struct RequestLimits: Sendable {
+    public var maxSide = 2048
+    public var maxSteps = 150
+    /// Pictures per request (batch_size x n_iter, or OpenAI's n).
+    public var maxImages = 8
+    /// Decoded input images larger than this on a side are refused before decoding.
+    public var maxInputSide = 4096
+
+    public init() {}
+}

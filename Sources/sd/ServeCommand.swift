@@ -1,0 +1,123 @@
+import ArgumentParser
+import Foundation
+import Logging
+import StableDiffusion
+import StableDiffusionServer
+
+/// `sd serve`: the model loaded once, served over AUTOMATIC1111's and OpenAI's HTTP APIs (docs/SERVER.md).
+struct ServeCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "Serve a model over HTTP (AUTOMATIC1111 /sdapi/v1 and OpenAI /v1/images APIs).")
+
+    @Option(help: "The model: a diffusers folder, a Hub repo id (owner/name[@revision]) or a single-file checkpoint.")
+    var model: String
+
+    @Option(help: "Weights variant to load, e.g. fp16.")
+    var variant: String?
+
+    @Option(name: .customLong("config"), help: "With a single-file --model: a diffusers folder whose configs to use instead of the bundled ones.")
+    var modelConfig: String?
+
+    @Option(help: "With a single-file --model: epsilon or v_prediction, overriding the detected one.")
+    var predictionType: String?
+
+    @Option(name: .customLong("lora"), help: "LoRA file merged for every request, FILE[:SCALE]; repeatable.")
+    var loras: [String] = []
+
+    @Option(help: "Folder where <lora:NAME:SCALE> tags in request prompts find NAME.safetensors (requests name nothing else).")
+    var loraDir: String?
+
+    @Option(name: .customLong("embedding"), help: "Textual-inversion embedding, FILE[:TOKEN]; repeatable.")
+    var embeddings: [String] = []
+
+    @Option(help: "How request prompts are read: a1111 ((word:1.2), [word], BREAK, long prompts, as AUTOMATIC1111 clients expect) or plain (diffusers, 77 tokens).")
+    var promptSyntax = "a1111"
+
+    @Option(help: "Address to bind (loopback unless told otherwise).")
+    var host = "127.0.0.1"
+
+    @Option(help: "Port to listen on (0: any free port, printed at start).")
+    var port = 7860
+
+    @Option(help: "user:password for HTTP Basic authentication on every endpoint.")
+    var apiAuth: String?
+
+    @Option(help: "Jobs that may wait behind the running one; more get 503 with Retry-After.")
+    var queueSize = 16
+
+    @Option(help: "Allow this origin with CORS (off unless given).")
+    var corsAllowOrigin: String?
+
+    @Option(help: "Largest request body in MiB (base64 images included).")
+    var maxBodyMb = 64
+
+    func validate() throws {
+        guard (0...65535).contains(port) else { throw ValidationError("--port must be in 0...65535, got \(port)") }
+        guard queueSize >= 0 else { throw ValidationError("--queue-size must be >= 0, got \(queueSize)") }
+        guard maxBodyMb >= 1 else { throw ValidationError("--max-body-mb must be >= 1, got \(maxBodyMb)") }
+        if let auth = apiAuth, auth.firstIndex(of: ":") == nil || auth.hasPrefix(":") {
+            throw ValidationError("--api-auth must be user:password")
+        }
+        guard PromptSyntax(rawValue: promptSyntax) != nil else {
+            throw ValidationError("--prompt-syntax must be one of \(PromptSyntax.allCases.map(\.rawValue).joined(separator: ", ")), got \(promptSyntax)")
+        }
+        if let p = predictionType, p != "epsilon", p != "v_prediction" {
+            throw ValidationError("--prediction-type must be epsilon or v_prediction, got \(p)")
+        }
+        for (flag, path) in [("--lora-dir", loraDir), ("--config", modelConfig)] {
+            guard let path else { continue }
+            var isDir: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir), isDir.boolValue else {
+                throw ValidationError("\(flag): \(path) is not a folder")
+            }
+        }
+    }
+
+    func run() throws {
+        LoggingSystem.bootstrap { StreamLogHandler.standardError(label: $0) }
+        let logger = Logger(label: "sd-serve")
+        var config = ServerConfiguration()
+        config.host = host
+        config.port = port
+        config.apiAuth = apiAuth
+        config.queueSize = queueSize
+        config.corsAllowOrigin = corsAllowOrigin
+        config.maxBodyBytes = maxBodyMb << 20
+        let adapters = ModelAdapters(loras: try loras.map(LoRA.init(argument:)), embeddings: embeddings.map(TextualInversion.init(argument:)))
+        let served = try ServedModel.load(model: model, variant: variant, configDirectory: modelConfig.map { URL(fileURLWithPath: $0, isDirectory: true) },
+                                          predictionType: predictionType, adapters: adapters,
+                                          loraDirectory: loraDir.map { URL(fileURLWithPath: $0, isDirectory: true) },
+                                          promptSyntax: PromptSyntax(rawValue: promptSyntax) ?? .plain,
+                                          hubProgress: DownloadProgressBar.forStderr()?.update)
+        logger.info("model loaded", metadata: ["model": "\(served.name)", "kind": "\(served.kind.rawValue)",
+                                               "seconds": "\(String(format: "%.2f", served.components.loadSeconds))"])
+        let server = StableDiffusionServer(model: served, configuration: config, logger: logger)
+        // The server is async; this command's run() is not (main.swift runs every subcommand the same way),
+        // so the main thread waits for it.
+        let done = DispatchSemaphore(value: 0)
+        let failure = ErrorBox()
+        Task {
+            do {
+                try await server.run { port in
+                    logger.info("listening", metadata: ["host": "\(host)", "port": "\(port)"])
+                    // A plain line on stdout for scripts that wait for the server (and read the port when 0).
+                    FileHandle.standardOutput.write(Data("sd serve: listening on http://\(host):\(port)\n".utf8))
+                }
+            } catch {
+                failure.set(error)
+            }
+            done.signal()
+        }
+        done.wait()
+        if let error = failure.get() { throw error }
+    }
+}
+
+/// The server task's error, handed to the waiting main thread.
+private final class ErrorBox: @unchecked Sendable {
+    private let lock = NSLock()
+    private var error: (any Error)?
+    func set(_ e: any Error) { lock.withLock { error = e } }
+    func get() -> (any Error)? { lock.withLock { error } }
+}

@@ -39,13 +39,14 @@ let package = Package(
         .target(
             name: "StableDiffusionServer",
             dependencies: [
-                "StableDiffusion",
+                "StableDiffusion", "DiffusionTensor",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-            ]),
+            ],
+            resources: [.copy("Web")]),
         .executableTarget(
             name: "sd",
             dependencies: ["StableDiffusion", "StableDiffusionServer",

@@ -34,12 +34,12 @@ extension StableDiffusionServer {
     /// The fields txt2img and img2img share, checked against the server's limits.
     struct CommonFields {
         var prompt = "", negativePrompt: String?, steps = 50, cfg = 7.0, width = 512, height = 512
-        var scheduler: String?, eta: Float?, seed: UInt64?, batchSize = 1, nIter = 1, sendImages = true
+        var scheduler: String?, eta: Float?, seed: UInt64?, batchSize = 1, nIter = 1, sendImages = true, taskID: String?
 
         func request(_ task: GenerationRequest.Task) -> GenerationRequest {
             GenerationRequest(task: task, prompt: prompt, negativePrompt: negativePrompt, steps: steps, guidanceScale: Float(cfg),
                               width: width, height: height, scheduler: scheduler, eta: eta,
-                              seed: GenerationRequest.resolveSeed(seed), count: batchSize * nIter)
+                              seed: GenerationRequest.resolveSeed(seed), count: batchSize * nIter, taskID: taskID)
         }
     }
 
@@ -51,6 +51,9 @@ extension StableDiffusionServer {
         f.negativePrompt = negative.isEmpty ? nil : negative
         f.seed = r.seed()
         f.sendImages = r.bool("send_images", default: true)
+        if let id = r.optionalString("force_task_id") {
+            if id.isEmpty || id.utf8.count > 128 { r.fail("force_task_id", "must be 1 to 128 characters") } else { f.taskID = id }
+        }
         f.steps = r.int("steps", default: 50, in: 1...limits.maxSteps)
         f.cfg = r.double("cfg_scale", default: 7.0, in: 0...50)
         f.width = readSide(&r, "width", default: 512)
@@ -97,6 +100,8 @@ extension StableDiffusionServer {
         _ = r.int("mask_blur", default: 4, in: 0...64)  // accepted; the diffusers pipelines do not blur masks
         _ = r.int("resize_mode", default: 0, in: 0...0)
         let noiseLevel = r.int("noise_level", default: StableDiffusionUpscalePipeline.defaultNoiseLevel, in: 0...1000)
+        let depthText = r.optionalString("depth_map")
+        if depthText != nil, model.kind != .depth { r.fail("depth_map", "only a depth model takes a depth map") }
         guard let images = r.stringArray("init_images") else { return nil }
         guard let first = images.first else {
             r.fail("init_images", "at least one image is required", type: "too_short")
@@ -111,7 +116,9 @@ extension StableDiffusionServer {
             return (.upscale(image, noiseLevel: noiseLevel), strength)
         case .depth:
             if mask != nil { r.fail("mask", "the depth model does not inpaint") }
-            return (.depth2img(image, strength: strength), strength)
+            // Extension: a depth map as a grayscale PNG (8- or 16-bit); estimated by the model when absent.
+            let depth = try depthText.map { try ImageInput.decodeDepthMap($0, field: "depth_map", maxSide: limits.maxInputSide) }
+            return (.depth2img(image, strength: strength, depth: depth), strength)
         case .inpainting:
             let m = try mask ?? ImageInput.fullMask(like: image)
             return (.inpaint(image, mask: m, strength: strength, paddingMaskCrop: mask != nil && fullRes ? padding : nil), strength)

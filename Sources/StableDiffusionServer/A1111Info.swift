@@ -90,8 +90,10 @@ extension StableDiffusionServer {
                                    ("job", .string(job)), ("job_count", .int(Int64(jobCount))), ("job_timestamp", "0"),
                                    ("job_no", .int(Int64(jobNo))), ("sampling_step", .int(Int64(step))),
                                    ("sampling_steps", .int(Int64(steps))), ("queued", .int(Int64(s.queued)))])
+        // current_image: the cheap latent preview of the running job (A1111 sends its live preview here).
+        let current: JSON = s.running?.preview().map { .string(Data($0.png).base64EncodedString()) } ?? nil
         return .object([("progress", .double(progress)), ("eta_relative", .double(max(0, eta))), ("state", state),
-                        ("current_image", nil), ("textinfo", nil)])
+                        ("current_image", current), ("textinfo", nil)])
     }
 
     func options() -> JSON {

@@ -1,4 +1,5 @@
 import Foundation
+import DiffusionTensor
 import StableDiffusion
 
 /// One request's work, in the engine's terms, whichever API it came through.
@@ -7,7 +8,8 @@ struct GenerationRequest: Sendable {
         case txt2img
         case img2img(Image, strength: Double)
         case inpaint(Image, mask: Image, strength: Double, paddingMaskCrop: Int?)
-        case depth2img(Image, strength: Double)
+        /// `depth`: a depth map the client sent (H, W); nil: estimated by the model's depth estimator.
+        case depth2img(Image, strength: Double, depth: Tensor?)
         case upscale(Image, noiseLevel: Int)
 
         var pipelineName: String {
@@ -36,6 +38,8 @@ struct GenerationRequest: Sendable {
     /// picture i is exactly what `sd ... --seed (seed+i)` draws.
     var seed: UInt64
     var count: Int
+    /// The client's name for this job (A1111's `force_task_id`), for /internal/progress.
+    var taskID: String? = nil
 
     /// Picks a random seed the way A1111 does (below 2^32 - 1) when the client sent -1.
     static func resolveSeed(_ seed: UInt64?) -> UInt64 { seed ?? UInt64.random(in: 0..<4_294_967_294) }
@@ -55,7 +59,7 @@ struct GenerationRequest: Sendable {
     var extraInfo: [(String, String)] {
         switch task {
         case .txt2img: return []
-        case .img2img(_, let s), .inpaint(_, _, let s, _), .depth2img(_, let s): return [("Denoising strength", String(s))]
+        case .img2img(_, let s), .inpaint(_, _, let s, _), .depth2img(_, let s, _): return [("Denoising strength", String(s))]
         case .upscale(_, let n): return [("Noise level", String(n))]
         }
     }
@@ -139,9 +143,9 @@ extension ServedModel {
         case .inpaint(let image, let mask, let strength, let pad):
             guard let p = pipes.inpaint else { throw missing("inpainting") }
             return try p(options, image: image, mask: mask, strength: strength, paddingMaskCrop: pad, progress: progress)
-        case .depth2img(let image, let strength):
+        case .depth2img(let image, let strength, let depth):
             guard let p = pipes.depth else { throw missing("depth2img") }
-            return try p(options, image: image, strength: strength, progress: progress)
+            return try p(options, image: image, depthMap: depth, strength: strength, progress: progress)
         case .upscale(let image, let noise):
             guard let p = pipes.upscale else { throw missing("upscaling") }
             return try p(options, image: image, noiseLevel: noise, progress: progress)

@@ -1,10 +1,28 @@
 import Foundation
+import DiffusionTensor
 import StableDiffusion
 
 /// Pictures sent by clients: base64 (optionally a `data:image/...;base64,` URL) of PNG or JPEG bytes.
 /// Nothing here reads a file or fetches a URL: a request can only carry its pictures.
 enum ImageInput {
     static func decodeBase64(_ text: String, field: String, maxSide: Int) throws -> Image {
+        try decode(try bytes(base64: text, field: field), field: field, maxSide: maxSide)
+    }
+
+    /// A depth map sent as a base64 grayscale PNG (8- or 16-bit values as stored), shaped (H, W).
+    static func decodeDepthMap(_ text: String, field: String, maxSide: Int) throws -> Tensor {
+        let data = try bytes(base64: text, field: field)
+        guard ImageFormat.sniff(data) == .png else { throw APIError.invalid(field, "a depth map must be a grayscale PNG", type: "image") }
+        if let (w, h) = headerSize(data), w > maxSide || h > maxSide {
+            throw APIError.invalid(field, "depth map is \(w)x\(h); at most \(maxSide) pixels a side are accepted", type: "image")
+        }
+        do { return try DepthMapFile.decodePNG(data, file: field) } catch {
+            throw APIError.invalid(field, "cannot decode the depth map: \(error)", type: "image")
+        }
+    }
+
+    /// The bytes of base64 text, optionally a `data:` URL; URLs to fetch are refused.
+    static func bytes(base64 text: String, field: String) throws -> [UInt8] {
         var s = Substring(text.trimmingCharacters(in: .whitespacesAndNewlines))
         if s.hasPrefix("http://") || s.hasPrefix("https://") {
             throw APIError.invalid(field, "image URLs are not fetched; send the picture as base64", type: "image_url")
@@ -18,7 +36,7 @@ enum ImageInput {
               let data = Data(base64Encoded: String(s), options: .ignoreUnknownCharacters), !data.isEmpty else {
             throw APIError.invalid(field, "invalid base64 image data", type: "base64")
         }
-        return try decode(Array(data), field: field, maxSide: maxSide)
+        return Array(data)
     }
 
     private static let base64Bytes = Set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=\r\n".utf8)

@@ -14,6 +14,8 @@ final class Job: @unchecked Sendable {
     private(set) var step = 0
     private(set) var totalSteps = 0
     private(set) var startedAt: Date?
+    /// The last step's report (its latents feed the live preview).
+    private var lastProgress: PipelineProgress?
 
     init(request: GenerationRequest) { self.request = request }
 
@@ -28,11 +30,19 @@ final class Job: @unchecked Sendable {
             imageIndex = image
             step = p.step
             totalSteps = p.totalSteps
+            lastProgress = p
             return !cancelled
         }
     }
 
     var snapshot: (image: Int, step: Int, steps: Int, started: Date?) { lock.withLock { (imageIndex, step, totalSteps, startedAt) } }
+
+    /// A cheap preview of the picture being drawn (`LatentPreview`) and a number that changes with each step.
+    func preview() -> (png: [UInt8], id: Int)? {
+        let (progress, id) = lock.withLock { (lastProgress, imageIndex * 10_000 + step) }
+        guard let latents = progress?.latents, let image = LatentPreview.image(latents), let png = try? image.pngData() else { return nil }
+        return (png, id)
+    }
 
     func finish(_ r: Result<GenerationOutput, any Error>) {
         let toResume: [CheckedContinuation<Result<GenerationOutput, any Error>, Never>] = lock.withLock {
@@ -71,6 +81,8 @@ final class JobQueue: @unchecked Sendable {
     private var lastInterrupted = false
     /// Mean seconds per finished job, for Retry-After and /progress.
     private var meanSeconds = 10.0
+    /// Task ids (the clients' `force_task_id`) of the latest finished jobs, oldest first, for /internal/progress.
+    private var finishedTasks: [String] = []
     private var worker: Thread?
 
     init(model: ServedModel, capacity: Int, metrics: ServerMetrics, logger: Logger) {
@@ -153,6 +165,22 @@ final class JobQueue: @unchecked Sendable {
         wake.signal()
     }
 
+    /// Where the job a client tagged with `taskID` is, as AUTOMATIC1111's /internal/progress reports it.
+    enum TaskStatus {
+        case queued(position: Int)
+        case running(Job)
+        case finished
+        case unknown
+    }
+
+    func status(ofTask taskID: String) -> TaskStatus {
+        lock.withLock {
+            if let r = running, r.request.taskID == taskID { return .running(r) }
+            if let i = pending.firstIndex(where: { $0.request.taskID == taskID }) { return .queued(position: i + 1) }
+            return finishedTasks.contains(taskID) ? .finished : .unknown
+        }
+    }
+
     struct State {
         var running: Job?
         var queued: Int
@@ -195,6 +223,10 @@ final class JobQueue: @unchecked Sendable {
         lock.withLock {
             running = nil
             meanSeconds = 0.8 * meanSeconds + 0.2 * seconds
+            if let id = job.request.taskID {
+                finishedTasks.append(id)
+                if finishedTasks.count > 256 { finishedTasks.removeFirst(finishedTasks.count - 256) }
+            }
         }
         metrics.running.set(Double(0))
         metrics.generationSeconds.record(seconds)

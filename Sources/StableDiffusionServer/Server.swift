@@ -70,6 +70,7 @@ public final class StableDiffusionServer: Sendable {
         addA1111Info(to: router)
         addA1111Extras(to: router)
         addOpenAI(to: router)
+        addWebPage(to: router)
         router.get("/metrics") { _, _ -> Response in
             Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
                      body: .init(byteBuffer: ByteBuffer(bytes: self.metrics.text)))

@@ -35,21 +35,15 @@ public struct DiffusersConfigFolder: Sendable {
     /// bundle is gone (e.g. a copied `sd` binary), so the places it looks are checked here first and a missing
     /// bundle is a thrown error instead.
     static func bundledRoot() throws -> URL {
-        let fm = FileManager.default
         #if os(Linux)
         let bundleName = "StableDiffusion_StableDiffusion.resources"
-        var places = [Bundle.main.bundleURL]
-        if let exe = Bundle.main.executableURL {
-            places += [exe.deletingLastPathComponent(), exe.resolvingSymlinksInPath().deletingLastPathComponent()]
+        guard let url = ResourceBundles.linuxFolder(bundle: bundleName, resource: "SingleFileConfigs") else {
+            throw PipelineError.badModel(path: Bundle.main.bundleURL.appendingPathComponent(bundleName).path,
+                                         detail: "the bundled configs for single-file checkpoints are missing (keep \(bundleName) next to the sd binary, or pass a config folder)")
         }
-        for place in places {
-            let url = place.appendingPathComponent(bundleName).appendingPathComponent("SingleFileConfigs")
-            if fm.fileExists(atPath: url.path) { return url }
-        }
-        throw PipelineError.badModel(path: places[0].appendingPathComponent(bundleName).path,
-                                     detail: "the bundled configs for single-file checkpoints are missing (keep \(bundleName) next to the sd binary, or pass a config folder)")
+        return url
         #else
-        guard let url = Bundle.module.url(forResource: "SingleFileConfigs", withExtension: nil), fm.fileExists(atPath: url.path) else {
+        guard let url = Bundle.module.url(forResource: "SingleFileConfigs", withExtension: nil), FileManager.default.fileExists(atPath: url.path) else {
             throw PipelineError.badModel(path: Bundle.module.bundlePath, detail: "the bundled configs for single-file checkpoints are missing")
         }
         return url

@@ -32,7 +32,7 @@ struct DenoisingLoop {
             latents = try scheduler.step(modelOutput: noise, timestep: t, sample: latents, generator: &generator)
             if let afterStep { latents = try afterStep(i, latents, scheduler) }
             if let progress, !progress(PipelineProgress(step: i + 1, totalSteps: timesteps.count, timestep: t,
-                                                        elapsedSeconds: Date().timeIntervalSince(start))) {
+                                                        elapsedSeconds: Date().timeIntervalSince(start), latents: latents)) {
                 throw PipelineError.cancelled
             }
         }

@@ -42,7 +42,12 @@ public enum DepthMapFile {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw PipelineError.invalidArgument("\(path): cannot read file")
         }
-        let gray = try PNGCodec.decodeGray16(Array(data), file: path)
+        return try decodePNG(Array(data), file: path)
+    }
+
+    /// A grayscale PNG depth map held in memory (8- or 16-bit values as stored), shaped (H, W).
+    public static func decodePNG(_ data: [UInt8], file: String = "<memory>") throws -> Tensor {
+        let gray = try PNGCodec.decodeGray16(data, file: file)
         return try Tensor(shape: [gray.height, gray.width], scalars: gray.values.map(Float.init))
     }
 

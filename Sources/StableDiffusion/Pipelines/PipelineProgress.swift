@@ -1,3 +1,5 @@
+import DiffusionTensor
+
 /// Reported after every denoising step. Return `false` from the handler to cancel the run
 /// (the pipeline then throws `PipelineError.cancelled` and produces nothing).
 public struct PipelineProgress: Sendable {
@@ -8,6 +10,8 @@ public struct PipelineProgress: Sendable {
     public let timestep: Double
     /// Seconds since the denoising loop started.
     public let elapsedSeconds: Double
+    /// The latents after this step (NHWC), for previews (`LatentPreview`); shared, not copied.
+    public var latents: Tensor? = nil
 
     public var stepsPerSecond: Double { elapsedSeconds > 0 ? Double(step) / elapsedSeconds : 0 }
 }

@@ -1,0 +1,316 @@
+#!/usr/bin/env python3
+"""Browser test of the page `sd serve` serves at `/`, in Debian's Chromium driven by Selenium.
+
+For each bundled tiny model it starts `sd serve` on a loopback port, opens the page, and checks, as a person
+would use it: only the tabs the model can do are shown; a picture generated on each tab equals the CLI's
+picture for the same parameters (pixels); a mask painted with pointer events inpaints; a run can be
+cancelled; a 422 from the server is shown next to the field it names; the last seed can be reused; the
+page works behind --api-auth and in a phone-width window. Screenshots of each tab go to $SD_WEB_ARTIFACTS
+(default /tmp/sd-web-artifacts), not to the repository.
+
+Run: Scripts/web/run_browser_test.sh (installs chromium, chromium-driver and selenium when missing).
+"""
+import base64
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+from PIL import Image
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.action_chains import ActionChains
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+SD = os.environ.get("SD_BIN", os.path.join(ROOT, ".build", "release", "sd"))
+MODELS = os.path.join(ROOT, "Models")
+ART = os.environ.get("SD_WEB_ARTIFACTS", "/tmp/sd-web-artifacts")
+PROMPT = "a photograph of an astronaut riding a horse"
+results = {"passed": 0, "failed": 0}
+
+
+def check(name, cond, detail=""):
+    if cond:
+        results["passed"] += 1
+        print(f"ok   {name}")
+    else:
+        results["failed"] += 1
+        print(f"FAIL {name} {detail}")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, model, extra=()):
+        self.port = free_port()
+        self.proc = subprocess.Popen([SD, "serve", "--model", model, "--host", "127.0.0.1", "--port", str(self.port), *extra],
+                                     stdout=subprocess.DEVNULL, stderr=open(os.path.join(ART, f"serve-{self.port}.log"), "w"))
+        self.url = f"http://127.0.0.1:{self.port}"
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"sd serve exited with {self.proc.returncode}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return
+            except OSError:
+                time.sleep(0.2)
+        self.stop()
+        raise RuntimeError("sd serve did not start within 60 s")
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def browser(width=1280, height=1000):
+    opts = webdriver.ChromeOptions()
+    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", f"--window-size={width},{height}"):
+        opts.add_argument(a)
+    opts.binary_location = "/usr/bin/chromium"
+    return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
+
+
+def cli_image(args):
+    with tempfile.TemporaryDirectory() as d:
+        out = os.path.join(d, "cli.png")
+        subprocess.run([SD, *args, "--output", out], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
+        return Image.open(out).convert("RGB")
+
+
+def page_images(driver):
+    imgs = driver.find_elements(By.CSS_SELECTOR, "#gallery .card img")
+    out = []
+    for img in imgs:
+        src = img.get_attribute("src")
+        out.append(Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))).convert("RGB"))
+    return out
+
+
+def same_pixels(a, b):
+    return a.size == b.size and a.tobytes() == b.tobytes()
+
+
+def fill(driver, field, value):
+    el = driver.find_element(By.ID, field)
+    driver.execute_script("arguments[0].disabled = false; arguments[0].value = arguments[1];", el, str(value))
+
+
+def set_seed(driver, seed):
+    box = driver.find_element(By.ID, "seed-random")
+    if box.is_selected():
+        box.click()
+    fill(driver, "seed", seed)
+
+
+def open_tab(driver, tab):
+    driver.find_element(By.ID, f"tab-{tab}").click()
+
+
+def generate_and_wait(driver, count_before, timeout=120):
+    driver.find_element(By.ID, "generate").click()
+    WebDriverWait(driver, timeout).until(
+        lambda d: len(d.find_elements(By.CSS_SELECTOR, "#gallery .card")) > count_before
+        or "Failed" in d.find_element(By.ID, "status").text)
+    WebDriverWait(driver, 10).until(lambda d: d.find_element(By.ID, "generate").is_enabled())
+
+
+def upload(driver, field, path):
+    driver.find_element(By.ID, field).send_keys(path)
+    time.sleep(0.5)
+
+
+def tabs_shown(driver):
+    return [b.get_attribute("id")[4:] for b in driver.find_elements(By.CSS_SELECTOR, "#tabs button")]
+
+
+def shot(driver, name):
+    driver.save_screenshot(os.path.join(ART, f"{name}.png"))
+
+
+def test_image(path, w, h):
+    img = Image.new("RGB", (w, h))
+    px = img.load()
+    for y in range(h):
+        for x in range(w):
+            px[x, y] = ((x * 7) % 256, (y * 5) % 256, 255 * (((x // 16) + (y // 16)) % 2))
+    img.save(path)
+    return path
+
+
+def sd1_session(tmp):
+    model = os.path.join(MODELS, "tiny-sd1")
+    server = Server(model)
+    driver = browser()
+    try:
+        driver.get(server.url + "/")
+        WebDriverWait(driver, 20).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#tabs button"))
+        check("sd1 tabs", tabs_shown(driver) == ["txt2img", "img2img", "inpaint"], tabs_shown(driver))
+
+        # Text to image, against the CLI.
+        driver.find_element(By.ID, "prompt").send_keys(PROMPT)
+        for f, v in (("width", 64), ("height", 64), ("steps", 4), ("cfg_scale", 7.5)):
+            fill(driver, f, v)
+        set_seed(driver, 42)
+        shot(driver, "txt2img")
+        generate_and_wait(driver, 0)
+        got = page_images(driver)
+        want = cli_image(["txt2img", "--model", model, "--prompt", PROMPT, "--width", "64", "--height", "64", "--steps", "4",
+                          "--guidance-scale", "7.5", "--seed", "42"])
+        check("txt2img equals the CLI", len(got) == 1 and same_pixels(got[0], want))
+        params = driver.find_element(By.CSS_SELECTOR, "#gallery .card .params").text
+        check("gallery shows the PNG parameters", "Seed: 42" in params and PROMPT in params, params)
+        shot(driver, "txt2img-result")
+
+        # Reuse the last seed after a random one.
+        driver.find_element(By.ID, "seed-random").click()
+        generate_and_wait(driver, 1)
+        status = driver.find_element(By.ID, "status").text
+        driver.find_element(By.ID, "seed-reuse").click()
+        seed = driver.find_element(By.ID, "seed").get_attribute("value")
+        check("reuse last seed", seed and f"seed {seed}" in status, f"{seed!r} / {status!r}")
+
+        # A 422 shown next to the field it names (a width that is not a multiple of 8).
+        fill(driver, "width", 60)
+        set_seed(driver, 1)
+        driver.find_element(By.ID, "generate").click()
+        WebDriverWait(driver, 30).until(lambda d: d.find_element(By.CSS_SELECTOR, '[data-error="width"]').text)
+        msg = driver.find_element(By.CSS_SELECTOR, '[data-error="width"]').text
+        check("422 next to its field", "8" in msg, msg)
+        fill(driver, "width", 64)
+
+        # Image to image.
+        src = test_image(os.path.join(tmp, "input.png"), 96, 64)
+        open_tab(driver, "img2img")
+        upload(driver, "init_image", src)
+        fill(driver, "denoising_strength", 0.6)
+        fill(driver, "steps", 5)
+        set_seed(driver, 3)
+        shot(driver, "img2img")
+        n = len(driver.find_elements(By.CSS_SELECTOR, "#gallery .card"))
+        generate_and_wait(driver, n)
+        want = cli_image(["img2img", "--model", model, "--prompt", PROMPT, "--image", src, "--strength", "0.6", "--steps", "5",
+                          "--guidance-scale", "7.5", "--seed", "3"])
+        check("img2img equals the CLI", same_pixels(page_images(driver)[0], want))
+
+        # Inpainting: paint a stroke with pointer events, compare with the CLI given the same mask.
+        open_tab(driver, "inpaint")
+        upload(driver, "init_image", src)
+        fill(driver, "width", 96)
+        fill(driver, "height", 64)
+        fill(driver, "denoising_strength", 1.0)
+        canvas = driver.find_element(By.ID, "mask-paint")
+        fill(driver, "brush", 12)
+        chain = ActionChains(driver)
+        chain.move_to_element_with_offset(canvas, -20, -5).click_and_hold().move_by_offset(30, 0).move_by_offset(10, 10).release().perform()
+        mask_url = driver.execute_script("return paintedMask();")
+        mask_path = os.path.join(tmp, "mask.png")
+        with open(mask_path, "wb") as f:
+            f.write(base64.b64decode(mask_url.split(",", 1)[1]))
+        painted = Image.open(mask_path).convert("L")
+        check("painted mask has a stroke", 0 < sum(1 for v in painted.getdata() if v > 127) < painted.size[0] * painted.size[1])
+        shot(driver, "inpaint")
+        n = len(driver.find_elements(By.CSS_SELECTOR, "#gallery .card"))
+        generate_and_wait(driver, n)
+        want = cli_image(["inpaint", "--model", model, "--prompt", PROMPT, "--image", src, "--mask", mask_path, "--width", "96",
+                          "--height", "64", "--strength", "1.0", "--steps", "5", "--guidance-scale", "7.5", "--seed", "3"])
+        check("inpaint equals the CLI", same_pixels(page_images(driver)[0], want))
+
+        # Cancel a long run.
+        open_tab(driver, "txt2img")
+        fill(driver, "width", 512)
+        fill(driver, "height", 512)
+        fill(driver, "steps", 150)
+        driver.find_element(By.ID, "generate").click()
+        WebDriverWait(driver, 60).until(lambda d: not d.find_element(By.ID, "progress").get_attribute("hidden"))
+        shot(driver, "progress")
+        driver.find_element(By.ID, "cancel").click()
+        WebDriverWait(driver, 60).until(lambda d: d.find_element(By.ID, "generate").is_enabled())
+        check("cancel", "Cancelled" in driver.find_element(By.ID, "status").text, driver.find_element(By.ID, "status").text)
+    finally:
+        driver.quit()
+        server.stop()
+
+    # Phone width and Basic auth.
+    server = Server(model, ["--api-auth", "user:secret"])
+    driver = browser(390, 844)
+    try:
+        with urllib.request.urlopen(urllib.request.Request(server.url + "/"), timeout=10) as _:
+            check("auth required", False, "page served without credentials")
+    except urllib.error.HTTPError as e:
+        check("auth required", e.code == 401 and "Basic" in (e.headers.get("WWW-Authenticate") or ""), str(e))
+    try:
+        driver.get(f"http://user:secret@127.0.0.1:{server.port}/")
+        WebDriverWait(driver, 20).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#tabs button"))
+        wide = driver.execute_script("return document.documentElement.scrollWidth <= window.innerWidth + 1")
+        check("phone width fits", wide)
+        shot(driver, "phone")
+    finally:
+        driver.quit()
+        server.stop()
+
+
+def single_tab_session(model_name, tab, tmp, cli_args, form):
+    model = os.path.join(MODELS, model_name)
+    server = Server(model)
+    driver = browser()
+    try:
+        driver.get(server.url + "/")
+        WebDriverWait(driver, 20).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#tabs button"))
+        check(f"{model_name} tabs", tab in tabs_shown(driver), tabs_shown(driver))
+        open_tab(driver, tab)
+        driver.find_element(By.ID, "prompt").send_keys(PROMPT)
+        for f, v in form.items():
+            if f == "init_image":
+                upload(driver, f, v)
+            elif f == "seed":
+                set_seed(driver, v)
+            else:
+                fill(driver, f, v)
+        shot(driver, tab)
+        generate_and_wait(driver, 0)
+        got = page_images(driver)
+        want = cli_image([tab, "--model", model, "--prompt", PROMPT, *cli_args])
+        check(f"{tab} equals the CLI", len(got) >= 1 and same_pixels(got[0], want))
+        shot(driver, f"{tab}-result")
+    finally:
+        driver.quit()
+        server.stop()
+
+
+def main():
+    os.makedirs(ART, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        sd1_session(tmp)
+        src = test_image(os.path.join(tmp, "depth-input.png"), 96, 64)
+        single_tab_session("tiny-sd2-depth", "depth2img", tmp,
+                           ["--image", src, "--strength", "0.7", "--steps", "4", "--guidance-scale", "7.5", "--seed", "5"],
+                           {"init_image": src, "denoising_strength": 0.7, "steps": 4, "cfg_scale": 7.5, "seed": 5})
+        small = test_image(os.path.join(tmp, "small.png"), 24, 16)
+        single_tab_session("tiny-sd-x4-upscaler", "upscale", tmp,
+                           ["--image", small, "--steps", "4", "--guidance-scale", "9", "--noise-level", "20", "--seed", "6"],
+                           {"init_image": small, "steps": 4, "cfg_scale": 9, "noise_level": 20, "seed": 6})
+    print(f"browser: {results['passed']} passed, {results['failed']} failed")
+    print(f"screenshots in {ART}")
+    return 1 if results["failed"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

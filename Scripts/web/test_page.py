@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 
@@ -225,7 +226,7 @@ def sd1_session(tmp):
         with open(mask_path, "wb") as f:
             f.write(base64.b64decode(mask_url.split(",", 1)[1]))
         painted = Image.open(mask_path).convert("L")
-        check("painted mask has a stroke", 0 < sum(1 for v in painted.getdata() if v > 127) < painted.size[0] * painted.size[1])
+        check("painted mask has a stroke", 0 < sum(1 for v in painted.tobytes() if v > 127) < painted.size[0] * painted.size[1])
         shot(driver, "inpaint")
         n = len(driver.find_elements(By.CSS_SELECTOR, "#gallery .card"))
         generate_and_wait(driver, n)
@@ -233,17 +234,59 @@ def sd1_session(tmp):
                           "--height", "64", "--strength", "1.0", "--steps", "5", "--guidance-scale", "7.5", "--seed", "3"])
         check("inpaint equals the CLI", same_pixels(page_images(driver)[0], want))
 
-        # Cancel a long run.
+        # A long run of another client: ours waits in the queue, shows its place, and is dropped by Cancel
+        # without stopping the other client's run.
+        other = {}
+
+        def other_client():
+            body = json.dumps({"prompt": "x", "steps": 150, "width": 512, "height": 512, "seed": 1}).encode()
+            req = urllib.request.Request(server.url + "/sdapi/v1/txt2img", data=body, headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(req, timeout=300) as r:
+                other["info"] = json.loads(json.loads(r.read())["info"])
+
+        thread = threading.Thread(target=other_client)
+        thread.start()
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            with urllib.request.urlopen(server.url + "/sdapi/v1/progress", timeout=10) as r:
+                if json.loads(r.read())["state"]["sampling_steps"] > 0:
+                    break
+            time.sleep(0.1)
         open_tab(driver, "txt2img")
+        fill(driver, "width", 64)
+        fill(driver, "height", 64)
+        fill(driver, "steps", 4)
+        driver.find_element(By.ID, "generate").click()
+        WebDriverWait(driver, 30).until(lambda d: "In queue" in d.find_element(By.ID, "status").text)
+        check("queued job shows its place", "1 ahead" in driver.find_element(By.ID, "status").text, driver.find_element(By.ID, "status").text)
+        shot(driver, "queued")
+        driver.find_element(By.ID, "cancel").click()
+        WebDriverWait(driver, 30).until(lambda d: d.find_element(By.ID, "generate").is_enabled())
+        check("cancel a queued job", "Cancelled" in driver.find_element(By.ID, "status").text, driver.find_element(By.ID, "status").text)
+        with urllib.request.urlopen(server.url + "/sdapi/v1/progress", timeout=10) as r:
+            check("the other client's run goes on", json.loads(r.read())["state"]["sampling_steps"] == 150)
+        urllib.request.urlopen(urllib.request.Request(server.url + "/sdapi/v1/interrupt", data=b"", method="POST"), timeout=10).close()
+        thread.join(timeout=120)
+        check("the other client got its answer", "info" in other and other["info"].get("interrupted") is True, str(other))
+
+        # Our own long run: progress, a live preview, then Cancel stops it.
         fill(driver, "width", 512)
         fill(driver, "height", 512)
         fill(driver, "steps", 150)
         driver.find_element(By.ID, "generate").click()
         WebDriverWait(driver, 60).until(lambda d: not d.find_element(By.ID, "progress").get_attribute("hidden"))
+        WebDriverWait(driver, 60).until(lambda d: (d.find_element(By.ID, "preview").get_attribute("src") or "").startswith("data:image/png"))
+        check("live preview", driver.find_element(By.ID, "preview").is_displayed())
         shot(driver, "progress")
         driver.find_element(By.ID, "cancel").click()
         WebDriverWait(driver, 60).until(lambda d: d.find_element(By.ID, "generate").is_enabled())
         check("cancel", "Cancelled" in driver.find_element(By.ID, "status").text, driver.find_element(By.ID, "status").text)
+        stopped, deadline = False, time.time() + 20
+        while not stopped and time.time() < deadline:  # it stops at the end of the step under way
+            with urllib.request.urlopen(server.url + "/sdapi/v1/progress", timeout=10) as r:
+                stopped = json.loads(r.read())["state"]["sampling_steps"] == 0
+            time.sleep(0.1)
+        check("cancelled run stopped", stopped)
     finally:
         driver.quit()
         server.stop()

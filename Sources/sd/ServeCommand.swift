@@ -31,8 +31,8 @@ struct ServeCommand: ParsableCommand {
     @Option(name: .customLong("embedding"), help: "Textual-inversion embedding, FILE[:TOKEN]; repeatable.")
     var embeddings: [String] = []
 
-    @Option(help: "How request prompts are read: a1111 ((word:1.2), [word], BREAK, long prompts, as AUTOMATIC1111 clients expect) or plain (diffusers, 77 tokens).")
-    var promptSyntax = "a1111"
+    @Option(help: "How request prompts are read: plain (diffusers' exact picture, 77 tokens; the CLI's default) or a1111 ((word:1.2), [word], BREAK, long prompts).")
+    var promptSyntax = "plain"
 
     @Option(help: "Address to bind (loopback unless told otherwise).")
     var host = "127.0.0.1"

@@ -31,7 +31,9 @@ async function api(path, body, signal) {
   const init = body === undefined ? { method: "GET" } : {
     method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body), signal,
   };
-  const res = await fetch(path, init);
+  // Against the origin, not the document URL: a page opened as http://user:pass@host/ would otherwise make
+  // every fetch carry credentials in its URL, which browsers refuse; the cached Basic credentials still go.
+  const res = await fetch(new URL(path, location.origin), init);
   let data = null;
   const text = await res.text();
   try { data = text ? JSON.parse(text) : null; } catch (_) { data = { detail: text }; }
@@ -272,8 +274,11 @@ async function cancel() {
   const run = state.running;
   if (!run) return;
   setStatus("Cancelling…");
-  // Interrupt stops the job if it is running; closing the request drops it if it is still queued.
-  try { await api("/sdapi/v1/interrupt", {}); } catch (_) { /* the abort below still drops it */ }
+  // Interrupt stops the running job, so only when it is ours; closing the request drops it from the queue
+  // (and stops it too, should it have started meanwhile).
+  if (run.active) {
+    try { await api("/sdapi/v1/interrupt", {}); } catch (_) { /* the abort below still stops it */ }
+  }
   run.controller.abort();
 }
 
@@ -285,6 +290,7 @@ function pollProgress(taskId) {
       const p = await api("/internal/progress", { id_task: taskId, id_live_preview: previewId, live_preview: true });
       if (stopped) return;
       const bar = $("#progress");
+      if (state.running && state.running.taskId === taskId) state.running.active = !!p.active;
       if (p.queued) {
         setStatus(p.textinfo || "In queue…");
       } else if (p.active) {

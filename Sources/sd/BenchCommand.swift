@@ -80,8 +80,14 @@ struct BenchCommand: ParsableCommand {
         let x = Self.random([2, 64, 64, 320])
         let lin = try Linear(weight: Self.random([1280, 320], scale: 0.05), bias: nil)
         let y = Self.random([4096, 320])
+        // SD 1.5's first-level attention at 512x512 (batch 2 with guidance, 8 heads of 40): self over 4096
+        // tokens, cross over the 77 prompt tokens.
+        let q = Self.random([2, 4096, 320]), k = Self.random([2, 4096, 320]), v = Self.random([2, 4096, 320])
+        let kc = Self.random([2, 77, 320]), vc = Self.random([2, 77, 320])
         return [("conv3x3_2x64x64x320", try measure { _ = try conv(x) }),
-                ("matmul_4096x320x1280", try measure { _ = try lin(y) })]
+                ("matmul_4096x320x1280", try measure { _ = try lin(y) }),
+                ("attention_self_2x4096x8x40", try measure { _ = try Attention.scaledDotProduct(query: q, key: k, value: v, heads: 8) }),
+                ("attention_cross_2x4096x77x8x40", try measure { _ = try Attention.scaledDotProduct(query: q, key: kc, value: vc, heads: 8) })]
     }
 
     private func sd15Suite() throws -> [(String, Measurement)] {

@@ -56,6 +56,23 @@ enum VectorMath {
 /// Numerically stable softmax of one row in place (max-subtracted), 16 lanes at a time.
 @inline(__always)
 func softmaxRow(_ p: UnsafeMutablePointer<Float>, _ n: Int) {
+    let s = expRowMinusMax(p, n)
+    guard s > 0 else { return }
+    let raw = UnsafeMutableRawPointer(p)
+    let vectors = n / 16
+    let inv = SIMD16<Float>(repeating: 1 / s)
+    for i in 0..<vectors {
+        raw.storeBytes(of: raw.loadUnaligned(fromByteOffset: i * 64, as: SIMD16<Float>.self) * inv, toByteOffset: i * 64, as: SIMD16<Float>.self)
+    }
+    let invS = 1 / s
+    for j in (vectors * 16)..<n { p[j] *= invS }
+}
+
+/// The unnormalised half of softmax: `exp(x - max(x))` in place, returning the row's sum (0 for a fully
+/// masked row, which is left all zero). Attention divides its output rows by the sum instead, which is
+/// head-dim wide rather than a pass over all the keys.
+@inline(__always)
+func expRowMinusMax(_ p: UnsafeMutablePointer<Float>, _ n: Int) -> Float {
     let vectors = n / 16
     var m = -Float.infinity
     var vm = SIMD16<Float>(repeating: -.infinity)
@@ -66,7 +83,7 @@ func softmaxRow(_ p: UnsafeMutablePointer<Float>, _ n: Int) {
     }
     m = vm.max()
     for j in (vectors * 16)..<n { m = Swift.max(m, p[j]) }
-    if m == -.infinity { for j in 0..<n { p[j] = 0 }; return }  // fully masked row
+    if m == -.infinity { for j in 0..<n { p[j] = 0 }; return 0 }  // fully masked row
     let vmax = SIMD16<Float>(repeating: m)
     var vs = SIMD16<Float>(repeating: 0)
     for i in 0..<vectors {
@@ -81,10 +98,5 @@ func softmaxRow(_ p: UnsafeMutablePointer<Float>, _ n: Int) {
         let e = VectorMath.exp(tail - vmax)
         for j in (vectors * 16)..<n { p[j] = e[j - vectors * 16]; s += e[j - vectors * 16] }
     }
-    let inv = SIMD16<Float>(repeating: 1 / s)
-    for i in 0..<vectors {
-        raw.storeBytes(of: raw.loadUnaligned(fromByteOffset: i * 64, as: SIMD16<Float>.self) * inv, toByteOffset: i * 64, as: SIMD16<Float>.self)
-    }
-    let invS = 1 / s
-    for j in (vectors * 16)..<n { p[j] *= invS }
+    return s
 }

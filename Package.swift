@@ -29,9 +29,11 @@ let package = Package(
         .systemLibrary(
             name: "CImageCodecs", path: "Sources/CImageCodecs",
             providers: [.apt(["libpng-dev", "libjpeg-dev"]), .brew(["libpng", "jpeg-turbo"])]),
+        // AVX-512 element-wise kernels chosen at run time (function target attributes: no compiler flags).
+        .target(name: "CKernels", path: "Sources/CKernels"),
         .target(
             name: "DiffusionTensor",
-            dependencies: [.target(name: "CDNNL", condition: linuxOnly)]),
+            dependencies: ["CKernels", .target(name: "CDNNL", condition: linuxOnly)]),
         .target(
             name: "StableDiffusion",
             dependencies: ["DiffusionTensor", .target(name: "CImageCodecs", condition: linuxOnly)],

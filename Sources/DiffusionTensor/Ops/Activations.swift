@@ -1,3 +1,4 @@
+import CKernels
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -44,9 +45,21 @@ public enum Activation: Sendable, Hashable {
         }
     }
 
+    /// The activation's code in `CKernels`.
+    var nativeKind: Int32? {
+        switch self {
+        case .identity: return nil
+        case .silu: return Int32(SDK_SILU)
+        case .quickGelu: return Int32(SDK_QUICK_GELU)
+        case .gelu: return Int32(SDK_GELU)
+        case .geluTanh: return Int32(SDK_GELU_TANH)
+        }
+    }
+
     /// Applies the activation in place to `count` floats, 16 at a time.
     @inline(__always)
     func applyRow(_ p: UnsafeMutablePointer<Float>, _ count: Int) {
+        if KernelDispatch.native, let kind = nativeKind { sdk_activation(p, Int64(count), kind); return }
         let raw = UnsafeMutableRawPointer(p)
         let vectors = count / 16
         for i in 0..<vectors {

@@ -1,3 +1,5 @@
+import CKernels
+
 /// Vectorised transcendental functions for the hot element-wise kernels (softmax, GELU, SiLU), within
 /// about 2 ulp of libm, so results stay within the parity tolerances while running 16 lanes at a time.
 enum VectorMath {
@@ -73,6 +75,7 @@ func softmaxRow(_ p: UnsafeMutablePointer<Float>, _ n: Int) {
 /// head-dim wide rather than a pass over all the keys.
 @inline(__always)
 func expRowMinusMax(_ p: UnsafeMutablePointer<Float>, _ n: Int) -> Float {
+    if KernelDispatch.native { return sdk_exp_minus_max(p, Int64(n)) }
     let vectors = n / 16
     var m = -Float.infinity
     var vm = SIMD16<Float>(repeating: -.infinity)
@@ -99,4 +102,11 @@ func expRowMinusMax(_ p: UnsafeMutablePointer<Float>, _ n: Int) -> Float {
         for j in (vectors * 16)..<n { p[j] = e[j - vectors * 16]; s += e[j - vectors * 16] }
     }
     return s
+}
+
+/// Whether the C kernels (`CKernels`: AVX-512 with FMA, chosen at run time) replace the Swift SIMD loops,
+/// which the baseline x86-64 build runs 4 lanes wide without FMA. True where the CPU has AVX-512F.
+public enum KernelDispatch {
+    /// Tests turn this off to check the portable path against the native one; nothing else should.
+    nonisolated(unsafe) public static var native = sdk_has_avx512() != 0
 }

@@ -1,0 +1,22 @@
+#ifndef SD_CKERNELS_H
+#define SD_CKERNELS_H
+
+#include <stdint.h>
+
+/// Element-wise kernels written with AVX-512 intrinsics behind a runtime CPU check: Swift builds for the
+/// baseline x86-64 (SSE2), so its SIMD types run 4 lanes without FMA; these run 16 with FMA on CPUs that
+/// have AVX-512F, with no compiler flags (function-level target attributes).
+
+/// 1 when the AVX-512 kernels below can run on this CPU, else 0 (then the callers use their portable code).
+int sdk_has_avx512(void);
+
+/// exp(x - max(x)) over `n` floats in place; returns their sum (0, leaving zeros, for a row of -inf).
+float sdk_exp_minus_max(float *p, int64_t n);
+
+/// Activation codes of sdk_activation.
+enum { SDK_SILU = 1, SDK_QUICK_GELU = 2, SDK_GELU = 3, SDK_GELU_TANH = 4 };
+
+/// The activation `kind` applied in place to `n` floats.
+void sdk_activation(float *p, int64_t n, int kind);
+
+#endif

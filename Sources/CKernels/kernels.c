@@ -1,0 +1,151 @@
+#include "ckernels.h"
+
+#include <math.h>
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define SDK_X86 1
+#define AVX512 __attribute__((target("avx512f")))
+#endif
+
+int sdk_has_avx512(void) {
+#ifdef SDK_X86
+    static int cached = -1;
+    if (cached < 0) cached = __builtin_cpu_supports("avx512f") ? 1 : 0;
+    return cached;
+#else
+    return 0;
+#endif
+}
+
+#ifdef SDK_X86
+/* e^x as the Swift VectorMath.exp computes it (x = n ln2 + r, Cephes' degree-6 polynomial, 2^n in the
+   exponent bits), with fused multiply-adds; NaN stays NaN, below -87.3 is 0, above 88.7 is +inf. */
+AVX512 static inline __m512 exp512(__m512 x) {
+    const __m512 hi = _mm512_set1_ps(88.72283f), lo = _mm512_set1_ps(-87.33654f);
+    const __mmask16 over = _mm512_cmp_ps_mask(x, hi, _CMP_GT_OQ), under = _mm512_cmp_ps_mask(x, lo, _CMP_LT_OQ);
+    __m512 xc = _mm512_mask_mov_ps(x, over, hi);
+    xc = _mm512_mask_mov_ps(xc, under, lo);
+    const __m512 magic = _mm512_set1_ps(12582912.0f);
+    const __m512 t = _mm512_fmadd_ps(xc, _mm512_set1_ps(1.442695040888963f), magic);
+    const __m512 n = _mm512_sub_ps(t, magic);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), xc);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    const __m512 er = _mm512_add_ps(_mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r), _mm512_set1_ps(1.0f));
+    const __m512i ni = _mm512_sub_epi32(_mm512_castps_si512(t), _mm512_set1_epi32(0x4B400000));
+    const __m512 pow2 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(ni, _mm512_set1_epi32(127)), 23));
+    __m512 result = _mm512_mul_ps(er, pow2);
+    result = _mm512_mask_mov_ps(result, under, _mm512_setzero_ps());
+    return _mm512_mask_mov_ps(result, over, _mm512_set1_ps(INFINITY));
+}
+
+/* erf by Abramowitz & Stegun 7.1.26, as VectorMath.erf. */
+AVX512 static inline __m512 erf512(__m512 x) {
+    const __m512 ax = _mm512_abs_ps(x);
+    const __m512 t = _mm512_div_ps(_mm512_set1_ps(1.0f), _mm512_fmadd_ps(ax, _mm512_set1_ps(0.3275911f), _mm512_set1_ps(1.0f)));
+    __m512 p = _mm512_set1_ps(1.061405429f);
+    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(-1.453152027f));
+    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(1.421413741f));
+    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(-0.284496736f));
+    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(0.254829592f));
+    const __m512 e = exp512(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_mul_ps(ax, ax)));
+    const __m512 y = _mm512_fnmadd_ps(_mm512_mul_ps(p, t), e, _mm512_set1_ps(1.0f));
+    const __mmask16 negative = _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_LT_OQ);
+    return _mm512_mask_sub_ps(y, negative, _mm512_setzero_ps(), y);
+}
+
+AVX512 static inline __m512 activation512(__m512 x, int kind) {
+    const __m512 one = _mm512_set1_ps(1.0f);
+    switch (kind) {
+    case SDK_SILU:
+        return _mm512_div_ps(x, _mm512_add_ps(exp512(_mm512_sub_ps(_mm512_setzero_ps(), x)), one));
+    case SDK_QUICK_GELU:
+        return _mm512_div_ps(x, _mm512_add_ps(exp512(_mm512_mul_ps(x, _mm512_set1_ps(-1.702f))), one));
+    case SDK_GELU:
+        return _mm512_mul_ps(_mm512_mul_ps(x, _mm512_set1_ps(0.5f)),
+                             _mm512_add_ps(erf512(_mm512_mul_ps(x, _mm512_set1_ps(0.70710678118654752f))), one));
+    case SDK_GELU_TANH: {
+        const __m512 x3 = _mm512_mul_ps(_mm512_mul_ps(x, x), x);
+        const __m512 u = _mm512_mul_ps(_mm512_fmadd_ps(x3, _mm512_set1_ps(0.044715f), x), _mm512_set1_ps(0.7978845608028654f));
+        const __m512 th = _mm512_sub_ps(_mm512_set1_ps(2.0f),
+                                        _mm512_div_ps(_mm512_set1_ps(2.0f), _mm512_add_ps(exp512(_mm512_add_ps(u, u)), one)));
+        return _mm512_mul_ps(_mm512_mul_ps(x, _mm512_set1_ps(0.5f)), th);
+    }
+    default:
+        return x;
+    }
+}
+
+AVX512 static float exp_minus_max512(float *p, int64_t n) {
+    __m512 vm = _mm512_set1_ps(-INFINITY);
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) vm = _mm512_max_ps(vm, _mm512_loadu_ps(p + i));
+    if (i < n) vm = _mm512_max_ps(vm, _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), (__mmask16)((1u << (n - i)) - 1), p + i));
+    const float m = _mm512_reduce_max_ps(vm);
+    if (m == -INFINITY) {
+        for (int64_t j = 0; j < n; j++) p[j] = 0;
+        return 0;
+    }
+    const __m512 vmax = _mm512_set1_ps(m);
+    __m512 vs = _mm512_setzero_ps();
+    for (i = 0; i + 16 <= n; i += 16) {
+        const __m512 e = exp512(_mm512_sub_ps(_mm512_loadu_ps(p + i), vmax));
+        _mm512_storeu_ps(p + i, e);
+        vs = _mm512_add_ps(vs, e);
+    }
+    if (i < n) {
+        const __mmask16 k = (__mmask16)((1u << (n - i)) - 1);
+        const __m512 e = exp512(_mm512_sub_ps(_mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), k, p + i), vmax));
+        _mm512_mask_storeu_ps(p + i, k, e);
+        vs = _mm512_add_ps(vs, _mm512_maskz_mov_ps(k, e));
+    }
+    return _mm512_reduce_add_ps(vs);
+}
+
+AVX512 static void activation_row512(float *p, int64_t n, int kind) {
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(p + i, activation512(_mm512_loadu_ps(p + i), kind));
+    if (i < n) {
+        const __mmask16 k = (__mmask16)((1u << (n - i)) - 1);
+        _mm512_mask_storeu_ps(p + i, k, activation512(_mm512_maskz_loadu_ps(k, p + i), kind));
+    }
+}
+#endif
+
+/* Portable fallbacks (callers normally keep their own SIMD code where AVX-512 is missing). */
+float sdk_exp_minus_max(float *p, int64_t n) {
+#ifdef SDK_X86
+    if (sdk_has_avx512()) return exp_minus_max512(p, n);
+#endif
+    float m = -INFINITY;
+    for (int64_t j = 0; j < n; j++) m = p[j] > m ? p[j] : m;
+    if (m == -INFINITY) {
+        for (int64_t j = 0; j < n; j++) p[j] = 0;
+        return 0;
+    }
+    float s = 0;
+    for (int64_t j = 0; j < n; j++) { p[j] = expf(p[j] - m); s += p[j]; }
+    return s;
+}
+
+void sdk_activation(float *p, int64_t n, int kind) {
+#ifdef SDK_X86
+    if (sdk_has_avx512()) { activation_row512(p, n, kind); return; }
+#endif
+    for (int64_t j = 0; j < n; j++) {
+        const float x = p[j];
+        switch (kind) {
+        case SDK_SILU: p[j] = x / (expf(-x) + 1); break;
+        case SDK_QUICK_GELU: p[j] = x / (expf(x * -1.702f) + 1); break;
+        case SDK_GELU: p[j] = 0.5f * x * (1 + erff(x * 0.70710678118654752f)); break;
+        case SDK_GELU_TANH: p[j] = 0.5f * x * (1 + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x))); break;
+        default: break;
+        }
+    }
+}

@@ -1,0 +1,80 @@
+import DiffusionTensor
+import XCTest
+
+/// The AVX-512 kernels (CKernels) against the portable Swift SIMD code they replace, on awkward values:
+/// both must agree to float rounding, including overflow, underflow, masked rows and NaN.
+final class KernelDispatchTests: XCTestCase {
+    override func tearDown() {
+        KernelDispatch.native = Self.nativeAvailable
+    }
+
+    static let nativeAvailable = KernelDispatch.native
+
+    func values(_ n: Int, seed: UInt64) -> [Float] {
+        var state = seed | 1
+        var out: [Float] = []
+        for i in 0..<n {
+            state ^= state << 13; state ^= state >> 7; state ^= state << 17
+            let u = Float(state >> 40) / Float(1 << 24) * 2 - 1
+            switch i % 97 {
+            case 0: out.append(-100)   // exp underflow
+            case 1: out.append(95)     // exp overflow
+            case 2: out.append(-.infinity)
+            default: out.append(u * 12)
+            }
+        }
+        return out
+    }
+
+    func both(_ body: () throws -> Tensor) rethrows -> (native: Tensor, portable: Tensor) {
+        KernelDispatch.native = Self.nativeAvailable
+        let native = try body()
+        KernelDispatch.native = false
+        let portable = try body()
+        KernelDispatch.native = Self.nativeAvailable
+        return (native, portable)
+    }
+
+    func assertAgree(_ a: Tensor, _ b: Tensor, _ what: String, file: StaticString = #filePath, line: UInt = #line) {
+        XCTAssertEqual(a.shape, b.shape, what, file: file, line: line)
+        for (i, (x, y)) in zip(a.scalars, b.scalars).enumerated() {
+            if x.isNaN || y.isNaN {
+                XCTAssertTrue(x.isNaN && y.isNaN, "\(what)[\(i)]: \(x) vs \(y)", file: file, line: line)
+                continue
+            }
+            if x.isInfinite || y.isInfinite { XCTAssertEqual(x, y, "\(what)[\(i)]", file: file, line: line); continue }
+            XCTAssertEqual(x, y, accuracy: 2e-6 * max(1, abs(y)), "\(what)[\(i)]", file: file, line: line)
+        }
+    }
+
+    func testActivationsAgree() throws {
+        // Lengths that are not multiples of 16 exercise the masked tails.
+        let x = try Tensor(shape: [3, 1001], scalars: values(3003, seed: 5))
+        for (name, act) in [("silu", Activation.silu), ("quick_gelu", .quickGelu), ("gelu", .gelu), ("gelu_tanh", .geluTanh)] {
+            let r = both { x.applying(act) }
+            assertAgree(r.native, r.portable, name)
+        }
+        let nan = try Tensor(shape: [17], scalars: [Float.nan] + values(16, seed: 9))
+        let r = both { nan.silu() }
+        XCTAssertTrue(r.native.scalars[0].isNaN && r.portable.scalars[0].isNaN)
+    }
+
+    func testSoftmaxAndAttentionAgree() throws {
+        for n in [1, 15, 16, 77, 4096, 4099] {
+            let x = try Tensor(shape: [5, n], scalars: values(5 * n, seed: UInt64(n)).map { $0 == -.infinity ? -30 : $0 })
+            let r = both { x.softmax() }
+            assertAgree(r.native, r.portable, "softmax \(n)")
+        }
+        let masked = try Tensor(shape: [2, 20], scalars: [Float](repeating: -.infinity, count: 20) + values(20, seed: 3).map { $0 == -.infinity ? 0 : $0 })
+        let m = both { masked.softmax() }
+        assertAgree(m.native, m.portable, "masked row")
+        XCTAssertEqual(Array(m.native.scalars[0..<20]), [Float](repeating: 0, count: 20))
+        let q = try Tensor(shape: [2, 300, 64], scalars: values(2 * 300 * 64, seed: 11).map { $0.isFinite ? $0 / 12 : 0 })
+        let k = try Tensor(shape: [2, 77, 64], scalars: values(2 * 77 * 64, seed: 12).map { $0.isFinite ? $0 / 12 : 0 })
+        let v = try Tensor(shape: [2, 77, 64], scalars: values(2 * 77 * 64, seed: 13).map { $0.isFinite ? $0 / 12 : 0 })
+        let a = try both { try Attention.scaledDotProduct(query: q, key: k, value: v, heads: 4) }
+        assertAgree(a.native, a.portable, "attention")
+        let c = try both { try Attention.scaledDotProduct(query: q, key: q, value: q, heads: 2, causal: true) }
+        assertAgree(c.native, c.portable, "causal attention")
+    }
+}

@@ -16,12 +16,7 @@ extension GenerationArguments {
             throw ValidationError("--prompt-syntax must be one of \(PromptSyntax.allCases.map(\.rawValue).joined(separator: ", ")), got \(promptSyntax)")
         }
         if let c = clipSkip, c < 0 { throw ValidationError("--clip-skip must be >= 0, got \(c)") }
-        if let dir = loraDir {
-            var isDir: ObjCBool = false
-            guard FileManager.default.fileExists(atPath: dir, isDirectory: &isDir), isDir.boolValue else {
-                throw ValidationError("--lora-dir: \(dir) is not a folder")
-            }
-        }
+        try FlagChecks.folder("--lora-dir", loraDir)
     }
 
     /// Sets the prompt (without `<lora:…>` tags), prompt syntax and clip skip.

@@ -82,15 +82,8 @@ struct GenerationArguments: ParsableArguments {
             }
             throw ValidationError("--model: \(model) is not a folder, a single-file checkpoint or a Hub repo id (owner/name[@revision])")
         }
-        if let p = predictionType, p != "epsilon", p != "v_prediction" {
-            throw ValidationError("--prediction-type must be epsilon or v_prediction, got \(p)")
-        }
-        if let c = config {
-            var configIsDir: ObjCBool = false
-            guard FileManager.default.fileExists(atPath: c, isDirectory: &configIsDir), configIsDir.boolValue else {
-                throw ValidationError("--config: \(c) is not a folder")
-            }
-        }
+        try FlagChecks.predictionType(predictionType)
+        try FlagChecks.folder("--config", config)
         switch location {
         case .folder, .hubRepository:
             if config != nil || predictionType != nil {

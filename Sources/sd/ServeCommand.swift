@@ -62,16 +62,9 @@ struct ServeCommand: ParsableCommand {
         guard PromptSyntax(rawValue: promptSyntax) != nil else {
             throw ValidationError("--prompt-syntax must be one of \(PromptSyntax.allCases.map(\.rawValue).joined(separator: ", ")), got \(promptSyntax)")
         }
-        if let p = predictionType, p != "epsilon", p != "v_prediction" {
-            throw ValidationError("--prediction-type must be epsilon or v_prediction, got \(p)")
-        }
-        for (flag, path) in [("--lora-dir", loraDir), ("--config", modelConfig)] {
-            guard let path else { continue }
-            var isDir: ObjCBool = false
-            guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir), isDir.boolValue else {
-                throw ValidationError("\(flag): \(path) is not a folder")
-            }
-        }
+        try FlagChecks.predictionType(predictionType)
+        try FlagChecks.folder("--lora-dir", loraDir)
+        try FlagChecks.folder("--config", modelConfig)
     }
 
     func run() throws {

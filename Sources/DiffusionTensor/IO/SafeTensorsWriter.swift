@@ -86,7 +86,8 @@ public enum SafeTensorsWriter {
     }
 
     /// JSON string literal escaped as serde_json does: quote, backslash and control characters only.
-    static func jsonString(_ s: String) -> String {
+    /// (Also what the server writes its JSON strings with.)
+    public static func jsonString(_ s: String) -> String {
         var out = "\""
         for u in s.unicodeScalars {
             switch u {

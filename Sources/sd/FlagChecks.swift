@@ -1,0 +1,21 @@
+import ArgumentParser
+import Foundation
+
+/// Checks of flags that several subcommands share (the generating commands and `sd serve`), written once.
+enum FlagChecks {
+    /// `--prediction-type`: epsilon or v_prediction.
+    static func predictionType(_ value: String?) throws {
+        if let p = value, p != "epsilon", p != "v_prediction" {
+            throw ValidationError("--prediction-type must be epsilon or v_prediction, got \(p)")
+        }
+    }
+
+    /// A flag naming a folder (`--config`, `--lora-dir`): it must exist and be a folder.
+    static func folder(_ flag: String, _ path: String?) throws {
+        guard let path else { return }
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir), isDir.boolValue else {
+            throw ValidationError("\(flag): \(path) is not a folder")
+        }
+    }
+}

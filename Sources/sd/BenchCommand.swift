@@ -20,17 +20,20 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "Timed runs per case (after one warm-up run).")
     var runs: Int = 5
 
-    @Option(help: "The SD 1.5 folder of configs (unet/, vae/, text_encoder/, scheduler/ config files).")
-    var configs: String = "../shared/reference-configs/runwayml-stable-diffusion-v1-5"
+    @Option(help: "The SD 1.5 folder of configs (unet/, vae/, text_encoder/, scheduler/ config files); default: the bundled SD 1.5 configs.")
+    var configs: String?
 
     @Option(help: "A tokenizer folder for the txt2img case (any CLIP tokenizer; ids stay within the vocabulary).")
     var tokenizer: String = "Models/tiny-sd1/tokenizer"
 
-    @Option(parsing: .upToNextOption, help: "Run only these sd15 cases: unet_256 unet_512 text_encoder vae_decode_512 txt2img_20_512.")
+    @Option(parsing: .upToNextOption, help: "Run only these cases (sd15: unet_256 unet_512 text_encoder vae_decode_512 txt2img_20_512; ops: the names it prints).")
     var only: [String] = []
 
     @Flag(help: "Print one JSON object (for Scripts/bench/compare.py).")
     var json = false
+
+    @Flag(help: "Run the portable Swift kernels instead of the AVX-512 ones, to measure what those gain.")
+    var portableKernels = false
 
     func validate() throws {
         guard runs >= 1 else { throw ValidationError("--runs must be >= 1") }
@@ -42,6 +45,7 @@ struct BenchCommand: ParsableCommand {
     }
 
     func run() throws {
+        if portableKernels { KernelDispatch.native = false }
         var results: [(String, Measurement)] = []
         switch suite {
         case .ops: results = try opsSuite()
@@ -84,14 +88,22 @@ struct BenchCommand: ParsableCommand {
         // tokens, cross over the 77 prompt tokens.
         let q = Self.random([2, 4096, 320]), k = Self.random([2, 4096, 320]), v = Self.random([2, 4096, 320])
         let kc = Self.random([2, 77, 320]), vc = Self.random([2, 77, 320])
-        return [("conv3x3_2x64x64x320", try measure { _ = try conv(x) }),
-                ("matmul_4096x320x1280", try measure { _ = try lin(y) }),
-                ("attention_self_2x4096x8x40", try measure { _ = try Attention.scaledDotProduct(query: q, key: k, value: v, heads: 8) }),
-                ("attention_cross_2x4096x77x8x40", try measure { _ = try Attention.scaledDotProduct(query: q, key: kc, value: vc, heads: 8) })]
+        // The resnet block's GroupNorm + SiLU and the transformer block's LayerNorm at the first level.
+        let gamma = Self.random([320]), beta = Self.random([320])
+        let tokens = Self.random([2, 4096, 320])
+        let cases: [(String, () throws -> Void)] = [
+            ("conv3x3_2x64x64x320", { _ = try conv(x) }),
+            ("groupnorm_silu_2x64x64x320", { _ = try x.groupNorm(groups: 32, gamma: gamma, beta: beta, eps: 1e-5, activation: .silu) }),
+            ("layernorm_2x4096x320", { _ = try tokens.layerNorm(gamma: gamma, beta: beta, eps: 1e-5) }),
+            ("matmul_4096x320x1280", { _ = try lin(y) }),
+            ("attention_self_2x4096x8x40", { _ = try Attention.scaledDotProduct(query: q, key: k, value: v, heads: 8) }),
+            ("attention_cross_2x4096x77x8x40", { _ = try Attention.scaledDotProduct(query: q, key: kc, value: vc, heads: 8) }),
+        ]
+        return try cases.filter { wanted($0.0) }.map { ($0.0, try measure($0.1)) }
     }
 
     private func sd15Suite() throws -> [(String, Measurement)] {
-        let root = URL(fileURLWithPath: configs)
+        let root = try configs.map { URL(fileURLWithPath: $0) } ?? DiffusersConfigFolder.bundled("runwayml-stable-diffusion-v1-5").root
         let weights = RandomTensorSource()
         let log = { (s: String) in if !json { FileHandle.standardError.write(Data((s + "\n").utf8)) } }
         var start = Date()

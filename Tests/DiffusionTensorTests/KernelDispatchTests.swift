@@ -77,4 +77,22 @@ final class KernelDispatchTests: XCTestCase {
         let c = try both { try Attention.scaledDotProduct(query: q, key: q, value: q, heads: 2, causal: true) }
         assertAgree(c.native, c.portable, "causal attention")
     }
+
+    func testNormsAgree() throws {
+        // 33 and 48 channels leave masked tails; 1000 pixels leave a partial run of 32.
+        for (channels, groups) in [(33, 3), (48, 16), (320, 32)] {
+            let x = try Tensor(shape: [2, 10, 100, channels], scalars: values(2 * 1000 * channels, seed: UInt64(channels)).map { $0.isFinite && abs($0) < 50 ? $0 : 0.5 })
+            let gamma = try Tensor(shape: [channels], scalars: values(channels, seed: 3).map { $0.isFinite && abs($0) < 50 ? $0 : 1 })
+            let beta = try Tensor(shape: [channels], scalars: values(channels, seed: 4).map { $0.isFinite && abs($0) < 50 ? $0 : 0 })
+            // Same arithmetic in the same order: bit-identical without an activation.
+            let plain = try both { try x.groupNorm(groups: groups, gamma: gamma, beta: beta, eps: 1e-5) }
+            XCTAssertEqual(plain.native.scalars, plain.portable.scalars, "group norm, \(channels) channels")
+            let silu = try both { try x.groupNorm(groups: groups, gamma: gamma, beta: beta, eps: 1e-5, activation: .silu) }
+            assertAgree(silu.native, silu.portable, "group norm + silu, \(channels) channels")
+            let layer = try both { try x.layerNorm(gamma: gamma, beta: beta, eps: 1e-5) }
+            assertAgree(layer.native, layer.portable, "layer norm, \(channels) channels")
+            let bare = try both { try x.layerNorm(gamma: nil, beta: nil, eps: 1e-5) }
+            assertAgree(bare.native, bare.portable, "layer norm without affine, \(channels) channels")
+        }
+    }
 }

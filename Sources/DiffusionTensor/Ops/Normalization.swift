@@ -1,3 +1,5 @@
+import CKernels
+
 extension Tensor {
     /// Group normalisation of an NHWC tensor (`[N, H, W, C]`, or `[N, L, C]`), torch semantics:
     /// statistics per sample and per group of `C / groups` consecutive channels, biased variance,
@@ -59,6 +61,9 @@ extension Tensor {
                 scale.withUnsafeBufferPointer { scp in shift.withUnsafeBufferPointer { shp in
                     let a = scp.baseAddress!, b = shp.baseAddress!
                     Parallel.forRanges(pixels, minChunk: 64) { r in
+                        if KernelDispatch.native,
+                           sdk_affine_rows(xs + r.lowerBound * c, ys + r.lowerBound * c, Int64(r.count), Int64(c), a, b,
+                                           activation.nativeKind ?? 0) != 0 { return }
                         for p in r {
                             let xi = xs + p * c, yo = ys + p * c
                             for j in 0..<c { yo[j] = xi[j] * a[j] + b[j] }
@@ -76,6 +81,8 @@ extension Tensor {
     @inline(__always)
     static func channelSums(_ x: UnsafePointer<Float>, channels c: Int, from: Int, to: Int, centre: UnsafePointer<Float>,
                             squared: Bool, into out: UnsafeMutablePointer<Double>) {
+        if KernelDispatch.native,
+           sdk_channel_sums(x, Int64(c), Int64(from), Int64(to), centre, squared ? 1 : 0, out) != 0 { return }
         for j in 0..<c { out[j] = 0 }
         if from >= to { return }
         withUnsafeTemporaryAllocation(of: Float.self, capacity: c) { accBuffer in
@@ -111,6 +118,10 @@ extension Tensor {
         out.withUnsafeMutableBufferPointer { ob in
             let y = ob.baseAddress!
             Parallel.forRanges(rows, minChunk: 16) { r in
+                if KernelDispatch.native,
+                   sdk_layer_norm_rows(x + r.lowerBound * c, y + r.lowerBound * c, Int64(r.count), Int64(c), g, b, eps) != 0 {
+                    return
+                }
                 for i in r {
                     let xi = x + i * c, yo = y + i * c
                     var sum = 0.0

@@ -85,6 +85,24 @@ def make_folder(out):
     os.rename(tmp, out)
 
 
+def prefix_text_encoder(out):
+    """Writes the text encoder's tensors under the `text_model.` names of the real SD 1.5 folder (and of
+    transformers 4): transformers 5 saves them without the prefix, and the transformers that optimum-intel
+    pins would then ignore them and export a freshly initialised text encoder. Idempotent."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    path = os.path.join(out, "text_encoder", "model.safetensors")
+    with safe_open(path, "pt") as f:
+        keys = list(f.keys())
+        if all(k.startswith("text_model.") for k in keys):
+            return
+        tensors = {(k if k.startswith("text_model.") else "text_model." + k): f.get_tensor(k) for k in keys}
+    save_file(tensors, path + ".tmp", metadata={"format": "pt"})
+    os.replace(path + ".tmp", path)
+    print(f"{path}: tensors renamed to text_model.*", file=sys.stderr)
+
+
 def export_openvino(folder, ov_out, ov_python):
     if os.path.exists(os.path.join(ov_out, "unet", "openvino_model.xml")) and os.path.exists(
             os.path.join(ov_out, "model_index.json")):
@@ -120,6 +138,7 @@ def main():
         os.makedirs(os.path.dirname(out), exist_ok=True)
         make_folder(out)
         print(f"wrote {out}", file=sys.stderr)
+    prefix_text_encoder(out)
     with open(os.path.join(out, "model_index.json")) as f:
         assert json.load(f)["_class_name"] == "StableDiffusionPipeline"
     if args.openvino:

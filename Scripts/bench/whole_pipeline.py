@@ -1,7 +1,8 @@
 """Whole txt2img pipeline, engine against engine: each run is one fresh process that loads the SAME random-weights
 SD 1.5 diffusers folder (Scripts/bench/make_sd15_folder.py) and generates one image; the table has the whole
-process's wall time (min and median over --runs processes), the seconds per denoising step, the load time
-and the peak resident memory (the child's ru_maxrss, from wait4).
+process's wall time (min and median over --runs processes), the seconds per denoising step, the load time,
+the process's CPU time (user + system, median: on a busy machine wall time inflates and this much less; spinning
+thread pools count in it) and the peak resident memory (the child's ru_maxrss, from wait4).
 
     python3 Scripts/bench/whole_pipeline.py [--runs 3] [--size 512] [--steps 20]
         [--engines sd-fp32 sd-bf16 torch-fp32 ov-f32 ov-bf16] [--threads N] [--json FILE]
@@ -24,6 +25,7 @@ import argparse
 import json
 import os
 import re
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -124,7 +126,7 @@ def cpu_description():
 
 
 def run_process(cmd, env):
-    """Runs cmd; returns (wall s, peak RSS bytes, rc, stdout, stderr lines with arrival times)."""
+    """Runs cmd; returns (wall s, CPU s, peak RSS bytes, rc, stdout, stderr lines with arrival times)."""
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     out_chunks = []
@@ -137,7 +139,7 @@ def run_process(cmd, env):
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
-    return wall, usage.ru_maxrss * 1024, proc.returncode, "".join(out_chunks), err
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024, proc.returncode, "".join(out_chunks), err
 
 
 def sd_has_precision(sd):
@@ -231,18 +233,18 @@ def main():
                 row["note"] = cmd
                 print(f"{engine}: {cmd}", file=sys.stderr, flush=True)
                 continue
-            print("$ " + " ".join(cmd), file=sys.stderr, flush=True)
+            print("$ " + shlex.join(cmd), file=sys.stderr, flush=True)
             for i in range(args.runs):
-                wall, peak, rc, stdout, err = run_process(cmd, env)
+                wall, cpu_s, peak, rc, stdout, err = run_process(cmd, env)
                 if rc != 0:
                     tail = " | ".join(l for _, l in err[-5:])
                     row["note"] = f"failed (exit {rc}): {tail}"
                     print(f"{engine}: {row['note']}", file=sys.stderr, flush=True)
                     break
-                run = {"wall_s": wall, "peak_rss_bytes": peak, **parse_run(engine, stdout, err)}
+                run = {"wall_s": wall, "cpu_s": cpu_s, "peak_rss_bytes": peak, **parse_run(engine, stdout, err)}
                 row["runs"].append(run)
                 sps = run.get("s_per_step")
-                print(f"{engine} run {i + 1}: {wall:.1f} s, {peak / 2**20:.0f} MiB"
+                print(f"{engine} run {i + 1}: {wall:.1f} s ({cpu_s:.0f} CPU s), {peak / 2**20:.0f} MiB"
                       + (f", {sps:.3f} s/step" if sps else ""), file=sys.stderr, flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -251,13 +253,13 @@ def main():
     print(f"txt2img {args.size}x{args.size}, {args.steps} Euler steps, guidance {GUIDANCE}, seed {SEED}, "
           f"{args.threads} threads, whole process per run (load + generate + exit)")
     print(f"{'engine':10s} {'precision':9s} {'runs':>4s} {'min s':>8s} {'median s':>9s} {'s/step':>7s} "
-          f"{'load s':>7s} {'peak RSS MiB':>12s}  notes")
+          f"{'load s':>7s} {'CPU s':>7s} {'peak RSS MiB':>12s}  notes")
     for row in rows:
         name, prec = row["engine"].split("-", 1)
         runs = row["runs"]
         label = {"sd": "sd", "torch": "diffusers", "ov": "openvino"}[name]
         if not runs:
-            print(f"{label:10s} {prec:9s} {0:4d} {'-':>8s} {'-':>9s} {'-':>7s} {'-':>7s} {'-':>12s}  {row.get('note', '')}")
+            print(f"{label:10s} {prec:9s} {0:4d} {'-':>8s} {'-':>9s} {'-':>7s} {'-':>7s} {'-':>7s} {'-':>12s}  {row.get('note', '')}")
             continue
         walls = [r["wall_s"] for r in runs]
         med = lambda key: statistics.median(v) if (v := [r[key] for r in runs if r.get(key) is not None]) else None
@@ -265,7 +267,7 @@ def main():
         notes = [row.get("note", "")] + [f"{k} {v}" for k, v in (("versions", runs[-1].get("versions")),
                                                                    ("unet", runs[-1].get("unet_precision"))) if v]
         print(f"{label:10s} {prec:9s} {len(runs):4d} {min(walls):8.1f} {statistics.median(walls):9.1f} "
-              f"{fmt(med('s_per_step'), 7, 3)} {fmt(med('load_s'), 7, 1)} "
+              f"{fmt(med('s_per_step'), 7, 3)} {fmt(med('load_s'), 7, 1)} {fmt(med('cpu_s'), 7, 0)} "
               f"{max(r['peak_rss_bytes'] for r in runs) / 2**20:12.0f}  {'; '.join(n for n in notes if n)}")
     if args.json:
         with open(args.json, "w") as f:

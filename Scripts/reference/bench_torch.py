@@ -40,24 +40,28 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--skip-pipeline", action="store_true")
+    ap.add_argument("--only", nargs="*", default=[], help="run only these cases (as sd bench --only)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     results = {}
+    want = lambda name: not args.only or name in args.only
 
     with torch.no_grad():
         unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(os.path.join(REF, "unet"))).eval()
         vae = AutoencoderKL.from_config(AutoencoderKL.load_config(os.path.join(REF, "vae"))).eval()
         text_encoder = CLIPTextModel(CLIPTextConfig.from_pretrained(os.path.join(REF, "text_encoder"))).eval()
         ctx = torch.randn(2, 77, 768)
-        for size in (256, 512):
+        for size in [s for s in (256, 512) if want(f"unet_{s}")]:
             x = torch.randn(2, 4, size // 8, size // 8)
             results[f"unet_{size}"] = timed(lambda: unet(x, 500, encoder_hidden_states=ctx), args.runs)
         ids = torch.randint(0, 49408, (2, 77))
-        results["text_encoder"] = timed(lambda: text_encoder(ids), args.runs)
+        if want("text_encoder"):
+            results["text_encoder"] = timed(lambda: text_encoder(ids), args.runs)
         z = torch.randn(1, 4, 64, 64)
-        results["vae_decode_512"] = timed(lambda: vae.decode(z), args.runs)
-        if not args.skip_pipeline:
+        if want("vae_decode_512"):
+            results["vae_decode_512"] = timed(lambda: vae.decode(z), args.runs)
+        if not args.skip_pipeline and want("txt2img_20_512"):
             # The real CLIP vocabulary, as the SD 1.5 tokenizer has it (committed with the tokenizer fixtures).
             tok_dir = "/tmp/sd-bench-tokenizer"
             os.makedirs(tok_dir, exist_ok=True)

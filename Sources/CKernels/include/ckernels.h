@@ -19,4 +19,6 @@ enum { SDK_SILU = 1, SDK_QUICK_GELU = 2, SDK_GELU = 3, SDK_GELU_TANH = 4 };
 /// The activation `kind` applied in place to `n` floats.
 void sdk_activation(float *p, int64_t n, int kind);
 
+#include "sdk_attention.h"
+
 #endif

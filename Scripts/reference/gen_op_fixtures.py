@@ -122,5 +122,30 @@ for name, (b, lq, lk, heads, d, causal) in {
     put(f"{name}.q", q); put(f"{name}.k", k); put(f"{name}.v", v)
     put(f"{name}.y", o.transpose(1, 2).reshape(b, lq, heads * d))
 
+# Shapes of the fused attention kernel: SD's head dims (40, 64, 80, 160), 77 prompt keys, token counts that
+# are not multiples of its 48-query and 128-key tiles, causal across key tiles. `.y_bf16in` is torch's fp32
+# attention of the inputs rounded to bf16, the reference of the bf16 kernel.
+for name, (b, lq, lk, heads, d, causal) in {
+    "attn_d40_cross77": (2, 67, 77, 2, 40, False),
+    "attn_d40_self_tiles": (1, 260, 260, 1, 40, False),
+    "attn_d64_causal77": (1, 77, 77, 2, 64, True),
+    "attn_d64_causal_tiles": (1, 150, 150, 1, 64, True),
+    "attn_d80_self": (1, 131, 131, 1, 80, False),
+    "attn_d160_cross77": (1, 37, 77, 2, 160, False),
+    "attn_d160_cross140": (1, 37, 140, 2, 160, False),
+}.items():
+    q = torch.randn(b, lq, heads * d)
+    k = torch.randn(b, lk, heads * d)
+    v = torch.randn(b, lk, heads * d)
+
+    def sdpa(q, k, v):
+        heads_first = [t.view(b, -1, heads, d).transpose(1, 2) for t in (q, k, v)]
+        o = F.scaled_dot_product_attention(*heads_first, is_causal=causal)
+        return o.transpose(1, 2).reshape(b, lq, heads * d)
+
+    put(f"{name}.q", q); put(f"{name}.k", k); put(f"{name}.v", v)
+    put(f"{name}.y", sdpa(q, k, v))
+    put(f"{name}.y_bf16in", sdpa(*(t.to(torch.bfloat16).float() for t in (q, k, v))))
+
 save_file(out, "Tests/DiffusionTensorTests/Fixtures/ops/ops.safetensors")
 print(f"wrote {len(out)} tensors")

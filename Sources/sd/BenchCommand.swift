@@ -14,7 +14,7 @@ struct BenchCommand: ParsableCommand {
 
     enum Suite: String, ExpressibleByArgument, CaseIterable { case ops, sd15 }
 
-    @Option(help: "ops: conv2d and GEMM GFLOP/s; sd15: UNet 256/512, text encoder, VAE decode 512, 20-step txt2img 512.")
+    @Option(help: "ops: conv2d, GEMM and attention (fp32, and bf16 where the CPU has it) GFLOP/s; sd15: UNet 256/512, text encoder, VAE decode 512, 20-step txt2img 512.")
     var suite: Suite = .ops
 
     @Option(help: "Timed runs per case (after one warm-up run).")
@@ -98,7 +98,10 @@ struct BenchCommand: ParsableCommand {
             ("matmul_4096x320x1280", { _ = try lin(y) }),
             ("attention_self_2x4096x8x40", { _ = try Attention.scaledDotProduct(query: q, key: k, value: v, heads: 8) }),
             ("attention_cross_2x4096x77x8x40", { _ = try Attention.scaledDotProduct(query: q, key: kc, value: vc, heads: 8) }),
-        ]
+        ] + (Attention.bfloat16Available ? [
+            ("attention_self_bf16", { _ = try Attention.scaledDotProduct(query: q, key: k, value: v, heads: 8, precision: .bfloat16) }),
+            ("attention_cross_bf16", { _ = try Attention.scaledDotProduct(query: q, key: kc, value: vc, heads: 8, precision: .bfloat16) }),
+        ] : [])
         return try cases.filter { wanted($0.0) }.map { ($0.0, try measure($0.1)) }
     }
 

@@ -32,4 +32,6 @@ int sdk_affine_rows(const float *x, float *y, int64_t rows, int64_t c, const flo
 /// Layer norm over each of `rows` rows of `c` floats (mean and variance in double); g and b may be NULL.
 int sdk_layer_norm_rows(const float *x, float *y, int64_t rows, int64_t c, const float *g, const float *b, float eps);
 
+#include "sdk_attention.h"
+
 #endif

@@ -68,10 +68,15 @@ public struct RandomTensorSource: SyntheticTensorSource {
 /// loader can report missing and unexpected keys (like torch's `load_state_dict(strict=True)`).
 public final class WeightReader: @unchecked Sendable {
     public let source: any TensorSource
+    /// What the convolutions and linear layers built from these weights compute in (the model decides).
+    public let precision: ComputePrecision
     private var used = Set<String>()
     public private(set) var missing: [String] = []
 
-    public init(_ source: any TensorSource) { self.source = source }
+    public init(_ source: any TensorSource, precision: ComputePrecision = .fp32) {
+        self.source = source
+        self.precision = precision
+    }
 
     /// The tensor `name`, which must have `shape` when given.
     public func tensor(_ name: String, shape expected: [Int]? = nil) throws -> Tensor {

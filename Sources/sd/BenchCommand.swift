@@ -29,7 +29,7 @@ struct BenchCommand: ParsableCommand {
     @Option(parsing: .upToNextOption, help: "Run only these sd15 cases: unet_256 unet_512 text_encoder vae_decode_512 txt2img_20_512.")
     var only: [String] = []
 
-    @Option(help: "fp32 or bf16: what the convolutions and linear layers compute in (sd15: each model as a pipeline loads it, so the VAE stays fp32).")
+    @Option(help: "fp32 or bf16: what the convolutions and linear layers compute in (sd15: each model as a pipeline loads it).")
     var precision: ComputePrecision = .fp32
 
     @Flag(help: "Print one JSON object (for Scripts/bench/compare.py).")

@@ -34,7 +34,7 @@ struct ServeCommand: ParsableCommand {
     @Option(help: "How request prompts are read: plain (diffusers' exact picture, 77 tokens; the CLI's default) or a1111 ((word:1.2), [word], BREAK, long prompts).")
     var promptSyntax = "plain"
 
-    @Option(help: "fp32 (diffusers' picture) or bf16 (text encoder and UNet layers in bf16; needs AVX512_BF16 or AMX).")
+    @Option(help: "fp32 (diffusers' picture) or bf16 (convolutions and linear layers in bf16: faster, half the weight memory; needs AVX512_BF16 or AMX).")
     var precision: ComputePrecision = .fp32
 
     @Option(help: "Address to bind (loopback unless told otherwise).")

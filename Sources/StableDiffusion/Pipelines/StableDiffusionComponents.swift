@@ -31,7 +31,7 @@ public final class StableDiffusionComponents: @unchecked Sendable {
     ///   - adapters: LoRAs merged into the UNet and text-encoder weights as they load, and textual-inversion
     ///     embeddings added to the tokenizer and text encoder. To switch them (e.g. in a server), use
     ///     `withAdapters(_:variant:)`: the base weights are re-read, nothing has to be unmerged.
-    ///   - precision: `bf16` runs the text encoder's and UNet's layers in bf16 (`ComputePrecision.forModel`);
+    ///   - precision: `bf16` runs the models' convolutions and linear layers in bf16 (`ComputePrecision.forModel`);
     ///     it needs a CPU with AVX512_BF16 or AMX, checked first.
     public init(directory: URL, variant: String? = nil, includeVAEEncoder: Bool = true, adapters: ModelAdapters = ModelAdapters(),
                 precision: ComputePrecision = .fp32) throws {

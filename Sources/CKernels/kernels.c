@@ -152,10 +152,21 @@ void sdk_activation(float *p, int64_t n, int kind) {
 
 /* ---- bf16 ---- */
 
+/* From CPUID directly (leaf 7): older compilers' __builtin_cpu_supports does not know these names. */
+#ifdef SDK_X86
+#include <cpuid.h>
+static unsigned cpuid7(unsigned subleaf, int reg) {
+    unsigned r[4] = {0, 0, 0, 0};
+    if (!__get_cpuid_count(7, subleaf, &r[0], &r[1], &r[2], &r[3])) return 0;
+    return r[reg];
+}
+#endif
+
 int sdk_has_avx512_bf16(void) {
 #ifdef SDK_X86
     static int cached = -1;
-    if (cached < 0) cached = (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bf16")) ? 1 : 0;
+    /* avx512f also says the OS saves the AVX-512 state; AVX512_BF16 is leaf 7.1 EAX bit 5. */
+    if (cached < 0) cached = (__builtin_cpu_supports("avx512f") && (cpuid7(1, 0) >> 5 & 1)) ? 1 : 0;
     return cached;
 #else
     return 0;
@@ -165,7 +176,8 @@ int sdk_has_avx512_bf16(void) {
 int sdk_has_amx_bf16(void) {
 #ifdef SDK_X86
     static int cached = -1;
-    if (cached < 0) cached = __builtin_cpu_supports("amx-bf16") ? 1 : 0;
+    /* AMX-BF16 is leaf 7.0 EDX bit 22 (oneDNN asks the kernel for the tile state itself). */
+    if (cached < 0) cached = (cpuid7(0, 3) >> 22 & 1) ? 1 : 0;
     return cached;
 #else
     return 0;

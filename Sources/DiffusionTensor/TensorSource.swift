@@ -107,6 +107,12 @@ public final class WeightReader: @unchecked Sendable {
     /// Names in the source that no `tensor` call consumed.
     public var unexpected: [String] { source.tensorNames.filter { !used.contains($0) } }
 
+    /// Called by a model once built: in bf16 the fp32 weights it converted were handed to the buffer pool
+    /// as they went (up to its 256 MiB), where no activation will reuse them.
+    public func releaseConversionBuffers() {
+        if precision == .bf16 { TensorStorage.releaseCachedBuffers() }
+    }
+
     /// Throws when some tensors in the source were never used (strict loading).
     public func requireAllUsed(ignoring ignoredPrefixes: [String] = []) throws {
         let extra = unexpected.filter { name in !ignoredPrefixes.contains { name.hasPrefix($0) } }

@@ -46,6 +46,7 @@ public final class CLIPTextModel: Sendable {
             try load("final_layer_norm.\(name)", shape)
         }
         try reader.requireAllUsed(ignoring: [prefix + Self.positionIdsBuffer])
+        reader.releaseConversionBuffers()
     }
 
     /// The names and shapes of the model's parameters for `config`, in transformers' `state_dict` order,

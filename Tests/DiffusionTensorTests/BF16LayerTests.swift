@@ -15,10 +15,10 @@ final class BF16LayerTests: XCTestCase {
         RandomTensorSource(seed: seed, scale: scale).makeTensor("t", shape: shape)
     }
 
-    // bf16 keeps 8 significant bits: each operand's rounding error is uniform within +-2^-9 relative, so a
-    // product of two rounded values is off by about sqrt(2/3) * 2^-9 = 1.6e-3 (RMS), and a sum of many
-    // such products, with random signs, by about the same relative amount. Measured: 1.2e-3 to 2.3e-3 on these
-    // layers. The band [4e-4, 4e-3] fails both when fp32 ran instead (about 1e-7) and when an operand was
+    // bf16 keeps 8 significant bits: rounding moves a value by at most 2^-8 of itself, 1.66e-3 RMS on
+    // normal data, so a product of two rounded values is off by 2.3e-3 RMS, and a sum of many such
+    // products with random signs by about that much or less. Measured: 1.2e-3 to 2.3e-3 on these layers.
+    // The band [4e-4, 4e-3] fails both when fp32 ran instead (about 1e-7) and when an operand was
     // rounded twice, truncated or mis-laid-out (1e-2 and up).
     static let bf16ErrorBand = 4e-4...4e-3
 

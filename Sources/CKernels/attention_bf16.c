@@ -27,18 +27,6 @@ static packed_layout layout(const sdk_attention_args *a) {
     return p;
 }
 
-int sdk_has_avx512_bf16(void) {
-#ifdef SDK_X86
-    static int cached = -1;
-    if (cached < 0)
-        cached = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                 __builtin_cpu_supports("avx512bf16") ? 1 : 0;
-    return cached;
-#else
-    return 0;
-#endif
-}
-
 int64_t sdk_attention_bf16_packed_bytes(const sdk_attention_args *a) {
     return a->batch * a->heads * layout(a).bytes;
 }

@@ -119,3 +119,75 @@ void sdk_activation(float *p, int64_t n, int kind) {
         }
     }
 }
+
+/* ---- bf16 ---- */
+
+/* From CPUID directly (leaf 7): older compilers' __builtin_cpu_supports does not know these names. */
+#ifdef SDK_X86
+#include <cpuid.h>
+static unsigned cpuid7(unsigned subleaf, int reg) {
+    unsigned r[4] = {0, 0, 0, 0};
+    if (!__get_cpuid_count(7, subleaf, &r[0], &r[1], &r[2], &r[3])) return 0;
+    return r[reg];
+}
+#endif
+
+int sdk_has_avx512_bf16(void) {
+#ifdef SDK_X86
+    static int cached = -1;
+    /* avx512f also says the OS saves the AVX-512 state; AVX512_BF16 is leaf 7.1 EAX bit 5; the kernels also use BW. */
+    if (cached < 0)
+        cached = (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && (cpuid7(1, 0) >> 5 & 1)) ? 1 : 0;
+    return cached;
+#else
+    return 0;
+#endif
+}
+
+int sdk_has_amx_bf16(void) {
+#ifdef SDK_X86
+    static int cached = -1;
+    /* AMX-BF16 is leaf 7.0 EDX bit 22 (oneDNN asks the kernel for the tile state itself). */
+    if (cached < 0) cached = (cpuid7(0, 3) >> 22 & 1) ? 1 : 0;
+    return cached;
+#else
+    return 0;
+#endif
+}
+
+void sdk_f32_to_bf16_portable(const float *src, uint16_t *dst, int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        uint32_t u;
+        __builtin_memcpy(&u, &src[i], 4);
+        if ((u & 0x7fffffffu) > 0x7f800000u) {
+            dst[i] = (uint16_t)((u >> 16) | 0x40);  /* NaN: keep the sign, make it quiet */
+        } else {
+            dst[i] = (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+        }
+    }
+}
+
+#ifdef SDK_X86
+/* Two 16-float vectors per instruction (VCVTNE2PS2BF16), the remainder through a masked single. */
+__attribute__((target("avx512f,avx512bf16,avx512bw,avx512vl")))
+static void f32_to_bf16_512(const float *src, uint16_t *dst, int64_t n) {
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        const __m512bh v = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(src + i + 16), _mm512_loadu_ps(src + i));
+        _mm512_storeu_si512((void *)(dst + i), (__m512i)v);
+    }
+    for (; i < n; i += 16) {
+        const int64_t left = n - i < 16 ? n - i : 16;
+        const __mmask16 k = (__mmask16)((1u << left) - 1);
+        const __m256bh v = _mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(k, src + i));
+        _mm256_mask_storeu_epi16((void *)(dst + i), k, (__m256i)v);
+    }
+}
+#endif
+
+void sdk_f32_to_bf16(const float *src, uint16_t *dst, int64_t n) {
+#ifdef SDK_X86
+    if (sdk_has_avx512_bf16()) { f32_to_bf16_512(src, dst, n); return; }
+#endif
+    sdk_f32_to_bf16_portable(src, dst, n);
+}

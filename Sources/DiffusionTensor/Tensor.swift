@@ -38,6 +38,14 @@ final class BufferPool: @unchecked Sendable {
         return p
     }
 
+    /// Frees every kept buffer (after loading, when they held fp32 weights converted to bf16 and gone).
+    func drain() {
+        lock.lock(); defer { lock.unlock() }
+        for (_, list) in free { for p in list { releaseBuffer(p) } }
+        free = [:]
+        cachedBytes = 0
+    }
+
     /// Keeps the buffer if it fits in the budget; otherwise the caller frees it.
     func give(_ p: UnsafeMutableRawPointer, _ bytes: Int) -> Bool {
         lock.lock(); defer { lock.unlock() }
@@ -48,8 +56,14 @@ final class BufferPool: @unchecked Sendable {
     }
 }
 
+private func releaseBuffer(_ p: UnsafeMutableRawPointer) { free(p) }
+
 /// Heap buffer of fp32 values, 64-byte aligned so SIMD kernels and oneDNN get full-width loads.
 public final class TensorStorage: @unchecked Sendable {
+    /// Frees the large buffers kept for reuse. Loaders call it once the models are built: in bf16 the
+    /// kept buffers are the fp32 weights just converted, which no activation will reuse.
+    public static func releaseCachedBuffers() { BufferPool.shared.drain() }
+
     public let count: Int
     public let pointer: UnsafeMutablePointer<Float>
     private var bytes: Int { max(count, 1) * MemoryLayout<Float>.stride }

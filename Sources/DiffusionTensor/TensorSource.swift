@@ -68,10 +68,15 @@ public struct RandomTensorSource: SyntheticTensorSource {
 /// loader can report missing and unexpected keys (like torch's `load_state_dict(strict=True)`).
 public final class WeightReader: @unchecked Sendable {
     public let source: any TensorSource
+    /// What the convolutions and linear layers built from these weights compute in (the model decides).
+    public let precision: ComputePrecision
     private var used = Set<String>()
     public private(set) var missing: [String] = []
 
-    public init(_ source: any TensorSource) { self.source = source }
+    public init(_ source: any TensorSource, precision: ComputePrecision = .fp32) {
+        self.source = source
+        self.precision = precision
+    }
 
     /// The tensor `name`, which must have `shape` when given.
     public func tensor(_ name: String, shape expected: [Int]? = nil) throws -> Tensor {
@@ -101,6 +106,12 @@ public final class WeightReader: @unchecked Sendable {
 
     /// Names in the source that no `tensor` call consumed.
     public var unexpected: [String] { source.tensorNames.filter { !used.contains($0) } }
+
+    /// Called by a model once built: in bf16 the fp32 weights it converted were handed to the buffer pool
+    /// as they went (up to its 256 MiB), where no activation will reuse them.
+    public func releaseConversionBuffers() {
+        if precision == .bf16 { TensorStorage.releaseCachedBuffers() }
+    }
 
     /// Throws when some tensors in the source were never used (strict loading).
     public func requireAllUsed(ignoring ignoredPrefixes: [String] = []) throws {

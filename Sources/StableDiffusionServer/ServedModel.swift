@@ -50,10 +50,11 @@ public final class ServedModel: @unchecked Sendable {
     /// The single place the server loads weights: anything `--model` accepts (folder, single file, Hub repo id).
     public static func load(model: String, variant: String? = nil, configDirectory: URL? = nil, predictionType: String? = nil,
                             adapters: ModelAdapters = ModelAdapters(), loraDirectory: URL? = nil, promptSyntax: PromptSyntax = .plain,
-                            hubProgress: HubProgressHandler? = nil) throws -> ServedModel {
+                            hubProgress: HubProgressHandler? = nil, precision: ComputePrecision = .fp32) throws -> ServedModel {
         let location = try ModelLocation.classify(model)
         let components = try StableDiffusionComponents(location: location, variant: variant, configDirectory: configDirectory,
-                                                       predictionType: predictionType, adapters: adapters, hubProgress: hubProgress)
+                                                       predictionType: predictionType, adapters: adapters, hubProgress: hubProgress,
+                                                       precision: precision)
         let name: String
         switch location {
         case .hubRepository(let repo): name = repo.id

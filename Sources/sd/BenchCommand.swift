@@ -29,6 +29,9 @@ struct BenchCommand: ParsableCommand {
     @Option(parsing: .upToNextOption, help: "Run only these cases (sd15: unet_256 unet_512 text_encoder vae_decode_512 txt2img_20_512; ops: the names it prints).")
     var only: [String] = []
 
+    @Option(help: "fp32 or bf16: what the convolutions and linear layers compute in (sd15: each model as a pipeline loads it).")
+    var precision: ComputePrecision = .fp32
+
     @Flag(help: "Print one JSON object (for Scripts/bench/compare.py).")
     var json = false
 
@@ -37,6 +40,7 @@ struct BenchCommand: ParsableCommand {
 
     func validate() throws {
         guard runs >= 1 else { throw ValidationError("--runs must be >= 1") }
+        try FlagChecks.precision(precision)
     }
 
     struct Measurement: Encodable {
@@ -53,7 +57,7 @@ struct BenchCommand: ParsableCommand {
         }
         let peak = ProcessMemory.peakResidentBytes
         if json {
-            var object: [String: Any] = ["engine": "swift", "peak_rss_bytes": peak]
+            var object: [String: Any] = ["engine": "swift", "peak_rss_bytes": peak, "precision": precision.rawValue]
             var cases: [String: Any] = [:]
             for (name, m) in results {
                 var c: [String: Any] = ["min": m.min, "median": m.median]
@@ -73,16 +77,17 @@ struct BenchCommand: ParsableCommand {
                     print(String(format: "%@ %8.3f   %8.3f", pad, m.min, m.median))
                 }
             }
-            print(String(format: "peak resident memory %.0f MiB", Double(peak) / 1_048_576))
+            print(String(format: "peak resident memory %.0f MiB (precision %@)", Double(peak) / 1_048_576, precision.rawValue))
         }
     }
 
     private func wanted(_ name: String) -> Bool { only.isEmpty || only.contains(name) }
 
     private func opsSuite() throws -> [(String, Measurement)] {
-        let conv = try Conv2D(weight: Self.random([320, 320, 3, 3], scale: 0.02), bias: Self.random([320]), padding: .uniform(1))
+        let conv = try Conv2D(weight: Self.random([320, 320, 3, 3], scale: 0.02), bias: Self.random([320]), padding: .uniform(1),
+                              precision: precision)
         let x = Self.random([2, 64, 64, 320])
-        let lin = try Linear(weight: Self.random([1280, 320], scale: 0.05), bias: nil)
+        let lin = try Linear(weight: Self.random([1280, 320], scale: 0.05), bias: nil, precision: precision)
         let y = Self.random([4096, 320])
         // SD 1.5's first-level attention at 512x512 (batch 2 with guidance, 8 heads of 40): self over 4096
         // tokens, cross over the 77 prompt tokens.
@@ -99,8 +104,8 @@ struct BenchCommand: ParsableCommand {
             ("attention_self_2x4096x8x40", { _ = try Attention.scaledDotProduct(query: q, key: k, value: v, heads: 8) }),
             ("attention_cross_2x4096x77x8x40", { _ = try Attention.scaledDotProduct(query: q, key: kc, value: vc, heads: 8) }),
         ] + (Attention.bfloat16Available ? [
-            ("attention_self_bf16", { _ = try Attention.scaledDotProduct(query: q, key: k, value: v, heads: 8, precision: .bfloat16) }),
-            ("attention_cross_bf16", { _ = try Attention.scaledDotProduct(query: q, key: kc, value: vc, heads: 8, precision: .bfloat16) }),
+            ("attention_self_bf16", { _ = try Attention.scaledDotProduct(query: q, key: k, value: v, heads: 8, precision: .bf16) }),
+            ("attention_cross_bf16", { _ = try Attention.scaledDotProduct(query: q, key: kc, value: vc, heads: 8, precision: .bf16) }),
         ] : [])
         return try cases.filter { wanted($0.0) }.map { ($0.0, try measure($0.1)) }
     }
@@ -110,11 +115,14 @@ struct BenchCommand: ParsableCommand {
         let weights = RandomTensorSource()
         let log = { (s: String) in if !json { FileHandle.standardError.write(Data((s + "\n").utf8)) } }
         var start = Date()
-        let unet = try UNet2DConditionModel(config: UNet2DConditionConfig.load(root.appendingPathComponent("unet/config.json")), weights: weights)
+        let unet = try UNet2DConditionModel(config: UNet2DConditionConfig.load(root.appendingPathComponent("unet/config.json")), weights: weights,
+                                            precision: precision.forModel(.unet))
         let vae = try AutoencoderKL(config: AutoencoderKLConfig.load(root.appendingPathComponent("vae/config.json")), weights: weights,
-                                    includeEncoder: false)
-        let textEncoder = try CLIPTextModel(config: CLIPTextConfig.load(from: root.appendingPathComponent("text_encoder")), weights: weights)
-        log(String(format: "built SD 1.5 (UNet, VAE decoder, text encoder) with random weights in %.1f s", Date().timeIntervalSince(start)))
+                                    includeEncoder: false, precision: precision.forModel(.vae))
+        let textEncoder = try CLIPTextModel(config: CLIPTextConfig.load(from: root.appendingPathComponent("text_encoder")), weights: weights,
+                                            precision: precision.forModel(.textEncoder))
+        log(String(format: "built SD 1.5 (UNet, VAE decoder, text encoder) with random weights in %.1f s (%@)",
+                   Date().timeIntervalSince(start), precision.rawValue))
         var results: [(String, Measurement)] = []
         let context = RandomTensorSource(seed: 2, scale: 1).makeTensor("ctx", shape: [2, 77, unet.config.crossAttentionDim[0]])
         for size in [256, 512] where wanted("unet_\(size)") {
@@ -136,7 +144,8 @@ struct BenchCommand: ParsableCommand {
             let components = StableDiffusionComponents(
                 index: ModelIndex(pipelineClass: "StableDiffusionPipeline", components: [:]),
                 tokenizer: try CLIPTokenizer(directory: URL(fileURLWithPath: tokenizer)), textEncoder: textEncoder,
-                unet: unet, vae: vae, schedulerConfig: try SchedulerConfig(contentsOf: root.appendingPathComponent("scheduler/scheduler_config.json")))
+                unet: unet, vae: vae, schedulerConfig: try SchedulerConfig(contentsOf: root.appendingPathComponent("scheduler/scheduler_config.json")),
+                precision: precision)
             let pipe = try StableDiffusionPipeline(components: components)
             var options = GenerationOptions(prompt: "a photograph of an astronaut riding a horse")
             options.numInferenceSteps = 20

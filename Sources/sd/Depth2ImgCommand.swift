@@ -28,7 +28,8 @@ struct Depth2ImgCommand: ParsableCommand {
         // A folder brings its DPT depth estimator; a single file carries none, so it needs --depth-map.
         let pipe: StableDiffusionDepth2ImgPipeline
         switch try args.resolvedLocation() {
-        case .folder(let dir): pipe = try StableDiffusionDepth2ImgPipeline(modelDirectory: dir, variant: args.variant, adapters: try args.adapters())
+        case .folder(let dir): pipe = try StableDiffusionDepth2ImgPipeline(modelDirectory: dir, variant: args.variant, adapters: try args.adapters(),
+                                                                                   precision: args.precision)
         case .singleFile, .hubRepository: pipe = try StableDiffusionDepth2ImgPipeline(components: args.loadComponents())
         }
         args.reportLoad(pipe.components)

@@ -1,5 +1,8 @@
 import ArgumentParser
 import Foundation
+import StableDiffusion
+
+extension ComputePrecision: ExpressibleByArgument {}
 
 /// Checks of flags that several subcommands share (the generating commands and `sd serve`), written once.
 enum FlagChecks {
@@ -8,6 +11,11 @@ enum FlagChecks {
         if let p = value, p != "epsilon", p != "v_prediction" {
             throw ValidationError("--prediction-type must be epsilon or v_prediction, got \(p)")
         }
+    }
+
+    /// `--precision`: bf16 only where the CPU and build can run it (the reason names the flag).
+    static func precision(_ value: ComputePrecision) throws {
+        if let reason = value.unsupportedReason() { throw ValidationError(reason) }
     }
 
     /// A flag naming a folder (`--config`, `--lora-dir`): it must exist and be a folder.

@@ -14,7 +14,7 @@ final class AttentionTests: XCTestCase {
         ("attn_d160_cross140", 2, false),
     ]
 
-    func attention(_ name: String, heads: Int, causal: Bool, precision: Attention.Precision = .float32) throws -> Tensor {
+    func attention(_ name: String, heads: Int, causal: Bool, precision: ComputePrecision = .fp32) throws -> Tensor {
         try Attention.scaledDotProduct(query: fx("\(name).q"), key: fx("\(name).k"), value: fx("\(name).v"),
                                        heads: heads, causal: causal, precision: precision)
     }
@@ -39,13 +39,13 @@ final class AttentionTests: XCTestCase {
 
     func testBFloat16() throws {
         guard Attention.bfloat16Available else {
-            XCTAssertThrowsError(try attention("attn_d40_cross77", heads: 2, causal: false, precision: .bfloat16)) {
+            XCTAssertThrowsError(try attention("attn_d40_cross77", heads: 2, causal: false, precision: .bf16)) {
                 XCTAssertTrue("\($0)".contains("AVX512-BF16"), "\($0)")
             }
             throw XCTSkip("this CPU has no AVX512-BF16")
         }
         for (name, heads, causal) in Self.cases {
-            let y = try attention(name, heads: heads, causal: causal, precision: .bfloat16)
+            let y = try attention(name, heads: heads, causal: causal, precision: .bf16)
             let values = try fx("\(name).v")
             // bf16 keeps 8 significant bits (unit roundoff 2^-9 = 0.2%). Against torch on the same
             // bf16-rounded inputs, what remains is the kernel's own rounding of the scaled queries and of the

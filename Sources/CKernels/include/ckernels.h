@@ -34,4 +34,19 @@ int sdk_layer_norm_rows(const float *x, float *y, int64_t rows, int64_t c, const
 
 #include "sdk_attention.h"
 
+/// 1 when this CPU converts and multiplies bf16 natively: AVX512_BF16 with AVX512_BW (Cooper Lake, Zen 4 and
+/// later), else 0. The bf16 conversion and attention kernels need it.
+int sdk_has_avx512_bf16(void);
+
+/// 1 when this CPU has AMX with bf16 tiles (Sapphire Rapids and later), else 0.
+int sdk_has_amx_bf16(void);
+
+/// `n` floats to bf16 (the upper 16 bits of each float's pattern), rounding to nearest, ties to even,
+/// NaN kept NaN (quiet). With AVX512_BF16 the hardware instruction does it, which also flushes
+/// subnormal inputs to zero; the portable loop keeps them (they differ only below 1.2e-38).
+void sdk_f32_to_bf16(const float *src, uint16_t *dst, int64_t n);
+
+/// The portable loop of sdk_f32_to_bf16, whatever the CPU (tests compare the two).
+void sdk_f32_to_bf16_portable(const float *src, uint16_t *dst, int64_t n);
+
 #endif

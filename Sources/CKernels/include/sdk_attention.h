@@ -29,9 +29,6 @@ int64_t sdk_attention_scratch_floats(const sdk_attention_args *a);
 /// Elsewhere callers keep their GEMM-based attention, which BLAS makes faster than plain C loops.
 int sdk_attention_f32(const sdk_attention_args *a, int64_t task, float *scratch);
 
-/// 1 when this CPU has AVX512-BF16 (with AVX512-BW, needed by the bf16 kernel), else 0.
-int sdk_has_avx512_bf16(void);
-
 /// bf16 variant: Q K^T and P V as bf16 dot products (`vdpbf16ps`) accumulating in fp32; softmax in fp32.
 /// K and V are rounded to bf16 once per (batch, head) by sdk_attention_bf16_pack into `packed`
 /// (sdk_attention_bf16_packed_bytes in all, one slice per head), then each task rounds its queries and

@@ -34,12 +34,12 @@ final class OneDNN: @unchecked Sendable {
         return d
     }
 
-    static func memoryDesc(_ dimensions: [Int], tag: dnnl_format_tag_t) throws -> dnnl_memory_desc_t {
+    static func memoryDesc(_ dimensions: [Int], tag: dnnl_format_tag_t, type: dnnl_data_type_t = dnnl_f32) throws -> dnnl_memory_desc_t {
         var md = dnnl_memory_desc_t()
         var d = dims(dimensions)
         try check(withUnsafePointer(to: &d) { p in
             p.withMemoryRebound(to: Int64.self, capacity: 12) {
-                dnnl_memory_desc_init_by_tag(&md, Int32(dimensions.count), $0, dnnl_f32, tag)
+                dnnl_memory_desc_init_by_tag(&md, Int32(dimensions.count), $0, type, tag)
             }
         }, "memory descriptor \(dimensions)")
         return md

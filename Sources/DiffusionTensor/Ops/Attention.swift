@@ -9,16 +9,10 @@ import CKernels
 /// - blocked GEMMs (any CPU): per (batch, head, query block) a `rows x keyTokens` score block (2 MiB at
 ///   most) by sgemm, its exponentials, a second sgemm, then the rows divided by their sums.
 /// The fused kernel runs where the CPU has AVX-512 except for few keys with wide heads, where the GEMMs
-/// measured faster (see `prefersFused`). `precision: .bfloat16` runs the fused kernel's bf16 variant.
+/// measured faster (see `prefersFused`). `precision: .bf16` runs the fused kernel's bf16 variant: Q, K, V and the softmax weights rounded to
+/// bf16, both products accumulated in fp32 (`vdpbf16ps`), the softmax in fp32; about 1.6x the fp32
+/// kernel's speed, within a few 1e-3 of fp32. Needs AVX512-BF16; elsewhere it throws.
 public enum Attention {
-    /// Arithmetic of the two products (Q K^T and P V); the softmax is fp32 either way.
-    public enum Precision: Sendable {
-        case float32
-        /// Q, K, V and the softmax weights rounded to bf16 (8 significant bits), products accumulated in
-        /// fp32 (`vdpbf16ps`): about 1.6x the fp32 kernel's speed, results within a few 1e-3 of fp32.
-        /// Needs AVX512-BF16; elsewhere `scaledDotProduct` throws.
-        case bfloat16
-    }
 
     /// Bytes of scores one task of the GEMM path works on. Larger blocks give the two GEMMs more rows, which
     /// pays more than staying within L2 (SD 1.5's first-level self-attention at 512x512, batch 2, AMD EPYC,
@@ -31,7 +25,7 @@ public enum Attention {
     /// `queryBlock`: query rows per task of the GEMM path (the fused kernel's tile is fixed).
     public static func scaledDotProduct(
         query q: Tensor, key k: Tensor, value v: Tensor, heads: Int,
-        scale: Float? = nil, causal: Bool = false, queryBlock: Int? = nil, precision: Precision = .float32
+        scale: Float? = nil, causal: Bool = false, queryBlock: Int? = nil, precision: ComputePrecision = .fp32
     ) throws -> Tensor {
         guard q.rank == 3, k.rank == 3, v.rank == 3 else {
             throw TensorError.shapeMismatch("attention expects [batch, tokens, channels], got \(q.shape), \(k.shape), \(v.shape)")
@@ -45,7 +39,7 @@ public enum Attention {
             throw TensorError.invalidArgument("attention: \(dim) channels cannot be split into \(heads) heads")
         }
         if let queryBlock, queryBlock <= 0 { throw TensorError.invalidArgument("attention query block must be positive") }
-        if precision == .bfloat16, !bfloat16Available {
+        if precision == .bf16, !bfloat16Available {
             throw TensorError.backend("bf16 attention needs a CPU with AVX512-BF16 and AVX512-BW; this one lacks them (use fp32)")
         }
         let d = dim / heads
@@ -56,7 +50,7 @@ public enum Attention {
                 q: q.unsafePointer, k: k.unsafePointer, v: v.unsafePointer, out: ob.baseAddress!,
                 batch: Int64(b), query_tokens: Int64(lq), key_tokens: Int64(lk), heads: Int64(heads), head_dim: Int64(d),
                 scale: scale ?? 1 / Float(d).squareRoot(), causal: causal ? 1 : 0)
-            if precision == .bfloat16 {
+            if precision == .bf16 {
                 fusedBFloat16(&args)
             } else if KernelDispatch.native, prefersFused(keyTokens: lk, headDim: d) {
                 fused(&args)

@@ -17,6 +17,8 @@ public struct ConvPadding: Hashable, Sendable {
 /// On Linux this is a oneDNN convolution: the primitive is created once per input shape and cached,
 /// the weights are reordered into the layout oneDNN prefers (only one copy is kept), and bias,
 /// residual addition and activation are fused as post-ops. Elsewhere it is im2col + GEMM.
+/// In `bf16` precision the weights are kept in bf16 only, each input is rounded to bf16 per call, and
+/// oneDNN's bf16 kernel accumulates in fp32 and writes the fp32 output (bias and post-ops in fp32).
 public final class Conv2D: @unchecked Sendable {
     public enum Backend: Sendable { case automatic, portable }
 
@@ -26,21 +28,24 @@ public final class Conv2D: @unchecked Sendable {
     public let kernelWidth: Int
     public let stride: Int
     public let padding: ConvPadding
+    public let precision: ComputePrecision
 
     private let lock = NSLock()
     private let bias: TensorStorage?
-    private let useOneDNN: Bool
-    /// Weights in the current layout: OIHW as loaded, then whatever the backend asked for.
-    private var weights: TensorStorage
+    /// The portable path's weights (im2col layout); nil with oneDNN.
+    private let im2colWeights: TensorStorage?
     #if canImport(CDNNL)
-    private var weightsDesc: dnnl_memory_desc_t
+    /// oneDNN's weights: OIHW as loaded (fp32, or bf16), then whatever the primitive asked for.
+    private let packed: OneDNNWeights?
     private var plans: [PlanKey: Plan] = [:]
     #endif
 
     /// - Parameters:
     ///   - weight: `[out, in, kh, kw]`, as torch stores conv weights.
     ///   - bias: `[out]` or nil.
-    public init(weight: Tensor, bias: Tensor?, stride: Int = 1, padding: ConvPadding = .uniform(0), backend: Backend = .automatic) throws {
+    ///   - precision: `bf16` needs the oneDNN backend and a CPU with AVX512_BF16 or AMX (see `ComputePrecision`).
+    public init(weight: Tensor, bias: Tensor?, stride: Int = 1, padding: ConvPadding = .uniform(0), backend: Backend = .automatic,
+                precision: ComputePrecision = .fp32) throws {
         guard weight.rank == 4 else { throw TensorError.shapeMismatch("conv2d weight must be [out, in, kh, kw], got \(weight.shape)") }
         guard stride >= 1 else { throw TensorError.invalidArgument("conv2d stride must be >= 1, got \(stride)") }
         guard min(padding.top, padding.left, padding.bottom, padding.right) >= 0 else {
@@ -58,30 +63,40 @@ public final class Conv2D: @unchecked Sendable {
         } else {
             self.bias = nil
         }
+        self.precision = precision
+        try precision.checkSupported()
         #if canImport(CDNNL)
-        useOneDNN = backend == .automatic
-        #else
-        useOneDNN = false
-        #endif
-        if useOneDNN {
-            // Shared with the loaded tensor until the first call re-lays it out for oneDNN.
-            weights = weight.storage
-            #if canImport(CDNNL)
-            weightsDesc = try OneDNN.memoryDesc(weight.shape, tag: dnnl_oihw)
-            #endif
-        } else {
-            // im2col layout: rows (kh, kw, in), columns out.
-            let (o, i, kh, kw) = (outChannels, inChannels, kernelHeight, kernelWidth)
-            weights = TensorStorage(count: weight.count)
-            let src = weight.unsafePointer
-            let dst = weights.pointer
-            for oc in 0..<o { for ic in 0..<i { for y in 0..<kh { for x in 0..<kw {
-                dst[((y * kw + x) * i + ic) * o + oc] = src[((oc * i + ic) * kh + y) * kw + x]
-            } } } }
-            #if canImport(CDNNL)
-            weightsDesc = dnnl_memory_desc_t()
-            #endif
+        if backend == .automatic {
+            im2colWeights = nil
+            switch precision {
+            case .fp32:
+                // Shared with the loaded tensor until the first call re-lays it out for oneDNN.
+                packed = OneDNNWeights(storage: weight.storage, desc: try OneDNN.memoryDesc(weight.shape, tag: dnnl_oihw))
+            case .bf16:
+                // The bf16 copy is the only one kept: the fp32 tensor goes when the loader drops it.
+                packed = OneDNNWeights(storage: BF16Buffer(converting: weight.unsafePointer, count: weight.count).storage,
+                                       desc: try OneDNN.memoryDesc(weight.shape, tag: dnnl_oihw, type: dnnl_bf16))
+            }
+            return
         }
+        packed = nil
+        #endif
+        guard precision == .fp32 else {
+            throw TensorError.invalidArgument("conv2d: precision bf16 needs the oneDNN backend, not the portable one")
+        }
+        im2colWeights = Self.im2colLayout(weight)
+    }
+
+    /// OIHW to the im2col layout: rows (kh, kw, in), columns out.
+    private static func im2colLayout(_ weight: Tensor) -> TensorStorage {
+        let (o, i, kh, kw) = (weight.shape[0], weight.shape[1], weight.shape[2], weight.shape[3])
+        let weights = TensorStorage(count: weight.count)
+        let src = weight.unsafePointer
+        let dst = weights.pointer
+        for oc in 0..<o { for ic in 0..<i { for y in 0..<kh { for x in 0..<kw {
+            dst[((y * kw + x) * i + ic) * o + oc] = src[((oc * i + ic) * kh + y) * kw + x]
+        } } } }
+        return weights
     }
 
     /// Output spatial size for an input of `height` x `width`.
@@ -109,18 +124,18 @@ public final class Conv2D: @unchecked Sendable {
         // Make the output buffer uniquely ours before the kernel writes into it.
         out.withUnsafeMutableBufferPointer { _ in }
         #if canImport(CDNNL)
-        if useOneDNN {
-            try runOneDNN(input, into: &out, residual: residual != nil, activation: activation)
+        if let packed {
+            try runOneDNN(input, weights: packed, into: &out, residual: residual != nil, activation: activation)
             return out
         }
         #endif
-        runPortable(input, into: &out, residual: residual != nil, activation: activation)
+        runPortable(input, weights: im2colWeights!, into: &out, residual: residual != nil, activation: activation)
         return out
     }
 
     // MARK: portable im2col + GEMM
 
-    private func runPortable(_ input: Tensor, into out: inout Tensor, residual: Bool, activation: Activation) {
+    private func runPortable(_ input: Tensor, weights: TensorStorage, into out: inout Tensor, residual: Bool, activation: Activation) {
         let (n, h, w, c) = (input.shape[0], input.shape[1], input.shape[2], inChannels)
         let (oh, ow) = outputSize(height: h, width: w)
         let kdim = kernelHeight * kernelWidth * c
@@ -183,9 +198,10 @@ public final class Conv2D: @unchecked Sendable {
     private func plan(for key: PlanKey) throws -> Plan {
         if let p = plans[key] { return p }
         let (oh, ow) = outputSize(height: key.h, width: key.w)
-        var src = try OneDNN.memoryDesc([key.n, inChannels, key.h, key.w], tag: dnnl_nhwc)
+        let type = precision == .bf16 ? dnnl_bf16 : dnnl_f32
+        var src = try OneDNN.memoryDesc([key.n, inChannels, key.h, key.w], tag: dnnl_nhwc, type: type)
         var dst = try OneDNN.memoryDesc([key.n, outChannels, oh, ow], tag: dnnl_nhwc)
-        var wAny = try OneDNN.memoryDesc([outChannels, inChannels, kernelHeight, kernelWidth], tag: dnnl_format_tag_any)
+        var wAny = try OneDNN.memoryDesc([outChannels, inChannels, kernelHeight, kernelWidth], tag: dnnl_format_tag_any, type: type)
         var biasMD = try OneDNN.memoryDesc([outChannels], tag: dnnl_a)
         var strides = OneDNN.dims([stride, stride])
         var padL = OneDNN.dims([padding.top, padding.left])
@@ -243,37 +259,17 @@ public final class Conv2D: @unchecked Sendable {
         }
     }
 
-    /// Moves the single weight copy into the layout a primitive wants, if it differs.
-    private func reorderWeights(to wanted: dnnl_memory_desc_t) throws {
-        var target = wanted
-        if dnnl_memory_desc_equal(&weightsDesc, &target) != 0 { return }
-        let bytes = dnnl_memory_desc_get_size(&target)
-        let packed = TensorStorage(count: (bytes + 3) / 4)
-        let from = try OneDNN.memory(&weightsDesc, weights.pointer)
-        defer { dnnl_memory_destroy(from) }
-        let to = try OneDNN.memory(&target, packed.pointer)
-        defer { dnnl_memory_destroy(to) }
-        var rpd: dnnl_primitive_desc_t?
-        try OneDNN.check(dnnl_reorder_primitive_desc_create(&rpd, &weightsDesc, OneDNN.shared.engine, &target, OneDNN.shared.engine, nil), "weight reorder descriptor")
-        defer { dnnl_primitive_desc_destroy(rpd) }
-        var reorder: dnnl_primitive_t?
-        try OneDNN.check(dnnl_primitive_create(&reorder, rpd), "weight reorder primitive")
-        guard let reorder else { throw TensorError.backend("oneDNN returned no reorder primitive") }
-        defer { dnnl_primitive_destroy(reorder) }
-        try OneDNN.execute(reorder, [(Int32(DNNL_ARG_FROM), from), (Int32(DNNL_ARG_TO), to)])
-        weights = packed
-        weightsDesc = target
-    }
-
-    private func runOneDNN(_ input: Tensor, into out: inout Tensor, residual: Bool, activation: Activation) throws {
+    private func runOneDNN(_ input: Tensor, weights: OneDNNWeights, into out: inout Tensor, residual: Bool, activation: Activation) throws {
+        // bf16: the input rounded once per call (outside the lock: it only reads the input).
+        let roundedInput = precision == .bf16 ? BF16Buffer(converting: input.unsafePointer, count: input.count) : nil
         lock.lock()
         defer { lock.unlock() }
         let p = try plan(for: PlanKey(n: input.shape[0], h: input.shape[1], w: input.shape[2], residual: residual, activation: activation))
-        // The one weight copy follows the plan that runs: plans for other input sizes may want another
-        // blocked layout, so a cached plan must not run on weights left in the last new plan's layout
-        // (a process that changes image size, like `sd serve`, drew different pictures after it).
-        try reorderWeights(to: p.wts)
-        let srcMem = try OneDNN.memory(&p.src, UnsafeMutableRawPointer(mutating: input.unsafePointer))
+        // The one weight copy follows the plan that runs (a process that changes image size, like
+        // `sd serve`, drew different pictures when a cached plan ran on another plan's layout).
+        try weights.reorder(to: p.wts)
+        let srcData = roundedInput.map { UnsafeMutableRawPointer($0.pointer) } ?? UnsafeMutableRawPointer(mutating: input.unsafePointer)
+        let srcMem = try OneDNN.memory(&p.src, srcData)
         defer { dnnl_memory_destroy(srcMem) }
         let wMem = try OneDNN.memory(&p.wts, weights.pointer)
         defer { dnnl_memory_destroy(wMem) }

@@ -1,17 +1,24 @@
 /// A fully connected layer `y = activation(x W^T + b)` over the last dimension.
 ///
-/// The weight is kept as torch stores it (`[out, in]`); the GEMM reads it transposed, so no copy is made.
+/// In fp32 the weight is kept as torch stores it (`[out, in]`); the GEMM reads it transposed, so no copy
+/// is made. In bf16 it is kept only as bf16, in the layout oneDNN's bf16 matmul prefers; the input is
+/// rounded to bf16 per call and the product accumulates and lands in fp32.
 public final class Linear: @unchecked Sendable {
     public let inFeatures: Int
     public let outFeatures: Int
-    private let weight: TensorStorage
+    public let precision: ComputePrecision
+    /// The fp32 weight; nil in bf16.
+    private let weight: TensorStorage?
     private let bias: TensorStorage?
+    #if canImport(CDNNL)
+    private let bf16: OneDNNMatmulBF16?
+    #endif
 
-    public init(weight: Tensor, bias: Tensor?) throws {
+    /// - Parameter precision: `bf16` needs oneDNN and a CPU with AVX512_BF16 or AMX (see `ComputePrecision`).
+    public init(weight: Tensor, bias: Tensor?, precision: ComputePrecision = .fp32) throws {
         guard weight.rank == 2 else { throw TensorError.shapeMismatch("linear weight must be [out, in], got \(weight.shape)") }
         outFeatures = weight.shape[0]
         inFeatures = weight.shape[1]
-        self.weight = weight.storage  // shared, not copied
         if let bias {
             guard bias.shape == [outFeatures] else {
                 throw TensorError.shapeMismatch("linear bias must be [\(outFeatures)], got \(bias.shape)")
@@ -20,6 +27,17 @@ public final class Linear: @unchecked Sendable {
         } else {
             self.bias = nil
         }
+        self.precision = precision
+        try precision.checkSupported()
+        #if canImport(CDNNL)
+        if precision == .bf16 {
+            self.weight = nil
+            bf16 = try OneDNNMatmulBF16(weight: weight.unsafePointer, outFeatures: outFeatures, inFeatures: inFeatures, bias: self.bias)
+            return
+        }
+        bf16 = nil
+        #endif
+        self.weight = weight.storage  // shared, not copied
     }
 
     /// Applies the layer to `[..., in]`, returning `[..., out]`. A residual of the output's shape is added
@@ -37,6 +55,16 @@ public final class Linear: @unchecked Sendable {
         FlopCounter.add(2 * Double(rows) * Double(inFeatures * outFeatures))
         var out = residual ?? Tensor(uninitializedShape: outShape)
         let o = outFeatures
+        #if canImport(CDNNL)
+        if let bf16 {
+            try out.withUnsafeMutableBufferPointer { ob in
+                try bf16.run(x.unsafePointer, rows: rows, into: ob.baseAddress!, accumulate: residual != nil)
+                activation.apply(inPlace: ob.baseAddress!, count: rows * o)
+            }
+            return out
+        }
+        #endif
+        guard let weight else { throw TensorError.backend("linear: no weights for precision \(precision)") }
         out.withUnsafeMutableBufferPointer { ob in
             let y = ob.baseAddress!
             var beta: Float = residual == nil ? 0 : 1

@@ -9,7 +9,8 @@ struct AdaptedModels {
     let unet: UNet2DConditionModel
 
     init(tokenizer baseTokenizer: CLIPTokenizer, textConfig: CLIPTextConfig, textWeights: any TensorSource,
-         unetConfig: UNet2DConditionConfig, unetWeights: any TensorSource, adapters: ModelAdapters) throws {
+         unetConfig: UNet2DConditionConfig, unetWeights: any TensorSource, adapters: ModelAdapters,
+         precision: ComputePrecision) throws {
         // Each LoRA file is read once for both models.
         let loras = try adapters.loraFiles()
         func merged(_ base: any TensorSource, _ target: LoRATarget) throws -> any TensorSource {
@@ -18,24 +19,26 @@ struct AdaptedModels {
         let (tok, config, weightsWithEmbeddings) = try adapters.addEmbeddings(
             tokenizer: baseTokenizer, config: textConfig, weights: try merged(textWeights, .textEncoder))
         tokenizer = tok
-        textEncoder = try CLIPTextModel(config: config, weights: weightsWithEmbeddings)
-        unet = try UNet2DConditionModel(config: unetConfig, weights: try merged(unetWeights, .unet))
+        textEncoder = try CLIPTextModel(config: config, weights: weightsWithEmbeddings, precision: precision.forModel(.textEncoder))
+        unet = try UNet2DConditionModel(config: unetConfig, weights: try merged(unetWeights, .unet), precision: precision.forModel(.unet))
     }
 
     /// From a model folder's component folders.
-    init(tokenizer tokenizerDir: URL, textEncoder textDir: URL, unet unetDir: URL, variant: String?, adapters: ModelAdapters) throws {
+    init(tokenizer tokenizerDir: URL, textEncoder textDir: URL, unet unetDir: URL, variant: String?, adapters: ModelAdapters,
+         precision: ComputePrecision) throws {
         try self.init(tokenizer: try CLIPTokenizer(directory: tokenizerDir), textConfig: CLIPTextConfig.load(from: textDir),
                       textWeights: try WeightFiles.open(directory: textDir, stems: ["model", "pytorch_model"], variant: variant),
                       unetConfig: UNet2DConditionConfig.load(unetDir.appendingPathComponent("config.json")),
                       unetWeights: try WeightFiles.open(directory: unetDir, stems: ["diffusion_pytorch_model"], variant: variant),
-                      adapters: adapters)
+                      adapters: adapters, precision: precision)
     }
 }
 
 extension StableDiffusionComponents {
     /// The same model folder with another set of LoRAs and embeddings (an empty set: the plain model).
     /// Tokenizer, text encoder and UNet are built again from the base files, so nothing is unmerged and
-    /// no earlier adapter lingers; the VAE and scheduler configs are shared with `self`.
+    /// no earlier adapter lingers; the VAE and scheduler configs are shared with `self`, and the precision
+    /// is `self`'s.
     /// - Parameter variant: the weight variant `self` was loaded with.
     public func withAdapters(_ adapters: ModelAdapters, variant: String? = nil) throws -> StableDiffusionComponents {
         guard singleFileDetection == nil, FileManager.default.fileExists(atPath: directory.appendingPathComponent("model_index.json").path) else {
@@ -43,9 +46,10 @@ extension StableDiffusionComponents {
         }
         let adapted = try AdaptedModels(tokenizer: directory.appendingPathComponent("tokenizer"),
                                         textEncoder: directory.appendingPathComponent("text_encoder"),
-                                        unet: directory.appendingPathComponent("unet"), variant: variant, adapters: adapters)
+                                        unet: directory.appendingPathComponent("unet"), variant: variant, adapters: adapters,
+                                        precision: precision)
         return StableDiffusionComponents(index: index, tokenizer: adapted.tokenizer, textEncoder: adapted.textEncoder, unet: adapted.unet,
                                          vae: vae, schedulerConfig: schedulerConfig, lowResSchedulerConfig: lowResSchedulerConfig,
-                                         directory: directory, adapters: adapters)
+                                         directory: directory, adapters: adapters, precision: precision)
     }
 }

@@ -40,27 +40,32 @@ extension StableDiffusionComponents {
     /// Loads whatever `location` names. `configDirectory` and `predictionType` apply to single files only
     /// (a folder's own configs rule; passing them with a folder is an error), `variant` to folders only.
     /// `hubProgress` reports downloads when a Hub repository's files are missing from the cache.
+    /// `precision` is checked against the CPU before anything is read or downloaded.
     public convenience init(location: ModelLocation, variant: String? = nil, configDirectory: URL? = nil,
                             predictionType: String? = nil, includeVAEEncoder: Bool = true,
-                            adapters: ModelAdapters = ModelAdapters(), hubProgress: HubProgressHandler? = nil) throws {
+                            adapters: ModelAdapters = ModelAdapters(), hubProgress: HubProgressHandler? = nil,
+                            precision: ComputePrecision = .fp32) throws {
+        try precision.checkSupported()
         switch location {
         case .hubRepository(let repo):
             guard configDirectory == nil, predictionType == nil else {
                 throw PipelineError.invalidArgument("a config folder and prediction type apply to single-file checkpoints, not to the Hub repository \(repo)")
             }
             let folder = try HubClient().snapshot(repo, variant: variant, progress: hubProgress)
-            try self.init(directory: folder, variant: variant, includeVAEEncoder: includeVAEEncoder, adapters: adapters)
+            try self.init(directory: folder, variant: variant, includeVAEEncoder: includeVAEEncoder, adapters: adapters,
+                          precision: precision)
         case .folder(let dir):
             guard configDirectory == nil, predictionType == nil else {
                 throw PipelineError.invalidArgument("a config folder and prediction type apply to single-file checkpoints, not to the folder \(dir.path)")
             }
-            try self.init(directory: dir, variant: variant, includeVAEEncoder: includeVAEEncoder, adapters: adapters)
+            try self.init(directory: dir, variant: variant, includeVAEEncoder: includeVAEEncoder, adapters: adapters,
+                          precision: precision)
         case .singleFile(let file):
             guard variant == nil else {
                 throw PipelineError.invalidArgument("a weights variant applies to diffusers folders, not to the single file \(file.path)")
             }
             try self.init(singleFile: file, configDirectory: configDirectory, predictionType: predictionType,
-                          includeVAEEncoder: includeVAEEncoder, adapters: adapters)
+                          includeVAEEncoder: includeVAEEncoder, adapters: adapters, precision: precision)
         }
     }
 }

@@ -10,8 +10,11 @@ extension StableDiffusionComponents {
     ///     without a config folder it also picks 2.1-base (epsilon, 512) or 2.1 (v, 768) configs.
     ///   - preferEMA: read the UNet from the `model_ema.*` copy when the file has one.
     ///   - adapters: LoRAs merged and embeddings added as the weights load, as for folders.
+    ///   - precision: as for folders (`ComputePrecision.forModel`).
     public convenience init(singleFile url: URL, configDirectory: URL? = nil, predictionType: String? = nil,
-                            preferEMA: Bool = true, includeVAEEncoder: Bool = true, adapters: ModelAdapters = ModelAdapters()) throws {
+                            preferEMA: Bool = true, includeVAEEncoder: Bool = true, adapters: ModelAdapters = ModelAdapters(),
+                            precision: ComputePrecision = .fp32) throws {
+        try precision.checkSupported()
         let start = Date()
         let loaded = try SingleFileModel(url: url, configDirectory: configDirectory, predictionType: predictionType, preferEMA: preferEMA)
         let configs = loaded.configs
@@ -20,17 +23,18 @@ extension StableDiffusionComponents {
         let unetConfig = try UNet2DConditionConfig.load(configs.unetConfig)
         let adapted = try AdaptedModels(tokenizer: try CLIPTokenizer(files: configs.tokenizerFiles()), textConfig: textConfig,
                                         textWeights: try convert.textEncoder(textConfig), unetConfig: unetConfig,
-                                        unetWeights: try convert.unet(unetConfig), adapters: adapters)
+                                        unetWeights: try convert.unet(unetConfig), adapters: adapters, precision: precision)
         let (tokenizer, textEncoder, unet) = (adapted.tokenizer, adapted.textEncoder, adapted.unet)
         let vaeConfig = try AutoencoderKLConfig.load(configs.vaeConfig)
-        let vae = try AutoencoderKL(config: vaeConfig, weights: convert.vae(vaeConfig), includeEncoder: includeVAEEncoder)
+        let vae = try AutoencoderKL(config: vaeConfig, weights: convert.vae(vaeConfig), includeEncoder: includeVAEEncoder,
+                                    precision: precision.forModel(.vae))
         let hidden = textEncoder.config.hiddenSize
         guard unet.config.crossAttentionDim.allSatisfy({ $0 == hidden }) else {
             throw PipelineError.badModel(path: url.path, detail: "UNet cross_attention_dim \(unet.config.crossAttentionDim[0]) does not match the text encoder's hidden_size \(hidden)")
         }
         self.init(index: loaded.index, tokenizer: tokenizer, textEncoder: textEncoder, unet: unet, vae: vae,
                   schedulerConfig: loaded.schedulerConfig, lowResSchedulerConfig: loaded.lowResSchedulerConfig, directory: url,
-                  adapters: adapters)
+                  adapters: adapters, precision: precision)
         singleFileDetection = loaded.detection
         loadSeconds = Date().timeIntervalSince(start)
         peakMemoryBytes = ProcessMemory.peakResidentBytes

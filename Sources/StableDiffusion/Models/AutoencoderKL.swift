@@ -78,9 +78,11 @@ public final class AutoencoderKL: @unchecked Sendable {
 
     /// Builds the VAE and loads its weights strictly. `encoder: false` skips the encoder (text-to-image only
     /// needs the decoder); its weights are then ignored rather than reported as unexpected.
-    public init(config c: AutoencoderKLConfig, weights: any TensorSource, includeEncoder: Bool = true) throws {
+    /// `precision` applies to every convolution and linear layer (see `ComputePrecision`).
+    public init(config c: AutoencoderKLConfig, weights: any TensorSource, includeEncoder: Bool = true,
+                precision: ComputePrecision = .fp32) throws {
         config = c
-        let r = WeightReader(weights)
+        let r = WeightReader(weights, precision: precision)
         let g = c.normNumGroups, n = c.blockOutChannels.count, lat = c.latentChannels
         let top = c.blockOutChannels[n - 1]
 
@@ -136,6 +138,7 @@ public final class AutoencoderKL: @unchecked Sendable {
         decNormOut = try r.groupNorm("decoder.conv_norm_out", channels: c.blockOutChannels[0], groups: g, eps: 1e-6)
         decConvOut = try r.conv2d("decoder.conv_out", in: c.blockOutChannels[0], out: c.outChannels, kernel: 3)
         try r.requireAllUsed(ignoring: includeEncoder ? [] : ["encoder.", "quant_conv."])
+        r.releaseConversionBuffers()
     }
 
     public let hasEncoder: Bool

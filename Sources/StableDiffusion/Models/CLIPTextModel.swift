@@ -25,7 +25,8 @@ public final class CLIPTextModel: Sendable {
     /// transformers 4) prefix every name with `text_model.`; transformers 5 saves them without it. Both
     /// are accepted, as transformers' loader does. Loading is strict: any missing, misshapen or unexpected
     /// tensor is an error listing them, except the `embeddings.position_ids` buffer older checkpoints hold.
-    public init(config: CLIPTextConfig, weights: any TensorSource) throws {
+    /// `precision` applies to the projections and MLPs; embeddings, norms and attention stay fp32.
+    public init(config: CLIPTextConfig, weights: any TensorSource, precision: ComputePrecision = .fp32) throws {
         try config.validate()
         self.config = config
         // Synthetic weights (benchmarks) are made in whatever shape is asked for: nothing to check.
@@ -39,12 +40,13 @@ public final class CLIPTextModel: Sendable {
         tokenEmbedding = try load("embeddings.token_embedding.weight", [config.vocabSize, h])
         positionEmbedding = try load("embeddings.position_embedding.weight", [config.maxPositionEmbeddings, h])
         layers = try (0..<config.numHiddenLayers).map { i in
-            try CLIPEncoderLayer(config: config) { name, shape in try load("encoder.layers.\(i).\(name)", shape) }
+            try CLIPEncoderLayer(config: config, precision: precision) { name, shape in try load("encoder.layers.\(i).\(name)", shape) }
         }
         finalNorm = try LayerNormWeights(size: h, eps: Float(config.layerNormEps)) { name, shape in
             try load("final_layer_norm.\(name)", shape)
         }
         try reader.requireAllUsed(ignoring: [prefix + Self.positionIdsBuffer])
+        reader.releaseConversionBuffers()
     }
 
     /// The names and shapes of the model's parameters for `config`, in transformers' `state_dict` order,
@@ -237,10 +239,10 @@ final class CLIPEncoderLayer: Sendable {
     private let fc1: Linear, fc2: Linear
     private let heads: Int, scale: Float, activation: Activation
 
-    init(config: CLIPTextConfig, load: (String, [Int]) throws -> Tensor) throws {
+    init(config: CLIPTextConfig, precision: ComputePrecision, load: (String, [Int]) throws -> Tensor) throws {
         let h = config.hiddenSize, f = config.intermediateSize
         func linear(_ name: String, _ out: Int, _ inp: Int) throws -> Linear {
-            try Linear(weight: load("\(name).weight", [out, inp]), bias: load("\(name).bias", [out]))
+            try Linear(weight: load("\(name).weight", [out, inp]), bias: load("\(name).bias", [out]), precision: precision)
         }
         let eps = Float(config.layerNormEps)
         norm1 = try LayerNormWeights(size: h, eps: eps) { name, shape in try load("layer_norm1.\(name)", shape) }
@@ -260,7 +262,8 @@ final class CLIPEncoderLayer: Sendable {
     func callAsFunction(_ x: Tensor) throws -> Tensor {
         let a = try norm1(x)
         let attention = try Attention.scaledDotProduct(
-            query: qProj(a), key: kProj(a), value: vProj(a), heads: heads, scale: scale, causal: true)
+            query: qProj(a), key: kProj(a), value: vProj(a), heads: heads, scale: scale, causal: true,
+            precision: qProj.precision == .bf16 && Attention.bfloat16Available ? .bf16 : .fp32)
         let y = try outProj(attention, residual: x)
         let m = try norm2(y)
         return try fc2(fc1(m, activation: activation), residual: y)

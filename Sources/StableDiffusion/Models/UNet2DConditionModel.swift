@@ -17,10 +17,11 @@ public final class UNet2DConditionModel: @unchecked Sendable {
     let convOut: Conv2D
 
     /// Builds the network from `config` and loads every weight from `weights` (diffusers names), strictly:
-    /// a missing, mis-shaped or unexpected tensor is an error naming it.
-    public init(config c: UNet2DConditionConfig, weights: any TensorSource) throws {
+    /// a missing, mis-shaped or unexpected tensor is an error naming it. `precision` applies to every
+    /// convolution and linear layer; attention's own products stay fp32 (see `ComputePrecision`).
+    public init(config c: UNet2DConditionConfig, weights: any TensorSource, precision: ComputePrecision = .fp32) throws {
         config = c
-        let r = WeightReader(weights)
+        let r = WeightReader(weights, precision: precision)
         let ch0 = c.blockOutChannels[0], temb = c.timeEmbeddingDim
         convIn = try r.conv2d("conv_in", in: c.inChannels, out: ch0, kernel: c.convInKernel)
         timeLinear1 = try r.linear("time_embedding.linear_1", in: ch0, out: temb)
@@ -60,6 +61,7 @@ public final class UNet2DConditionModel: @unchecked Sendable {
         normOut = try r.groupNorm("conv_norm_out", channels: ch0, groups: c.normNumGroups, eps: c.normEps)
         convOut = try r.conv2d("conv_out", in: ch0, out: c.outChannels, kernel: c.convOutKernel)
         try r.requireAllUsed()
+        r.releaseConversionBuffers()
     }
 
     /// One denoising step's noise (or v / sample) prediction.

@@ -20,9 +20,11 @@ public final class StableDiffusionDepth2ImgPipeline: @unchecked Sendable {
         self.depthEstimator = depthEstimator
     }
 
-    /// Loads the folder, including its depth estimator when it has one.
-    public convenience init(modelDirectory: URL, variant: String? = nil, adapters: ModelAdapters = ModelAdapters()) throws {
-        try self.init(loadingEstimatorFor: StableDiffusionComponents(directory: modelDirectory, variant: variant, adapters: adapters),
+    /// Loads the folder, including its depth estimator when it has one (which stays fp32 whatever `precision`).
+    public convenience init(modelDirectory: URL, variant: String? = nil, adapters: ModelAdapters = ModelAdapters(),
+                            precision: ComputePrecision = .fp32) throws {
+        try self.init(loadingEstimatorFor: StableDiffusionComponents(directory: modelDirectory, variant: variant, adapters: adapters,
+                                                                     precision: precision),
                       variant: variant)
     }
 

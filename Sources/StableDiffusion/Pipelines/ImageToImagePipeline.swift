@@ -16,8 +16,10 @@ public final class StableDiffusionImg2ImgPipeline: @unchecked Sendable {
         self.components = components
     }
 
-    public convenience init(modelDirectory: URL, variant: String? = nil, adapters: ModelAdapters = ModelAdapters()) throws {
-        try self.init(components: StableDiffusionComponents(directory: modelDirectory, variant: variant, adapters: adapters))
+    public convenience init(modelDirectory: URL, variant: String? = nil, adapters: ModelAdapters = ModelAdapters(),
+                            precision: ComputePrecision = .fp32) throws {
+        try self.init(components: StableDiffusionComponents(directory: modelDirectory, variant: variant, adapters: adapters,
+                                                            precision: precision))
     }
 
     /// - Parameters:

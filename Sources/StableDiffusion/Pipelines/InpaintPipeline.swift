@@ -18,8 +18,10 @@ public final class StableDiffusionInpaintPipeline: @unchecked Sendable {
         self.components = components
     }
 
-    public convenience init(modelDirectory: URL, variant: String? = nil, adapters: ModelAdapters = ModelAdapters()) throws {
-        try self.init(components: StableDiffusionComponents(directory: modelDirectory, variant: variant, adapters: adapters))
+    public convenience init(modelDirectory: URL, variant: String? = nil, adapters: ModelAdapters = ModelAdapters(),
+                            precision: ComputePrecision = .fp32) throws {
+        try self.init(components: StableDiffusionComponents(directory: modelDirectory, variant: variant, adapters: adapters,
+                                                            precision: precision))
     }
 
     /// The default output size: the UNet's sample size times the VAE scale factor (as diffusers).

@@ -21,6 +21,8 @@ public final class StableDiffusionComponents: @unchecked Sendable {
     public internal(set) var singleFileDetection: SingleFileDetection?
     /// The LoRAs and embeddings applied at load (empty for a plain load).
     public let adapters: ModelAdapters
+    /// What the models were loaded to compute in (each model's share: `ComputePrecision.forModel`).
+    public let precision: ComputePrecision
 
     /// Loads `directory` (a folder with `model_index.json`).
     /// - Parameters:
@@ -29,7 +31,11 @@ public final class StableDiffusionComponents: @unchecked Sendable {
     ///   - adapters: LoRAs merged into the UNet and text-encoder weights as they load, and textual-inversion
     ///     embeddings added to the tokenizer and text encoder. To switch them (e.g. in a server), use
     ///     `withAdapters(_:variant:)`: the base weights are re-read, nothing has to be unmerged.
-    public init(directory: URL, variant: String? = nil, includeVAEEncoder: Bool = true, adapters: ModelAdapters = ModelAdapters()) throws {
+    ///   - precision: `bf16` runs the models' convolutions and linear layers in bf16 (`ComputePrecision.forModel`);
+    ///     it needs a CPU with AVX512_BF16 or AMX, checked first.
+    public init(directory: URL, variant: String? = nil, includeVAEEncoder: Bool = true, adapters: ModelAdapters = ModelAdapters(),
+                precision: ComputePrecision = .fp32) throws {
+        try precision.checkSupported()
         let start = Date()
         self.directory = directory
         index = try ModelIndex(contentsOf: directory.appendingPathComponent("model_index.json"))
@@ -49,15 +55,16 @@ public final class StableDiffusionComponents: @unchecked Sendable {
             throw PipelineError.badModel(path: directory.path, detail: "text encoder class \(textClass) is not supported (CLIPTextModel is)")
         }
         self.adapters = adapters
+        self.precision = precision
         let adapted = try AdaptedModels(tokenizer: try sub("tokenizer"), textEncoder: try sub("text_encoder"), unet: try sub("unet"),
-                                        variant: variant, adapters: adapters)
+                                        variant: variant, adapters: adapters, precision: precision)
         tokenizer = adapted.tokenizer
         textEncoder = adapted.textEncoder
         unet = adapted.unet
         let vaeDir = try sub("vae")
         vae = try AutoencoderKL(config: AutoencoderKLConfig.load(vaeDir.appendingPathComponent("config.json")),
                                 weights: WeightFiles.open(directory: vaeDir, stems: ["diffusion_pytorch_model"], variant: variant),
-                                includeEncoder: includeVAEEncoder)
+                                includeEncoder: includeVAEEncoder, precision: precision.forModel(.vae))
         schedulerConfig = try SchedulerConfig(contentsOf: try sub("scheduler").appendingPathComponent("scheduler_config.json"))
         if index.components["low_res_scheduler"] != nil {
             lowResSchedulerConfig = try SchedulerConfig(contentsOf: try sub("low_res_scheduler").appendingPathComponent("scheduler_config.json"))
@@ -75,7 +82,8 @@ public final class StableDiffusionComponents: @unchecked Sendable {
     /// Components built in memory (benchmarks, tests): no folder is read.
     public init(index: ModelIndex, tokenizer: CLIPTokenizer, textEncoder: CLIPTextModel, unet: UNet2DConditionModel,
                 vae: AutoencoderKL, schedulerConfig: SchedulerConfig, lowResSchedulerConfig: SchedulerConfig? = nil,
-                directory: URL = URL(fileURLWithPath: "<memory>"), adapters: ModelAdapters = ModelAdapters()) {
+                directory: URL = URL(fileURLWithPath: "<memory>"), adapters: ModelAdapters = ModelAdapters(),
+                precision: ComputePrecision = .fp32) {
         self.directory = directory
         self.index = index
         self.tokenizer = tokenizer
@@ -85,6 +93,7 @@ public final class StableDiffusionComponents: @unchecked Sendable {
         self.schedulerConfig = schedulerConfig
         self.lowResSchedulerConfig = lowResSchedulerConfig
         self.adapters = adapters
+        self.precision = precision
         loadSeconds = 0
         peakMemoryBytes = ProcessMemory.peakResidentBytes
     }

@@ -14,8 +14,10 @@ public final class StableDiffusionPipeline: @unchecked Sendable {
     }
 
     /// Loads a model folder and builds the pipeline.
-    public convenience init(modelDirectory: URL, variant: String? = nil, adapters: ModelAdapters = ModelAdapters()) throws {
-        try self.init(components: StableDiffusionComponents(directory: modelDirectory, variant: variant, includeVAEEncoder: false, adapters: adapters))
+    public convenience init(modelDirectory: URL, variant: String? = nil, adapters: ModelAdapters = ModelAdapters(),
+                            precision: ComputePrecision = .fp32) throws {
+        try self.init(components: StableDiffusionComponents(directory: modelDirectory, variant: variant, includeVAEEncoder: false, adapters: adapters,
+                                                            precision: precision))
     }
 
     public func callAsFunction(_ options: GenerationOptions, progress: ProgressHandler? = nil) throws -> GenerationResult {

@@ -34,8 +34,10 @@ public final class StableDiffusionUpscalePipeline: @unchecked Sendable {
         self.components = c
     }
 
-    public convenience init(modelDirectory: URL, variant: String? = nil, adapters: ModelAdapters = ModelAdapters()) throws {
-        try self.init(components: StableDiffusionComponents(directory: modelDirectory, variant: variant, includeVAEEncoder: false, adapters: adapters))
+    public convenience init(modelDirectory: URL, variant: String? = nil, adapters: ModelAdapters = ModelAdapters(),
+                            precision: ComputePrecision = .fp32) throws {
+        try self.init(components: StableDiffusionComponents(directory: modelDirectory, variant: variant, includeVAEEncoder: false, adapters: adapters,
+                                                            precision: precision))
     }
 
     /// diffusers' defaults for this pipeline: 75 steps, guidance 9, noise level 20.

@@ -23,7 +23,9 @@ final class AttentionLayer {
     func callAsFunction(_ x: Tensor, context: Tensor?, residual: Tensor?) throws -> Tensor {
         let ctx = context ?? x
         let q = try toQ(x), k = try toK(ctx), v = try toV(ctx)
-        let o = try Attention.scaledDotProduct(query: q, key: k, value: v, heads: heads)
+        // A bf16 model's attention multiplies in bf16 too (its projections say which the model is).
+        let precision: ComputePrecision = toQ.precision == .bf16 && Attention.bfloat16Available ? .bf16 : .fp32
+        let o = try Attention.scaledDotProduct(query: q, key: k, value: v, heads: heads, precision: precision)
         return try toOut(o, residual: residual)
     }
 }

@@ -14,13 +14,14 @@ struct LayerNorm {
     func callAsFunction(_ x: Tensor) throws -> Tensor { try x.layerNorm(gamma: gamma, beta: beta, eps: eps) }
 }
 
-/// Builders for layers from diffusers/transformers weight names (`prefix.weight`, `prefix.bias`).
+/// Builders for layers from diffusers/transformers weight names (`prefix.weight`, `prefix.bias`), in the
+/// reader's precision.
 extension WeightReader {
     func conv2d(_ prefix: String, in i: Int, out o: Int, kernel k: Int, stride: Int = 1,
                 padding: ConvPadding? = nil, bias: Bool = true) throws -> Conv2D {
         let w = try tensor("\(prefix).weight", shape: [o, i, k, k])
         let b = bias ? try tensor("\(prefix).bias", shape: [o]) : nil
-        return try Conv2D(weight: w, bias: b, stride: stride, padding: padding ?? .uniform((k - 1) / 2))
+        return try Conv2D(weight: w, bias: b, stride: stride, padding: padding ?? .uniform((k - 1) / 2), precision: precision)
     }
 
     /// A linear layer; also accepts a 1x1 convolution's `[out, in, 1, 1]` weight (the same map on NHWC data).
@@ -33,7 +34,7 @@ extension WeightReader {
             w = try tensor(name, shape: [o, i])
         }
         let b = bias ? try tensor("\(prefix).bias", shape: [o]) : nil
-        return try Linear(weight: w, bias: b)
+        return try Linear(weight: w, bias: b, precision: precision)
     }
 
     func groupNorm(_ prefix: String, channels c: Int, groups: Int, eps: Float) throws -> GroupNorm {

@@ -1,0 +1,65 @@
+import CKernels
+
+/// A bf16 array: each value is the upper 16 bits of an fp32 pattern. Held in a `TensorStorage` of half
+/// as many floats, so it is 64-byte aligned and large ones come from the same buffer pool.
+final class BF16Buffer: @unchecked Sendable {
+    let count: Int
+    /// The bytes, as a storage oneDNN weights can take over.
+    let storage: TensorStorage
+    var pointer: UnsafeMutablePointer<UInt16> { UnsafeMutableRawPointer(storage.pointer).assumingMemoryBound(to: UInt16.self) }
+
+    init(count: Int) {
+        self.count = count
+        storage = TensorStorage(count: (count + 1) / 2)
+    }
+
+    /// `src` rounded to bf16 (nearest, ties to even), converted in parallel chunks.
+    convenience init(converting src: UnsafePointer<Float>, count: Int) {
+        self.init(count: count)
+        let dst = pointer
+        // 64 Ki values per chunk: the conversion is memory-bound, so only large layers gain from threads.
+        Parallel.forRanges(count, minChunk: 1 << 16) { r in
+            sdk_f32_to_bf16(src + r.lowerBound, dst + r.lowerBound, Int64(r.count))
+        }
+    }
+}
+
+/// bf16 rounding as the bf16 layers apply it, for checks and tests.
+public enum BF16 {
+    /// `values` rounded to bf16 and widened back to fp32 (what a bf16 layer actually multiplies).
+    public static func rounded(_ values: [Float]) -> [Float] {
+        bits(values).map(float)
+    }
+
+    /// The bf16 patterns of `values` (nearest, ties to even; the AVX512_BF16 instruction where the CPU has it).
+    public static func bits(_ values: [Float], portable: Bool = false) -> [UInt16] {
+        var out = [UInt16](repeating: 0, count: values.count)
+        values.withUnsafeBufferPointer { s in
+            out.withUnsafeMutableBufferPointer { d in
+                guard let src = s.baseAddress, let dst = d.baseAddress else { return }
+                if portable {
+                    sdk_f32_to_bf16_portable(src, dst, Int64(values.count))
+                } else {
+                    sdk_f32_to_bf16(src, dst, Int64(values.count))
+                }
+            }
+        }
+        return out
+    }
+
+    /// A bf16 pattern as fp32 (exact).
+    public static func float(_ bits: UInt16) -> Float { Float(bitPattern: UInt32(bits) << 16) }
+}
+
+extension Tensor {
+    /// This tensor with every value rounded to bf16 (kept in fp32): a bf16 layer's exact input.
+    public func roundedToBF16() -> Tensor {
+        var out = Tensor(uninitializedShape: shape)
+        let converted = BF16Buffer(converting: unsafePointer, count: count)
+        out.withUnsafeMutableBufferPointer { o in
+            let b = converted.pointer
+            for i in 0..<o.count { o[i] = BF16.float(b[i]) }
+        }
+        return out
+    }
+}

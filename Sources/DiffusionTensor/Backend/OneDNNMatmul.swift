@@ -1,0 +1,103 @@
+#if canImport(CDNNL)
+import Foundation
+import CDNNL
+
+/// `Y (+)= X W^T + b` as a oneDNN bf16 matmul primitive (bf16 x bf16, fp32 accumulation and output),
+/// one primitive per row count, cached, like the convolutions. The weights live here once, in bf16.
+final class OneDNNMatmulBF16: @unchecked Sendable {
+    let inFeatures: Int, outFeatures: Int
+    private let weights: OneDNNWeights
+    private let bias: TensorStorage?
+    private let lock = NSLock()
+    private var plans: [PlanKey: Plan] = [:]
+
+    /// - Parameters:
+    ///   - weight: `[out, in]` fp32, row-major (torch's layout); converted to bf16 and not retained.
+    ///   - bias: `[out]` fp32, or nil.
+    init(weight: UnsafePointer<Float>, outFeatures: Int, inFeatures: Int, bias: TensorStorage?) throws {
+        self.inFeatures = inFeatures
+        self.outFeatures = outFeatures
+        self.bias = bias
+        // [out, in] row-major is the K x N weight matrix in oneDNN's `ba` layout.
+        weights = OneDNNWeights(storage: BF16Buffer(converting: weight, count: outFeatures * inFeatures).storage,
+                                desc: try OneDNN.memoryDesc([inFeatures, outFeatures], tag: dnnl_ba, type: dnnl_bf16))
+    }
+
+    private struct PlanKey: Hashable { let rows: Int, accumulate: Bool }
+    private final class Plan {
+        let primitive: dnnl_primitive_t
+        let pd: dnnl_primitive_desc_t
+        var src: dnnl_memory_desc_t, wts: dnnl_memory_desc_t, dst: dnnl_memory_desc_t, bias: dnnl_memory_desc_t
+        init(primitive: dnnl_primitive_t, pd: dnnl_primitive_desc_t, src: dnnl_memory_desc_t, wts: dnnl_memory_desc_t,
+             dst: dnnl_memory_desc_t, bias: dnnl_memory_desc_t) {
+            self.primitive = primitive; self.pd = pd; self.src = src; self.wts = wts; self.dst = dst; self.bias = bias
+        }
+        deinit { dnnl_primitive_destroy(primitive); dnnl_primitive_desc_destroy(pd) }
+    }
+
+    private func plan(for key: PlanKey) throws -> Plan {
+        if let p = plans[key] { return p }
+        var src = try OneDNN.memoryDesc([key.rows, inFeatures], tag: dnnl_ab, type: dnnl_bf16)
+        var wAny = try OneDNN.memoryDesc([inFeatures, outFeatures], tag: dnnl_format_tag_any, type: dnnl_bf16)
+        var dst = try OneDNN.memoryDesc([key.rows, outFeatures], tag: dnnl_ab)
+        var biasMD = try OneDNN.memoryDesc([1, outFeatures], tag: dnnl_ab)
+        var desc = dnnl_matmul_desc_t()
+        let hasBias = bias != nil
+        try OneDNN.check(withUnsafePointer(to: &biasMD) { b in
+            dnnl_matmul_desc_init(&desc, &src, &wAny, hasBias ? b : nil, &dst)
+        }, "matmul descriptor")
+
+        var attr: dnnl_primitive_attr_t?
+        try OneDNN.check(dnnl_primitive_attr_create(&attr), "attribute creation")
+        defer { dnnl_primitive_attr_destroy(attr) }
+        if key.accumulate {
+            var postOps: dnnl_post_ops_t?
+            try OneDNN.check(dnnl_post_ops_create(&postOps), "post-ops creation")
+            defer { dnnl_post_ops_destroy(postOps) }
+            try OneDNN.check(dnnl_post_ops_append_sum(postOps, 1.0), "sum post-op")
+            try OneDNN.check(dnnl_primitive_attr_set_post_ops(attr, postOps), "setting post-ops")
+        }
+        var pd: dnnl_primitive_desc_t?
+        try OneDNN.check(dnnl_primitive_desc_create(&pd, &desc, attr, OneDNN.shared.engine, nil), "bf16 matmul primitive descriptor")
+        guard let pd else { throw TensorError.backend("oneDNN returned no matmul descriptor") }
+        guard let wanted = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0) else {
+            dnnl_primitive_desc_destroy(pd)
+            throw TensorError.backend("oneDNN matmul has no weights descriptor")
+        }
+        var prim: dnnl_primitive_t?
+        let created = dnnl_primitive_create(&prim, pd)
+        guard created == dnnl_success, let prim else {
+            dnnl_primitive_desc_destroy(pd)
+            throw TensorError.backend("oneDNN bf16 matmul primitive creation failed (status \(created.rawValue))")
+        }
+        let plan = Plan(primitive: prim, pd: pd, src: src, wts: wanted.pointee, dst: dst, bias: biasMD)
+        plans[key] = plan
+        return plan
+    }
+
+    /// `y = x W^T + b`, or `y += x W^T + b` when `accumulate`; `x` is `[rows, in]`, `y` `[rows, out]`.
+    func run(_ x: UnsafePointer<Float>, rows: Int, into y: UnsafeMutablePointer<Float>, accumulate: Bool) throws {
+        guard rows > 0 else { return }
+        let rounded = BF16Buffer(converting: x, count: rows * inFeatures)
+        lock.lock()
+        defer { lock.unlock() }
+        let p = try plan(for: PlanKey(rows: rows, accumulate: accumulate))
+        try weights.reorder(to: p.wts)
+        let srcMem = try OneDNN.memory(&p.src, UnsafeMutableRawPointer(rounded.pointer))
+        defer { dnnl_memory_destroy(srcMem) }
+        let wMem = try OneDNN.memory(&p.wts, weights.pointer)
+        defer { dnnl_memory_destroy(wMem) }
+        let dstMem = try OneDNN.memory(&p.dst, UnsafeMutableRawPointer(y))
+        defer { dnnl_memory_destroy(dstMem) }
+        var args: [(Int32, dnnl_memory_t)] = [(Int32(DNNL_ARG_SRC), srcMem), (Int32(DNNL_ARG_WEIGHTS), wMem), (Int32(DNNL_ARG_DST), dstMem)]
+        var biasMem: dnnl_memory_t?
+        if let bias {
+            let m = try OneDNN.memory(&p.bias, bias.pointer)
+            biasMem = m
+            args.append((Int32(DNNL_ARG_BIAS), m))
+        }
+        defer { if let biasMem { dnnl_memory_destroy(biasMem) } }
+        try OneDNN.execute(p.primitive, args)
+    }
+}
+#endif

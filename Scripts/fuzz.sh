@@ -22,7 +22,7 @@ if [ "$target" != all ] && [[ ! " ${TARGETS[*]} " == *" $target "* ]]; then
 fi
 
 if [ "${FUZZ_NO_BUILD:-0}" != 1 ]; then
-    swift build -c release --package-path Fuzz --build-path "$build" -Xswiftc -sanitize=fuzzer,address
+    swift build -c release --package-path Fuzz --build-path "$build" -Xswiftc -sanitize=fuzzer,address -Xswiftc -use-ld=lld
 fi
 [ "${FUZZ_BUILD_ONLY:-0}" = 1 ] && exit 0
 binary="$build/release/sd-fuzz"
@@ -51,7 +51,8 @@ run_target() {
     for part in $(dict_parts "$t"); do cat "Fuzz/dict/$part.dict" >> "$dict"; done
     echo "== $t: ${seconds}s (work corpus $work/$t)"
     # Leaks are not checked: inputs are processed in one process and a cache kept between inputs is no bug.
-    if ! SD_FUZZ_TARGET=$t ASAN_OPTIONS=detect_leaks=0:allocator_may_return_null=0 \
+    # Swift's own crash backtracer is off so that a trap reaches libFuzzer (which saves the input) at once.
+    if ! SD_FUZZ_TARGET=$t SWIFT_BACKTRACE=enable=no ASAN_OPTIONS=detect_leaks=0:allocator_may_return_null=0 \
         "$binary" "$work/$t" "Fuzz/corpus/$t" -dict="$dict" -max_total_time="$seconds" \
         -rss_limit_mb=2048 -malloc_limit_mb=1024 -timeout=20 -print_final_stats=1 \
         -artifact_prefix="$work/artifacts/$t-" ${FUZZ_FLAGS:-}; then

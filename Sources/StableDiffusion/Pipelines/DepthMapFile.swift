@@ -80,7 +80,8 @@ public enum DepthMapFile {
         if let fortran = field("fortran_order"), fortran.hasPrefix("True") {
             throw PipelineError.invalidArgument("\(path): Fortran-ordered arrays are not supported (save with np.ascontiguousarray)")
         }
-        guard let shapeField = field("shape"), let open = shapeField.firstIndex(of: "("), let close = shapeField.firstIndex(of: ")") else {
+        guard let shapeField = field("shape"), let open = shapeField.firstIndex(of: "("),
+              let close = shapeField[open...].firstIndex(of: ")") else {
             throw bad("no shape")
         }
         let dims = try shapeField[shapeField.index(after: open)..<close].split(separator: ",")

@@ -10,6 +10,7 @@ cd "$(dirname "$0")/.."
 CAMPAIGN_DIR=${CAMPAIGN_DIR:-/work/fuzz-campaign}
 GOAL=${GOAL:-1800}
 SLICE=${SLICE:-600}
+ROUNDS=${ROUNDS:-0}  # stop after this many rotations (0: only when every target has GOAL)
 TARGETS=(safetensors torch config tokenizer image depthmap adapters singlefile server)
 log="$CAMPAIGN_DIR/log.tsv"
 mkdir -p "$CAMPAIGN_DIR/runs"
@@ -20,7 +21,9 @@ FUZZ_BUILD_ONLY=1 nice -n 10 Scripts/fuzz.sh || { echo "fuzz_campaign: build fai
 
 cpu_so_far() { awk -F'\t' -v t="$1" 'NR>1 && $2==t {s+=$4} END {printf "%d", s}' "$log"; }
 
+round=0
 while true; do
+    round=$((round + 1))
     ran=0
     for t in "${TARGETS[@]}"; do
         done_s=$(cpu_so_far "$t")
@@ -39,6 +42,7 @@ while true; do
         printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$(date -Is)" "$t" "$SLICE" "${cpu:-0}" "${execs:-0}" "${cov:-}" "${ft:-}" "${corp:-}" "$status" >> "$log"
     done
     [ "$ran" = 0 ] && break
+    [ "$ROUNDS" -gt 0 ] && [ "$round" -ge "$ROUNDS" ] && { rm -f "$CAMPAIGN_DIR/runner.pid"; exit 0; }
 done
 echo "fuzz_campaign: every target has $GOAL CPU seconds" >&2
 rm -f "$CAMPAIGN_DIR/runner.pid"

@@ -33,7 +33,7 @@ while true; do
         FUZZ_WORK="$CAMPAIGN_DIR" FUZZ_NO_BUILD=1 /usr/bin/time -f '%U+%S' -o "$out.time" \
             nice -n 10 Scripts/fuzz.sh "$t" "$SLICE" > "$out" 2>&1
         status=$?
-        cpu=$(awk '{split($0, a, "+"); printf "%d", a[1] + a[2]}' "$out.time" 2>/dev/null || echo 0)
+        cpu=$(tail -1 "$out.time" | awk '{split($0, a, "+"); printf "%d", a[1] + a[2]}')  # (GNU time may first note the exit status)
         execs=$(grep -o 'stat::number_of_executed_units: [0-9]*' "$out" | tail -1 | awk '{print $2}')
         last=$(grep -E '^#[0-9]+.*cov: ' "$out" | tail -1)
         cov=$(sed -n 's/.* cov: \([0-9]*\).*/\1/p' <<< "$last")

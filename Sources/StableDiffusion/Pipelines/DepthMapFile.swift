@@ -94,8 +94,11 @@ public enum DepthMapFile {
         var count = 1
         for d in dims {
             let (product, overflow) = count.multipliedReportingOverflow(by: d)
-            guard !overflow, product <= (bytes.count - body) / size else { throw bad("data truncated: shape \(dims) of \(descr) needs more than the \(bytes.count - body) bytes present") }
+            guard !overflow else { throw bad("shape \(dims) is too large") }
             count = product
+        }
+        guard count <= (bytes.count - body) / size else {
+            throw bad("data truncated: shape \(dims) of \(descr) needs more than the \(bytes.count - body) bytes present")
         }
         var values = [Float](repeating: 0, count: count)
         bytes.withUnsafeBytes { raw in

@@ -12,6 +12,8 @@ let package = Package(
         .library(name: "StableDiffusion", targets: ["StableDiffusion"]),
         .library(name: "StableDiffusionServer", targets: ["StableDiffusionServer"]),
         .executable(name: "sd", targets: ["sd"]),
+        // The parser entry points as fuzz targets, for the libFuzzer driver in Fuzz/ (a separate package).
+        .library(name: "FuzzTargets", targets: ["FuzzTargets"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -54,6 +56,10 @@ let package = Package(
             dependencies: ["StableDiffusion", "StableDiffusionServer",
                            .product(name: "ArgumentParser", package: "swift-argument-parser"),
                            .product(name: "Logging", package: "swift-log")]),
+        .target(
+            name: "FuzzTargets",
+            dependencies: ["StableDiffusion", "StableDiffusionServer", "DiffusionTensor",
+                           .product(name: "Logging", package: "swift-log")]),
         .testTarget(
             name: "DiffusionTensorTests",
             dependencies: ["DiffusionTensor"],
@@ -65,5 +71,8 @@ let package = Package(
         .testTarget(
             name: "StableDiffusionServerTests",
             dependencies: ["StableDiffusionServer", "StableDiffusion"]),
+        .testTarget(
+            name: "FuzzRegressionTests",
+            dependencies: ["FuzzTargets"]),
     ]
 )

@@ -8,27 +8,39 @@ extension StableDiffusionServer {
     func addA1111Generation(to router: Router<BasicRequestContext>) {
         router.post("/sdapi/v1/txt2img") { request, _ -> Response in
             await self.handle(request, style: .a1111) { body in
-                var reader = try FieldReader.parse(body)
-                let parsed = self.readCommon(&reader)
-                if self.model.kind != .standard {
-                    reader.fail("", "model \(self.model.name) is a \(self.model.kind.rawValue) model: use /sdapi/v1/img2img", type: "model_kind")
-                }
-                try reader.finish()
-                return try await self.respondA1111(parsed.request(.txt2img), reader: reader, denoising: 0, sendImages: parsed.sendImages)
+                let (generation, reader, sendImages) = try self.decodeTxt2Img(body)
+                return try await self.respondA1111(generation, reader: reader, denoising: 0, sendImages: sendImages)
             }
         }
         router.post("/sdapi/v1/img2img") { request, _ -> Response in
             await self.handle(request, style: .a1111) { body in
-                var reader = try FieldReader.parse(body)
-                let parsed = self.readCommon(&reader)
-                let task = try self.readImg2ImgTask(&reader)
-                try reader.finish()
-                guard let task else { throw APIError.invalid("init_images", "Field required", type: "missing") }
-                var generation = parsed.request(task.task)
-                if case .upscale = task.task { (generation.width, generation.height) = (nil, nil) }
-                return try await self.respondA1111(generation, reader: reader, denoising: task.strength, sendImages: parsed.sendImages)
+                let (generation, reader, strength, sendImages) = try self.decodeImg2Img(body)
+                return try await self.respondA1111(generation, reader: reader, denoising: strength, sendImages: sendImages)
             }
         }
+    }
+
+    /// A txt2img body checked into a job (every field problem thrown at once, as a 422).
+    func decodeTxt2Img(_ body: [UInt8]) throws -> (GenerationRequest, FieldReader, sendImages: Bool) {
+        var reader = try FieldReader.parse(body)
+        let parsed = readCommon(&reader)
+        if model.kind != .standard {
+            reader.fail("", "model \(model.name) is a \(model.kind.rawValue) model: use /sdapi/v1/img2img", type: "model_kind")
+        }
+        try reader.finish()
+        return (parsed.request(.txt2img), reader, parsed.sendImages)
+    }
+
+    /// An img2img body checked into a job, its pictures decoded; also returns the denoising strength.
+    func decodeImg2Img(_ body: [UInt8]) throws -> (GenerationRequest, FieldReader, strength: Double, sendImages: Bool) {
+        var reader = try FieldReader.parse(body)
+        let parsed = readCommon(&reader)
+        let task = try readImg2ImgTask(&reader)
+        try reader.finish()
+        guard let task else { throw APIError.invalid("init_images", "Field required", type: "missing") }
+        var generation = parsed.request(task.task)
+        if case .upscale = task.task { (generation.width, generation.height) = (nil, nil) }
+        return (generation, reader, task.strength, parsed.sendImages)
     }
 
     /// The fields txt2img and img2img share, checked against the server's limits.

@@ -9,14 +9,7 @@ extension StableDiffusionServer {
         router.post("/v1/images/generations") { request, _ -> Response in
             let host = request.head.authority
             return await self.handle(request, style: .openAI) { body in
-                var r = try FieldReader.parse(body)
-                var fields = OpenAIFields(reader: &r, server: self)
-                if (r.optionalString("prompt") ?? "").isEmpty { r.fail("prompt", "a non-empty prompt is required", type: "missing") }
-                if self.model.kind != .standard {
-                    r.fail("model", "model \(self.model.name) is a \(self.model.kind.rawValue) model; it cannot generate from text", type: "model_kind")
-                }
-                fields.size = fields.size ?? (self.model.defaultSide, self.model.defaultSide)
-                try r.finish()
+                let fields = try self.decodeGenerations(body)
                 return try await self.respondOpenAI(fields.request(.txt2img), format: fields.format, host: host)
             }
         }
@@ -24,33 +17,7 @@ extension StableDiffusionServer {
             let host = request.head.authority
             let contentType = request.headers[.contentType]
             return await self.handle(request, style: .openAI) { body in
-                let form = try MultipartForm(body: body, contentType: contentType)
-                var object: [String: JSONValue] = [:]
-                for part in form.parts where part.filename == nil {
-                    guard let text = part.text else { throw APIError.invalid(part.name, "form field is not UTF-8 text") }
-                    object[part.name] = Self.formValue(text)
-                }
-                var r = FieldReader(object: object)
-                var fields = OpenAIFields(reader: &r, server: self)
-                let strength = r.double("strength", default: 1.0, in: 0...1)
-                if (r.optionalString("prompt") ?? "").isEmpty { r.fail("prompt", "a non-empty prompt is required", type: "missing") }
-                if self.model.kind != .standard, self.model.kind != .inpainting {
-                    r.fail("model", "model \(self.model.name) is a \(self.model.kind.rawValue) model; it cannot inpaint", type: "model_kind")
-                }
-                guard let imagePart = form.first("image", "image[]") else {
-                    r.fail("image", "an image file is required", type: "missing")
-                    try r.finish()
-                    return .json(nil)
-                }
-                try r.finish()
-                let maxSide = self.configuration.limits.maxInputSide
-                let image = try ImageInput.decode(imagePart.data, field: "image", maxSide: maxSide)
-                let mask = try form.first("mask").map { try ImageInput.decode($0.data, field: "mask", maxSide: maxSide) }
-                let repaint = try Self.repaintMask(image: image, mask: mask)
-                let limit = self.configuration.limits.maxSide
-                fields.size = fields.size ?? (min(limit, image.width / 8 * 8), min(limit, image.height / 8 * 8))
-                if let s = fields.size, s.0 < 8 || s.1 < 8 { throw APIError.invalid("image", "image is smaller than 8x8") }
-                let task = GenerationRequest.Task.inpaint(image.toRGB(), mask: repaint, strength: strength, paddingMaskCrop: nil)
+                let (fields, task) = try self.decodeEdits(body, contentType: contentType)
                 return try await self.respondOpenAI(fields.request(task), format: fields.format, host: host)
             }
         }
@@ -61,6 +28,50 @@ extension StableDiffusionServer {
             }
             return Response(status: .ok, headers: [.contentType: "image/png"], body: .init(byteBuffer: ByteBuffer(bytes: png)))
         }
+    }
+
+    /// A /v1/images/generations body checked into the fields of a txt2img job.
+    func decodeGenerations(_ body: [UInt8]) throws -> OpenAIFields {
+        var r = try FieldReader.parse(body)
+        var fields = OpenAIFields(reader: &r, server: self)
+        if (r.optionalString("prompt") ?? "").isEmpty { r.fail("prompt", "a non-empty prompt is required", type: "missing") }
+        if model.kind != .standard {
+            r.fail("model", "model \(model.name) is a \(model.kind.rawValue) model; it cannot generate from text", type: "model_kind")
+        }
+        fields.size = fields.size ?? (model.defaultSide, model.defaultSide)
+        try r.finish()
+        return fields
+    }
+
+    /// A /v1/images/edits multipart body checked into the fields and task of an inpainting job.
+    func decodeEdits(_ body: [UInt8], contentType: String?) throws -> (OpenAIFields, GenerationRequest.Task) {
+        let form = try MultipartForm(body: body, contentType: contentType)
+        var object: [String: JSONValue] = [:]
+        for part in form.parts where part.filename == nil {
+            guard let text = part.text else { throw APIError.invalid(part.name, "form field is not UTF-8 text") }
+            object[part.name] = Self.formValue(text)
+        }
+        var r = FieldReader(object: object)
+        var fields = OpenAIFields(reader: &r, server: self)
+        let strength = r.double("strength", default: 1.0, in: 0...1)
+        if (r.optionalString("prompt") ?? "").isEmpty { r.fail("prompt", "a non-empty prompt is required", type: "missing") }
+        if model.kind != .standard, model.kind != .inpainting {
+            r.fail("model", "model \(model.name) is a \(model.kind.rawValue) model; it cannot inpaint", type: "model_kind")
+        }
+        guard let imagePart = form.first("image", "image[]") else {
+            r.fail("image", "an image file is required", type: "missing")
+            try r.finish()
+            throw APIError.invalid("image", "an image file is required", type: "missing")
+        }
+        try r.finish()
+        let maxSide = configuration.limits.maxInputSide
+        let image = try ImageInput.decode(imagePart.data, field: "image", maxSide: maxSide)
+        let mask = try form.first("mask").map { try ImageInput.decode($0.data, field: "mask", maxSide: maxSide) }
+        let repaint = try Self.repaintMask(image: image, mask: mask)
+        let limit = configuration.limits.maxSide
+        fields.size = fields.size ?? (min(limit, image.width / 8 * 8), min(limit, image.height / 8 * 8))
+        if let s = fields.size, s.0 < 8 || s.1 < 8 { throw APIError.invalid("image", "image is smaller than 8x8") }
+        return (fields, .inpaint(image.toRGB(), mask: repaint, strength: strength, paddingMaskCrop: nil))
     }
 
     /// A form field as JSON: numbers as numbers (multipart has only text), the rest as strings.

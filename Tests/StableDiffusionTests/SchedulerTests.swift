@@ -193,6 +193,8 @@ final class SchedulerTests: XCTestCase {
         expectError(["_class_name": .string("UniPCMultistepScheduler"), "disable_corrector": .string("0")], "disable_corrector")
         expectError(["_class_name": .string("LMSDiscreteScheduler"), "beta_schedule": .string("sigmoid")], "beta_schedule")
         expectError(["_class_name": .string("HeunDiscreteScheduler"), "prediction_type": .string("flow_prediction")], "prediction_type")
+        // The schedules are arrays of num_train_timesteps: a huge count is refused before allocating (found by fuzzing).
+        expectError(["_class_name": .string("EulerDiscreteScheduler"), "num_train_timesteps": .int(1_000_000_000)], "num_train_timesteps")
         // A JSON integer too large for Int arrives as a double and is not a valid count.
         let big = Data(#"{"_class_name": "EulerDiscreteScheduler", "num_train_timesteps": 100000000000000000000000}"#.utf8)
         XCTAssertThrowsError(try Schedulers.make(config: SchedulerConfig(jsonData: big, source: "s.json"))) { error in

@@ -29,7 +29,7 @@ public struct TextualInversion: Sendable, Hashable {
     }
 
     /// The token and its vectors (`[n, dim]`) as stored in the file.
-    func load() throws -> (token: String, vectors: Tensor) {
+    package func load() throws -> (token: String, vectors: Tensor) {
         let path = file.path
         func bad(_ detail: String) -> PipelineError { .badModel(path: path, detail: detail) }
         guard FileManager.default.fileExists(atPath: path) else { throw bad("embedding file not found") }

@@ -42,6 +42,9 @@ public struct Image: Sendable, Equatable {
 
     /// Largest accepted side; also bounds decoder memory on hostile headers.
     public static let maxDimension = 32768
+    /// Most pixels a decoded file may have (8192 x 8192): a header is checked against it before any pixel
+    /// buffer is allocated, so a few hundred bytes claiming 32768 x 32768 cannot ask for 4 GiB.
+    public static let maxPixels = 1 << 26
 
     public init(width: Int, height: Int, channels: Int, pixels: [UInt8]) throws {
         guard width > 0, height > 0, width <= Image.maxDimension, height <= Image.maxDimension else {

@@ -16,8 +16,9 @@ import CImageCodecs
 /// that still happens ends only that thread (`pthread_exit`), which is reported as a thrown error.
 /// Damaged entropy-coded data is only a libjpeg warning (decoded as best it can, as PIL does).
 public enum JPEGCodec {
-    /// Largest pixel count decoded: bounds libjpeg's allocations on hostile headers.
-    public static let maxPixels = 1 << 28
+    /// Largest pixel count decoded: bounds libjpeg's allocations on hostile headers (CMYK is 4 bytes a pixel
+    /// there, then 3 more for RGB), as for every image format.
+    public static let maxPixels = Image.maxPixels
 
     public static func decode(_ data: [UInt8], file: String = "<memory>") throws -> Image {
         let structure = try JPEGStructure(data, file: file)

@@ -15,7 +15,7 @@ public enum PNGCodec {
             throw ImageError.malformed(file: file, detail: "PNG does not start with an IHDR chunk")
         }
         let width = Int(be32(ihdr.data, 0)), height = Int(be32(ihdr.data, 4))
-        guard width > 0, height > 0, width <= Image.maxDimension, height <= Image.maxDimension else {
+        guard width > 0, height > 0, width <= Image.maxDimension, height <= Image.maxDimension, width * height <= Image.maxPixels else {
             throw ImageError.badDimensions(file: file, detail: "PNG is \(width)x\(height)")
         }
         guard chunks.contains(where: { $0.type == "IEND" }) else {

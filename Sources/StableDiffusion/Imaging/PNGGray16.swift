@@ -13,7 +13,7 @@ extension PNGCodec {
         let be32 = { (i: Int) in Int(data[i]) << 24 | Int(data[i + 1]) << 16 | Int(data[i + 2]) << 8 | Int(data[i + 3]) }
         let (width, height, bitDepth, colorType) = (be32(16), be32(20), Int(data[24]), Int(data[25]))
         guard colorType == 0 else { throw ImageError.unsupportedFormat(file: file, detail: "a depth map PNG must be grayscale without alpha (colour type \(colorType))") }
-        guard width > 0, height > 0, width <= Image.maxDimension, height <= Image.maxDimension else {
+        guard width > 0, height > 0, width <= Image.maxDimension, height <= Image.maxDimension, width * height <= Image.maxPixels else {
             throw ImageError.badDimensions(file: file, detail: "\(width)x\(height)")
         }
         #if canImport(CImageCodecs)

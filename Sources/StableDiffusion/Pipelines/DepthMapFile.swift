@@ -80,17 +80,26 @@ public enum DepthMapFile {
         if let fortran = field("fortran_order"), fortran.hasPrefix("True") {
             throw PipelineError.invalidArgument("\(path): Fortran-ordered arrays are not supported (save with np.ascontiguousarray)")
         }
-        guard let shapeField = field("shape"), let open = shapeField.firstIndex(of: "("), let close = shapeField.firstIndex(of: ")") else {
+        guard let shapeField = field("shape"), let open = shapeField.firstIndex(of: "("),
+              let close = shapeField[open...].firstIndex(of: ")") else {
             throw bad("no shape")
         }
         let dims = try shapeField[shapeField.index(after: open)..<close].split(separator: ",")
             .map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
             .map { (s: String) -> Int in guard let v = Int(s), v >= 0 else { throw bad("shape \(s)") }; return v }
-        let count = dims.reduce(1, *)
         let body = start + headerLength
         let sizes: [String: Int] = ["<f4": 4, "<f8": 8, "<f2": 2, "|u1": 1, "<u2": 2, "<i2": 2, "<i4": 4, "<i8": 8, "|b1": 1, "|i1": 1]
         guard let size = sizes[descr] else { throw PipelineError.invalidArgument("\(path): unsupported .npy dtype \(descr)") }
-        guard bytes.count - body >= count * size else { throw bad("data truncated: \(count) x \(size) bytes expected") }
+        // The header's shape is checked against the bytes present before anything is allocated for it.
+        var count = 1
+        for d in dims {
+            let (product, overflow) = count.multipliedReportingOverflow(by: d)
+            guard !overflow else { throw bad("shape \(dims) is too large") }
+            count = product
+        }
+        guard count <= (bytes.count - body) / size else {
+            throw bad("data truncated: shape \(dims) of \(descr) needs more than the \(bytes.count - body) bytes present")
+        }
         var values = [Float](repeating: 0, count: count)
         bytes.withUnsafeBytes { raw in
             let p = raw.baseAddress! + body

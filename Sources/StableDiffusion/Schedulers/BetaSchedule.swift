@@ -6,6 +6,8 @@ public struct NoiseSchedule: Sendable, Equatable {
     public let betas: [Float]
     public let alphasCumprod: [Float]
     public var numTrainTimesteps: Int { betas.count }
+    /// Largest `num_train_timesteps` accepted (100x what released models use).
+    public static let maxTrainTimesteps = 100_000
 
     /// Reads `num_train_timesteps`, `beta_start`, `beta_end`, `beta_schedule`, `trained_betas` and,
     /// where the scheduler has it, `rescale_betas_zero_snr`. `extraSchedules` admits the schedules only
@@ -14,6 +16,10 @@ public struct NoiseSchedule: Sendable, Equatable {
          extraSchedules: [String] = [], betaRange: (start: Double, end: Double) = (0.0001, 0.02)) throws {
         let n = try config.int("num_train_timesteps", 1000)
         guard n >= 2 else { throw SchedulerError.invalidValue(file: config.source, key: "num_train_timesteps", detail: "must be at least 2, got \(n)") }
+        // Every released model says 1000; the schedules are arrays of this length, so a config cannot ask for gigabytes.
+        guard n <= Self.maxTrainTimesteps else {
+            throw SchedulerError.invalidValue(file: config.source, key: "num_train_timesteps", detail: "at most \(Self.maxTrainTimesteps) are supported, got \(n)")
+        }
         let start = try config.double("beta_start", betaRange.start)
         let end = try config.double("beta_end", betaRange.end)
         var betas: [Float]

@@ -81,11 +81,15 @@ struct TokenizerDefinition {
         } else {
             throw TokenizerError.missingFile(path: (files.vocab == nil ? "vocab.json" : "merges.txt"))
         }
+        let vocabPath = (files.tokenizerJSON ?? files.vocab)?.path ?? "vocab.json"
+        try checkIDs(def.vocab.values, path: vocabPath, what: "vocabulary")
+        try checkIDs(def.explicitAddedTokens.compactMap(\.id), path: vocabPath, what: "added token")
 
         var config: [String: Any] = [:]
         if let url = files.tokenizerConfig {
             config = try jsonObject(url)
             def.explicitAddedTokens += try addedTokensDecoder(config["added_tokens_decoder"], path: url.path)
+            try checkIDs(def.explicitAddedTokens.compactMap(\.id), path: url.path, what: "added token")
             if let maxLength = try modelMaxLength(config["model_max_length"], path: url.path) {
                 def.modelMaxLength = maxLength
             }
@@ -101,6 +105,14 @@ struct TokenizerDefinition {
                 ?? defaultSpecials[key].map { AddedTokenSpec(content: $0, normalized: false, id: nil) }
         }
         return def
+    }
+
+    /// Token ids index the text encoder's embedding rows: as in `tokenizers` (u32) they are 0...2^31-1 here,
+    /// which also keeps "largest id + 1" from overflowing.
+    static func checkIDs(_ ids: some Sequence<Int>, path: String, what: String) throws {
+        if let bad = ids.first(where: { $0 < 0 || $0 > Int(Int32.max) }) {
+            throw TokenizerError.malformedFile(path: path, reason: "\(what) id \(bad) is outside 0...\(Int32.max)")
+        }
     }
 
     // MARK: - Files

@@ -53,6 +53,27 @@ final class OneDNN: @unchecked Sendable {
         return mem
     }
 
+    /// The primitive for an operation descriptor (`desc`: a convolution or matmul descriptor) and the weights
+    /// layout it prefers, which the caller re-lays its weights out to once. `what` names it in errors.
+    static func primitive(_ desc: UnsafeRawPointer, attr: dnnl_primitive_attr_t?, what: String) throws
+        -> (primitive: dnnl_primitive_t, pd: dnnl_primitive_desc_t, weights: dnnl_memory_desc_t) {
+        var pd: dnnl_primitive_desc_t?
+        try check(dnnl_primitive_desc_create(&pd, desc, attr, shared.engine, nil),
+                  "\(what) primitive descriptor")
+        guard let pd else { throw TensorError.backend("oneDNN returned no \(what) descriptor") }
+        guard let wanted = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0) else {
+            dnnl_primitive_desc_destroy(pd)
+            throw TensorError.backend("oneDNN \(what) has no weights descriptor")
+        }
+        var prim: dnnl_primitive_t?
+        let created = dnnl_primitive_create(&prim, pd)
+        guard created == dnnl_success, let prim else {
+            dnnl_primitive_desc_destroy(pd)
+            throw TensorError.backend("oneDNN \(what) primitive creation failed (status \(created.rawValue))")
+        }
+        return (prim, pd, wanted.pointee)
+    }
+
     /// Executes a primitive and waits for it.
     static func execute(_ primitive: dnnl_primitive_t, _ args: [(Int32, dnnl_memory_t)]) throws {
         let execArgs = args.map { dnnl_exec_arg_t(arg: $0.0, memory: $0.1) }

@@ -57,20 +57,8 @@ final class OneDNNMatmulBF16: @unchecked Sendable {
             try OneDNN.check(dnnl_post_ops_append_sum(postOps, 1.0), "sum post-op")
             try OneDNN.check(dnnl_primitive_attr_set_post_ops(attr, postOps), "setting post-ops")
         }
-        var pd: dnnl_primitive_desc_t?
-        try OneDNN.check(dnnl_primitive_desc_create(&pd, &desc, attr, OneDNN.shared.engine, nil), "bf16 matmul primitive descriptor")
-        guard let pd else { throw TensorError.backend("oneDNN returned no matmul descriptor") }
-        guard let wanted = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0) else {
-            dnnl_primitive_desc_destroy(pd)
-            throw TensorError.backend("oneDNN matmul has no weights descriptor")
-        }
-        var prim: dnnl_primitive_t?
-        let created = dnnl_primitive_create(&prim, pd)
-        guard created == dnnl_success, let prim else {
-            dnnl_primitive_desc_destroy(pd)
-            throw TensorError.backend("oneDNN bf16 matmul primitive creation failed (status \(created.rawValue))")
-        }
-        let plan = Plan(primitive: prim, pd: pd, src: src, wts: wanted.pointee, dst: dst, bias: biasMD)
+        let (prim, pd, wanted) = try withUnsafePointer(to: &desc) { try OneDNN.primitive($0, attr: attr, what: "bf16 matmul") }
+        let plan = Plan(primitive: prim, pd: pd, src: src, wts: wanted, dst: dst, bias: biasMD)
         plans[key] = plan
         return plan
     }

@@ -231,20 +231,8 @@ public final class Conv2D: @unchecked Sendable {
         }
         try OneDNN.check(dnnl_primitive_attr_set_post_ops(attr, postOps), "setting post-ops")
 
-        var pd: dnnl_primitive_desc_t?
-        try OneDNN.check(dnnl_primitive_desc_create(&pd, &desc, attr, OneDNN.shared.engine, nil), "convolution primitive descriptor")
-        guard let pd else { throw TensorError.backend("oneDNN returned no convolution descriptor") }
-        guard let wanted = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0) else {
-            dnnl_primitive_desc_destroy(pd)
-            throw TensorError.backend("oneDNN convolution has no weights descriptor")
-        }
-        var prim: dnnl_primitive_t?
-        let created = dnnl_primitive_create(&prim, pd)
-        guard created == dnnl_success, let prim else {
-            dnnl_primitive_desc_destroy(pd)
-            throw TensorError.backend("oneDNN convolution primitive creation failed (status \(created.rawValue))")
-        }
-        let plan = Plan(primitive: prim, pd: pd, src: src, dst: dst, wts: wanted.pointee, bias: biasMD)
+        let (prim, pd, wanted) = try withUnsafePointer(to: &desc) { try OneDNN.primitive($0, attr: attr, what: "convolution") }
+        let plan = Plan(primitive: prim, pd: pd, src: src, dst: dst, wts: wanted, bias: biasMD)
         plans[key] = plan
         return plan
     }

@@ -53,10 +53,11 @@ final class OneDNN: @unchecked Sendable {
         return mem
     }
 
-    /// The primitive for an operation descriptor (`desc`: a convolution or matmul descriptor) and the weights
-    /// layout it prefers, which the caller re-lays its weights out to once. `what` names it in errors.
-    static func primitive(_ desc: UnsafeRawPointer, attr: dnnl_primitive_attr_t?, what: String) throws
-        -> (primitive: dnnl_primitive_t, pd: dnnl_primitive_desc_t, weights: dnnl_memory_desc_t) {
+    /// The plan for an operation descriptor (`desc`: a convolution or matmul descriptor) over these memory
+    /// descriptors, with the weights layout the primitive prefers (the caller re-lays its weights out to it
+    /// once). `what` names it in errors.
+    static func plan(_ desc: UnsafeRawPointer, attr: dnnl_primitive_attr_t?, what: String,
+                     src: dnnl_memory_desc_t, dst: dnnl_memory_desc_t, bias: dnnl_memory_desc_t) throws -> OneDNNPlan {
         var pd: dnnl_primitive_desc_t?
         try check(dnnl_primitive_desc_create(&pd, desc, attr, shared.engine, nil),
                   "\(what) primitive descriptor")
@@ -71,7 +72,7 @@ final class OneDNN: @unchecked Sendable {
             dnnl_primitive_desc_destroy(pd)
             throw TensorError.backend("oneDNN \(what) primitive creation failed (status \(created.rawValue))")
         }
-        return (prim, pd, wanted.pointee)
+        return OneDNNPlan(primitive: prim, pd: pd, src: src, wts: wanted.pointee, dst: dst, bias: bias)
     }
 
     /// Executes a primitive and waits for it.
@@ -82,5 +83,20 @@ final class OneDNN: @unchecked Sendable {
         }, "primitive execution")
         try check(dnnl_stream_wait(shared.stream), "stream wait")
     }
+}
+
+/// A created primitive with the memory descriptors it runs on, cached per shape by the layer that made it
+/// (the descriptors are `var` because oneDNN's memory creation takes them by pointer).
+final class OneDNNPlan {
+    let primitive: dnnl_primitive_t
+    let pd: dnnl_primitive_desc_t
+    var src: dnnl_memory_desc_t, wts: dnnl_memory_desc_t, dst: dnnl_memory_desc_t, bias: dnnl_memory_desc_t
+
+    init(primitive: dnnl_primitive_t, pd: dnnl_primitive_desc_t, src: dnnl_memory_desc_t, wts: dnnl_memory_desc_t,
+         dst: dnnl_memory_desc_t, bias: dnnl_memory_desc_t) {
+        self.primitive = primitive; self.pd = pd; self.src = src; self.wts = wts; self.dst = dst; self.bias = bias
+    }
+
+    deinit { dnnl_primitive_destroy(primitive); dnnl_primitive_desc_destroy(pd) }
 }
 #endif

@@ -9,7 +9,7 @@ final class OneDNNMatmulBF16: @unchecked Sendable {
     private let weights: OneDNNWeights
     private let bias: TensorStorage?
     private let lock = NSLock()
-    private var plans: [PlanKey: Plan] = [:]
+    private var plans: [PlanKey: OneDNNPlan] = [:]
 
     /// - Parameters:
     ///   - weight: `[out, in]` fp32, row-major (torch's layout); converted to bf16 and not retained.
@@ -24,18 +24,8 @@ final class OneDNNMatmulBF16: @unchecked Sendable {
     }
 
     private struct PlanKey: Hashable { let rows: Int, accumulate: Bool }
-    private final class Plan {
-        let primitive: dnnl_primitive_t
-        let pd: dnnl_primitive_desc_t
-        var src: dnnl_memory_desc_t, wts: dnnl_memory_desc_t, dst: dnnl_memory_desc_t, bias: dnnl_memory_desc_t
-        init(primitive: dnnl_primitive_t, pd: dnnl_primitive_desc_t, src: dnnl_memory_desc_t, wts: dnnl_memory_desc_t,
-             dst: dnnl_memory_desc_t, bias: dnnl_memory_desc_t) {
-            self.primitive = primitive; self.pd = pd; self.src = src; self.wts = wts; self.dst = dst; self.bias = bias
-        }
-        deinit { dnnl_primitive_destroy(primitive); dnnl_primitive_desc_destroy(pd) }
-    }
 
-    private func plan(for key: PlanKey) throws -> Plan {
+    private func plan(for key: PlanKey) throws -> OneDNNPlan {
         if let p = plans[key] { return p }
         var src = try OneDNN.memoryDesc([key.rows, inFeatures], tag: dnnl_ab, type: dnnl_bf16)
         var wAny = try OneDNN.memoryDesc([inFeatures, outFeatures], tag: dnnl_format_tag_any, type: dnnl_bf16)
@@ -57,8 +47,9 @@ final class OneDNNMatmulBF16: @unchecked Sendable {
             try OneDNN.check(dnnl_post_ops_append_sum(postOps, 1.0), "sum post-op")
             try OneDNN.check(dnnl_primitive_attr_set_post_ops(attr, postOps), "setting post-ops")
         }
-        let (prim, pd, wanted) = try withUnsafePointer(to: &desc) { try OneDNN.primitive($0, attr: attr, what: "bf16 matmul") }
-        let plan = Plan(primitive: prim, pd: pd, src: src, wts: wanted, dst: dst, bias: biasMD)
+        let plan = try withUnsafePointer(to: &desc) {
+            try OneDNN.plan($0, attr: attr, what: "bf16 matmul", src: src, dst: dst, bias: biasMD)
+        }
         plans[key] = plan
         return plan
     }

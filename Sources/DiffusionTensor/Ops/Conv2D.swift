@@ -37,7 +37,7 @@ public final class Conv2D: @unchecked Sendable {
     #if canImport(CDNNL)
     /// oneDNN's weights: OIHW as loaded (fp32, or bf16), then whatever the primitive asked for.
     private let packed: OneDNNWeights?
-    private var plans: [PlanKey: Plan] = [:]
+    private var plans: [PlanKey: OneDNNPlan] = [:]
     #endif
 
     /// - Parameters:
@@ -184,18 +184,8 @@ public final class Conv2D: @unchecked Sendable {
 
     #if canImport(CDNNL)
     private struct PlanKey: Hashable { let n: Int, h: Int, w: Int, residual: Bool, activation: Activation }
-    private final class Plan {
-        let primitive: dnnl_primitive_t
-        let pd: dnnl_primitive_desc_t
-        var src: dnnl_memory_desc_t, dst: dnnl_memory_desc_t, wts: dnnl_memory_desc_t, bias: dnnl_memory_desc_t
-        init(primitive: dnnl_primitive_t, pd: dnnl_primitive_desc_t, src: dnnl_memory_desc_t, dst: dnnl_memory_desc_t,
-             wts: dnnl_memory_desc_t, bias: dnnl_memory_desc_t) {
-            self.primitive = primitive; self.pd = pd; self.src = src; self.dst = dst; self.wts = wts; self.bias = bias
-        }
-        deinit { dnnl_primitive_destroy(primitive); dnnl_primitive_desc_destroy(pd) }
-    }
 
-    private func plan(for key: PlanKey) throws -> Plan {
+    private func plan(for key: PlanKey) throws -> OneDNNPlan {
         if let p = plans[key] { return p }
         let (oh, ow) = outputSize(height: key.h, width: key.w)
         let type = precision == .bf16 ? dnnl_bf16 : dnnl_f32
@@ -231,8 +221,9 @@ public final class Conv2D: @unchecked Sendable {
         }
         try OneDNN.check(dnnl_primitive_attr_set_post_ops(attr, postOps), "setting post-ops")
 
-        let (prim, pd, wanted) = try withUnsafePointer(to: &desc) { try OneDNN.primitive($0, attr: attr, what: "convolution") }
-        let plan = Plan(primitive: prim, pd: pd, src: src, dst: dst, wts: wanted, bias: biasMD)
+        let plan = try withUnsafePointer(to: &desc) {
+            try OneDNN.plan($0, attr: attr, what: "convolution", src: src, dst: dst, bias: biasMD)
+        }
         plans[key] = plan
         return plan
     }

@@ -5,19 +5,22 @@
 # to $CAMPAIGN_DIR/log.tsv: time, target, slice, cpu_s (user+sys), execs, cov, ft, corpus, exit status.
 #   setsid nohup Scripts/fuzz_campaign.sh > /work/fuzz-campaign/runner.out 2>&1 &
 #   awk -F'\t' 'NR>1 {cpu[$2]+=$4; ex[$2]+=$5} END {for (t in cpu) print t, cpu[t], ex[t]}' /work/fuzz-campaign/log.tsv
+# Two runners on disjoint targets use two cores (the log is shared; each appends whole lines):
+#   CAMPAIGN_TARGETS="torch server" CAMPAIGN_RUNNER=a setsid nohup Scripts/fuzz_campaign.sh ... &
 set -uo pipefail
 cd "$(dirname "$0")/.."
 CAMPAIGN_DIR=${CAMPAIGN_DIR:-/work/fuzz-campaign}
 GOAL=${GOAL:-1800}
 SLICE=${SLICE:-600}
 ROUNDS=${ROUNDS:-0}  # stop after this many rotations (0: only when every target has GOAL)
-TARGETS=(safetensors torch config tokenizer image depthmap adapters singlefile server)
+read -r -a TARGETS <<< "${CAMPAIGN_TARGETS:-safetensors torch config tokenizer image depthmap adapters singlefile server}"
+pidfile="$CAMPAIGN_DIR/runner${CAMPAIGN_RUNNER:+-$CAMPAIGN_RUNNER}.pid"
 log="$CAMPAIGN_DIR/log.tsv"
 mkdir -p "$CAMPAIGN_DIR/runs"
 [ -f "$log" ] || printf 'time\ttarget\tslice_s\tcpu_s\texecs\tcov\tft\tcorpus\tstatus\n' > "$log"
-echo $$ > "$CAMPAIGN_DIR/runner.pid"
+echo $$ > "$pidfile"
 
-FUZZ_BUILD_ONLY=1 nice -n 10 Scripts/fuzz.sh || { echo "fuzz_campaign: build failed" >&2; exit 1; }
+[ "${FUZZ_NO_BUILD:-0}" = 1 ] || FUZZ_BUILD_ONLY=1 nice -n 10 Scripts/fuzz.sh || { echo "fuzz_campaign: build failed" >&2; exit 1; }
 
 cpu_so_far() { awk -F'\t' -v t="$1" 'NR>1 && $2==t {s+=$4} END {printf "%d", s}' "$log"; }
 
@@ -42,7 +45,7 @@ while true; do
         printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$(date -Is)" "$t" "$SLICE" "${cpu:-0}" "${execs:-0}" "${cov:-}" "${ft:-}" "${corp:-}" "$status" >> "$log"
     done
     [ "$ran" = 0 ] && break
-    [ "$ROUNDS" -gt 0 ] && [ "$round" -ge "$ROUNDS" ] && { rm -f "$CAMPAIGN_DIR/runner.pid"; exit 0; }
+    [ "$ROUNDS" -gt 0 ] && [ "$round" -ge "$ROUNDS" ] && { rm -f "$pidfile"; exit 0; }
 done
 echo "fuzz_campaign: every target has $GOAL CPU seconds" >&2
-rm -f "$CAMPAIGN_DIR/runner.pid"
+rm -f "$pidfile"

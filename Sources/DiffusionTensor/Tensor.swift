@@ -60,9 +60,16 @@ private func releaseBuffer(_ p: UnsafeMutableRawPointer) { free(p) }
 
 /// Heap buffer of fp32 values, 64-byte aligned so SIMD kernels and oneDNN get full-width loads.
 public final class TensorStorage: @unchecked Sendable {
-    /// Frees the large buffers kept for reuse. Loaders call it once the models are built: in bf16 the
-    /// kept buffers are the fp32 weights just converted, which no activation will reuse.
-    public static func releaseCachedBuffers() { BufferPool.shared.drain() }
+    /// Frees the large buffers kept for reuse and hands malloc's free pages back to the kernel. Called where
+    /// the sizes in use change: once the models are built (in bf16 the freed memory held fp32 weights just
+    /// converted, which no activation will reuse) and before the VAE decodes (the UNet's activation sizes
+    /// will not come again). Malloc keeps freed memory below its trim threshold, set high for speed.
+    public static func releaseCachedBuffers() {
+        BufferPool.shared.drain()
+        #if canImport(Glibc)
+        _ = malloc_trim(0)
+        #endif
+    }
 
     public let count: Int
     public let pointer: UnsafeMutablePointer<Float>

@@ -14,6 +14,7 @@ enum PipelineSupport {
     /// `vae.decode(latents / scaling_factor)`, then diffusers' postprocess to [0, 1].
     static func decode(_ latents: Tensor, vae: AutoencoderKL, tiledAbovePixels: Int = TiledDecoding.defaultThresholdPixels) throws -> Tensor {
         let scaled = latents * (1 / vae.config.scalingFactor)
+        TensorStorage.releaseCachedBuffers()
         let pixels = latents.shape[1] * latents.shape[2] * vae.config.scaleFactor * vae.config.scaleFactor
         var image = pixels > tiledAbovePixels ? try vae.decodeTiled(scaled) : try vae.decode(scaled)
         image.withUnsafeMutableBufferPointer { p in

@@ -222,39 +222,71 @@ struct JPEGStructure {
 }
 
 #if canImport(CImageCodecs)
-/// State shared with the decoding thread; owned by the caller, which outlives the thread.
-private final class JPEGJob: @unchecked Sendable {
+/// What went wrong on the decoding thread (a trivial value: see `JPEGState`).
+private enum JPEGProblem {
+    case libjpeg, components(Int), noScanline
+}
+
+/// State shared with the decoding thread. libjpeg's errors end that thread with `pthread_exit`, which
+/// skips Swift's releases, so the thread holds no Swift reference and allocates no Swift memory: it only
+/// touches this struct's trivial fields and buffers, which the caller's `JPEGJob` owns and frees
+/// (a class read from the thread leaked itself and the whole decompressor on every corrupt JPEG).
+private struct JPEGState {
     let input: UnsafeRawBufferPointer
     let outputComponents: Int
-    let cinfo = UnsafeMutablePointer<jpeg_decompress_struct>.allocate(capacity: 1)
-    let jerr = UnsafeMutablePointer<jpeg_error_mgr>.allocate(capacity: 1)
+    let cinfo: UnsafeMutablePointer<jpeg_decompress_struct>
+    let jerr: UnsafeMutablePointer<jpeg_error_mgr>
+    /// error_exit's message (NUL-terminated).
+    let message: UnsafeMutablePointer<CChar>
     var output: UnsafeMutablePointer<UInt8>?
     var width = 0, height = 0
     var created = false
-    var error: String?
+    var problem: JPEGProblem?
     var finished = false
+}
+
+/// Owns a `JPEGState` and everything it points to; outlives the decoding thread.
+private final class JPEGJob {
+    let state = UnsafeMutablePointer<JPEGState>.allocate(capacity: 1)
 
     init(input: UnsafeRawBufferPointer, outputComponents: Int) {
-        self.input = input
-        self.outputComponents = outputComponents
+        let cinfo = UnsafeMutablePointer<jpeg_decompress_struct>.allocate(capacity: 1)
         cinfo.initialize(to: jpeg_decompress_struct())
+        let jerr = UnsafeMutablePointer<jpeg_error_mgr>.allocate(capacity: 1)
         jerr.initialize(to: jpeg_error_mgr())
+        let message = UnsafeMutablePointer<CChar>.allocate(capacity: Int(JMSG_LENGTH_MAX))
+        message.initialize(repeating: 0, count: Int(JMSG_LENGTH_MAX))
+        state.initialize(to: JPEGState(input: input, outputComponents: outputComponents, cinfo: cinfo, jerr: jerr, message: message))
+    }
+
+    /// Why decoding failed, or nil when it finished.
+    var failure: String? {
+        let s = state.pointee
+        switch s.problem {
+        case .libjpeg: return String(cString: s.message)
+        case .components(let c): return "libjpeg produced \(c) components"
+        case .noScanline: return "libjpeg returned no scanline"
+        case nil: return s.finished && s.output != nil ? nil : "decoding failed"
+        }
     }
 
     deinit {
-        if created { jpeg_destroy_decompress(cinfo) }
-        cinfo.deallocate()
-        jerr.deallocate()
-        output?.deallocate()
+        let s = state.pointee
+        if s.created { jpeg_destroy_decompress(s.cinfo) }
+        s.cinfo.deallocate()
+        s.jerr.deallocate()
+        s.message.deallocate()
+        s.output?.deallocate()
+        state.deinitialize(count: 1)
+        state.deallocate()
     }
 }
 
 private func jpegErrorExit(_ cinfo: j_common_ptr?) {
     guard let cinfo, let clientData = cinfo.pointee.client_data else { pthread_exit(nil) }
-    let job = Unmanaged<JPEGJob>.fromOpaque(clientData).takeUnretainedValue()
-    var buffer = [CChar](repeating: 0, count: Int(JMSG_LENGTH_MAX))
-    cinfo.pointee.err.pointee.format_message(cinfo, &buffer)
-    job.error = String(decoding: buffer.prefix(while: { $0 != 0 }).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    let state = clientData.assumingMemoryBound(to: JPEGState.self)
+    cinfo.pointee.err.pointee.format_message(cinfo, state.pointee.message)
+    state.pointee.problem = .libjpeg
     // libjpeg's contract: error_exit must not return. Ending this (dedicated) thread unwinds its C
     // frames; the caller destroys the decompressor afterwards, as a setjmp handler would.
     pthread_exit(nil)
@@ -262,17 +294,18 @@ private func jpegErrorExit(_ cinfo: j_common_ptr?) {
 
 private func jpegDecodeThread(_ arg: UnsafeMutableRawPointer?) -> UnsafeMutableRawPointer? {
     guard let arg else { return nil }
-    let job = Unmanaged<JPEGJob>.fromOpaque(arg).takeUnretainedValue()
-    let cinfo = job.cinfo
-    cinfo.pointee.err = jpeg_std_error(job.jerr)
-    job.jerr.pointee.error_exit = { jpegErrorExit($0) }
-    job.jerr.pointee.output_message = { _ in }  // warnings (corrupt data) are not printed, as in PIL
+    let state = arg.assumingMemoryBound(to: JPEGState.self)
+    let cinfo = state.pointee.cinfo
+    cinfo.pointee.err = jpeg_std_error(state.pointee.jerr)
+    state.pointee.jerr.pointee.error_exit = { jpegErrorExit($0) }
+    state.pointee.jerr.pointee.output_message = { _ in }  // warnings (corrupt data) are not printed, as in PIL
     jpeg_CreateDecompress(cinfo, JPEG_LIB_VERSION, MemoryLayout<jpeg_decompress_struct>.size)
-    job.created = true
+    state.pointee.created = true
     cinfo.pointee.client_data = arg
-    jpeg_mem_src(cinfo, job.input.baseAddress?.assumingMemoryBound(to: UInt8.self), UInt(job.input.count))
+    let input = state.pointee.input
+    jpeg_mem_src(cinfo, input.baseAddress?.assumingMemoryBound(to: UInt8.self), UInt(input.count))
     _ = jpeg_read_header(cinfo, 1)
-    switch job.outputComponents {
+    switch state.pointee.outputComponents {
     case 1: cinfo.pointee.out_color_space = JCS_GRAYSCALE
     case 4: cinfo.pointee.out_color_space = JCS_CMYK
     default: cinfo.pointee.out_color_space = JCS_RGB
@@ -282,36 +315,38 @@ private func jpegDecodeThread(_ arg: UnsafeMutableRawPointer?) -> UnsafeMutableR
     _ = jpeg_start_decompress(cinfo)
     let w = Int(cinfo.pointee.output_width), h = Int(cinfo.pointee.output_height)
     let c = Int(cinfo.pointee.output_components)
-    guard c == job.outputComponents, w > 0, h > 0 else {
-        job.error = "libjpeg produced \(c) components"
+    guard c == state.pointee.outputComponents, w > 0, h > 0 else {
+        state.pointee.problem = .components(c)
         return nil
     }
     let out = UnsafeMutablePointer<UInt8>.allocate(capacity: w * h * c)
-    job.output = out
-    job.width = w; job.height = h
+    state.pointee.output = out
+    state.pointee.width = w; state.pointee.height = h
     while cinfo.pointee.output_scanline < cinfo.pointee.output_height {
         var row: JSAMPROW? = out + Int(cinfo.pointee.output_scanline) * w * c
-        if jpeg_read_scanlines(cinfo, &row, 1) != 1 { job.error = "libjpeg returned no scanline"; return nil }
+        if jpeg_read_scanlines(cinfo, &row, 1) != 1 { state.pointee.problem = .noScanline; return nil }
     }
     _ = jpeg_finish_decompress(cinfo)
-    job.finished = true
+    state.pointee.finished = true
     return nil
 }
 
 enum LibJPEGDecoder {
     static func decode(_ input: UnsafeRawBufferPointer, file: String, components: Int) throws -> Image {
         let job = JPEGJob(input: input, outputComponents: components)
-        let context = Unmanaged.passUnretained(job).toOpaque()
         var thread = pthread_t()
-        let rc = pthread_create(&thread, nil, { jpegDecodeThread($0) }, context)
+        let rc = pthread_create(&thread, nil, { jpegDecodeThread($0) }, UnsafeMutableRawPointer(job.state))
         guard rc == 0 else { throw ImageError.unreadable(file: file, detail: "cannot start the JPEG decoder thread (\(rc))") }
         pthread_join(thread, nil)
-        withExtendedLifetime(job) {}
-        guard job.finished, job.error == nil, let out = job.output else {
-            throw ImageError.malformed(file: file, detail: "JPEG: " + (job.error ?? "decoding failed"))
+        // The job owns the pixels read below: it must live until they are copied.
+        return try withExtendedLifetime(job) {
+            let s = job.state.pointee
+            guard let out = s.output, job.failure == nil else {
+                throw ImageError.malformed(file: file, detail: "JPEG: " + (job.failure ?? "decoding failed"))
+            }
+            let count = s.width * s.height * components
+            return Image(unchecked: s.width, s.height, components, Array(UnsafeBufferPointer(start: out, count: count)))
         }
-        let count = job.width * job.height * components
-        return Image(unchecked: job.width, job.height, components, Array(UnsafeBufferPointer(start: out, count: count)))
     }
 }
 #endif

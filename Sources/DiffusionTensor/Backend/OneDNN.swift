@@ -98,5 +98,27 @@ final class OneDNNPlan {
     }
 
     deinit { dnnl_primitive_destroy(primitive); dnnl_primitive_desc_destroy(pd) }
+
+    /// Runs the primitive once over caller-owned buffers: memory objects wrap them for this call only
+    /// (no copies) and are destroyed on every path, errors included. `weights` must already be in `wts`'s
+    /// layout; `bias` is fp32 or nil when the plan has none.
+    func execute(source: UnsafeMutableRawPointer, weights: UnsafeMutableRawPointer,
+                 destination: UnsafeMutableRawPointer?, bias: UnsafeMutableRawPointer?) throws {
+        let srcMem = try OneDNN.memory(&src, source)
+        defer { dnnl_memory_destroy(srcMem) }
+        let wMem = try OneDNN.memory(&wts, weights)
+        defer { dnnl_memory_destroy(wMem) }
+        let dstMem = try OneDNN.memory(&dst, destination)
+        defer { dnnl_memory_destroy(dstMem) }
+        var args: [(Int32, dnnl_memory_t)] = [(Int32(DNNL_ARG_SRC), srcMem), (Int32(DNNL_ARG_WEIGHTS), wMem), (Int32(DNNL_ARG_DST), dstMem)]
+        var biasMem: dnnl_memory_t?
+        defer { if let biasMem { dnnl_memory_destroy(biasMem) } }
+        if let bias {
+            let m = try OneDNN.memory(&self.bias, bias)
+            biasMem = m
+            args.append((Int32(DNNL_ARG_BIAS), m))
+        }
+        try OneDNN.execute(primitive, args)
+    }
 }
 #endif

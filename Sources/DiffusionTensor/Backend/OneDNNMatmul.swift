@@ -62,21 +62,8 @@ final class OneDNNMatmulBF16: @unchecked Sendable {
         defer { lock.unlock() }
         let p = try plan(for: PlanKey(rows: rows, accumulate: accumulate))
         try weights.reorder(to: p.wts)
-        let srcMem = try OneDNN.memory(&p.src, UnsafeMutableRawPointer(rounded.pointer))
-        defer { dnnl_memory_destroy(srcMem) }
-        let wMem = try OneDNN.memory(&p.wts, weights.pointer)
-        defer { dnnl_memory_destroy(wMem) }
-        let dstMem = try OneDNN.memory(&p.dst, UnsafeMutableRawPointer(y))
-        defer { dnnl_memory_destroy(dstMem) }
-        var args: [(Int32, dnnl_memory_t)] = [(Int32(DNNL_ARG_SRC), srcMem), (Int32(DNNL_ARG_WEIGHTS), wMem), (Int32(DNNL_ARG_DST), dstMem)]
-        var biasMem: dnnl_memory_t?
-        if let bias {
-            let m = try OneDNN.memory(&p.bias, bias.pointer)
-            biasMem = m
-            args.append((Int32(DNNL_ARG_BIAS), m))
-        }
-        defer { if let biasMem { dnnl_memory_destroy(biasMem) } }
-        try OneDNN.execute(p.primitive, args)
+        try p.execute(source: UnsafeMutableRawPointer(rounded.pointer), weights: weights.pointer,
+                      destination: UnsafeMutableRawPointer(y), bias: bias.map { UnsafeMutableRawPointer($0.pointer) })
     }
 }
 #endif

@@ -248,21 +248,10 @@ public final class Conv2D: @unchecked Sendable {
         // `sd serve`, drew different pictures when a cached plan ran on another plan's layout).
         try weights.reorder(to: p.wts)
         let srcData = roundedInput.map { UnsafeMutableRawPointer($0.pointer) } ?? UnsafeMutableRawPointer(mutating: input.unsafePointer)
-        let srcMem = try OneDNN.memory(&p.src, srcData)
-        defer { dnnl_memory_destroy(srcMem) }
-        let wMem = try OneDNN.memory(&p.wts, weights.pointer)
-        defer { dnnl_memory_destroy(wMem) }
-        let dstMem = try out.withUnsafeMutableBufferPointer { try OneDNN.memory(&p.dst, $0.baseAddress) }
-        defer { dnnl_memory_destroy(dstMem) }
-        var args: [(Int32, dnnl_memory_t)] = [(Int32(DNNL_ARG_SRC), srcMem), (Int32(DNNL_ARG_WEIGHTS), wMem), (Int32(DNNL_ARG_DST), dstMem)]
-        var biasMem: dnnl_memory_t?
-        if let bias {
-            let m = try OneDNN.memory(&p.bias, bias.pointer)
-            biasMem = m
-            args.append((Int32(DNNL_ARG_BIAS), m))
+        try out.withUnsafeMutableBufferPointer {
+            try p.execute(source: srcData, weights: weights.pointer, destination: UnsafeMutableRawPointer($0.baseAddress),
+                          bias: bias.map { UnsafeMutableRawPointer($0.pointer) })
         }
-        defer { if let biasMem { dnnl_memory_destroy(biasMem) } }
-        try OneDNN.execute(p.primitive, args)
     }
     #endif
 }

@@ -47,6 +47,19 @@ final class ConfigConventionsTests: XCTestCase {
         }
     }
 
+    func testGroupCountsThatCannotSplitTheChannelsNameTheKey() throws {
+        // 0 trapped on the division (found by the config fuzz target); negatives and non-divisors are as
+        // unbuildable in diffusers' GroupNorm.
+        for groups in [0, -32, 7] {
+            for (model, build) in [("unet", { try _ = self.unet($0) }), ("vae", { try _ = self.vae($0) })] as [(String, (String) throws -> Void)] {
+                XCTAssertThrowsError(try build("{\"norm_num_groups\": \(groups)}"), "\(model) \(groups)") { error in
+                    XCTAssertEqual((error as? ModelConfigError)?.key, "norm_num_groups", "\(error)")
+                }
+            }
+        }
+        XCTAssertEqual(try vae(#"{"norm_num_groups": 16, "block_out_channels": [32, 48]}"#).normNumGroups, 16)
+    }
+
     func testUsedDefaultsAreDroppedFromSchedulerConfigs() throws {
         let json = #"{"_class_name": "PNDMScheduler", "timestep_spacing": "leading", "steps_offset": 1, "_use_default_values": ["timestep_spacing"]}"#
         let config = try SchedulerConfig(jsonData: Data(json.utf8), source: "scheduler_config.json")

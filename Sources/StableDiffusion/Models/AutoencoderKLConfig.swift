@@ -47,9 +47,7 @@ public struct AutoencoderKLConfig: Sendable, Equatable {
         try c.require("latents_std", oneOf: [])
         // `force_upcast` only chooses fp32 for the VAE, which this engine always uses.
         try c.finish(ignoring: ["force_upcast"])
-        guard blockOutChannels.allSatisfy({ $0 % normNumGroups == 0 }) else {
-            throw c.error("norm_num_groups", "\(normNumGroups) does not divide every entry of block_out_channels \(blockOutChannels)")
-        }
+        try c.requireGroups("norm_num_groups", normNumGroups, divide: blockOutChannels)
         guard layersPerBlock >= 1 else { throw c.error("layers_per_block", "must be >= 1") }
     }
 

@@ -178,6 +178,15 @@ public final class ConfigReader {
         throw error(key, "value \(v) is not supported (supported: \(allowed.map(\.description).joined(separator: ", ")))")
     }
 
+    /// Group normalization's rule, shared by every model that reads `norm_num_groups`: a positive group
+    /// count that divides every block's channel count (zero used to trap on the division).
+    public func requireGroups(_ key: String, _ groups: Int, divide channels: [Int]) throws {
+        guard groups > 0 else { throw error(key, "must be positive, got \(groups)") }
+        guard channels.allSatisfy({ $0 % groups == 0 }) else {
+            throw error(key, "\(groups) does not divide every entry of block_out_channels \(channels)")
+        }
+    }
+
     /// Rejects keys present in the file that no accessor asked for, ignoring metadata keys (leading `_`)
     /// and `ignored` (keys that do not change the network, such as `sample_size`).
     public func finish(ignoring ignored: Set<String> = []) throws {

@@ -131,9 +131,7 @@ public struct UNet2DConditionConfig: Sendable, Equatable {
         try c.require("dropout", oneOf: [.double(0)])
         try c.finish(ignoring: ["addition_time_embed_dim", "addition_embed_type_num_heads"])
 
-        guard blockOutChannels.allSatisfy({ $0 % normNumGroups == 0 }) else {
-            throw c.error("norm_num_groups", "\(normNumGroups) does not divide every entry of block_out_channels \(blockOutChannels)")
-        }
+        try c.requireGroups("norm_num_groups", normNumGroups, divide: blockOutChannels)
         for (i, heads) in attentionHeads.enumerated() where downBlockTypes[i] == .crossAttnDownBlock2D || i == n - 1 {
             guard heads > 0, blockOutChannels[i] % heads == 0 else {
                 throw c.error("attention_head_dim", "\(heads) heads do not divide \(blockOutChannels[i]) channels (block \(i))")

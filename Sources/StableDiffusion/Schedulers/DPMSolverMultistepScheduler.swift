@@ -95,16 +95,7 @@ public struct DPMSolverMultistepScheduler: Scheduler {
         try checkSteps(n, schedule.numTrainTimesteps)
         let train = schedule.numTrainTimesteps
         let last = train - lambdaClippedIndex()
-        var ts: [Double]
-        switch spacing {
-        case .linspace:
-            ts = Array(npLinspace(0, Double(last - 1), n + 1).map(roundEven).reversed().dropLast())
-        case .leading:
-            let ratio = last / (n + 1)
-            ts = (1...n).reversed().map { Double($0 * ratio + stepsOffset) }
-        case .trailing:
-            ts = npArangeDown(Double(last), 0, -Double(train) / Double(n)).map { roundEven($0) - 1 }
-        }
+        var ts = Sigmas.multistepTimesteps(spacing, n, last: last, train: train, offset: stepsOffset)
         let trainSigmas = Sigmas.trainSigmas(schedule)
         let logSigmas = trainSigmas.map { Foundation.log($0) }
         var s: [Double]

@@ -38,10 +38,7 @@ public struct EulerAncestralDiscreteScheduler: Scheduler {
     }
 
     public mutating func scaleModelInput(_ sample: Tensor, timestep: Double) throws -> Tensor {
-        let i = try index.current(for: timestep, in: timesteps)
-        let sigma = sigmas[i]
-        let d = (sigma * sigma + 1).squareRoot()
-        return sample.schedMap { $0 / d }
+        Sigmas.scaledInput(sample, sigma: sigmas[try index.current(for: timestep, in: timesteps)])
     }
 
     public mutating func step(modelOutput: Tensor, timestep: Double, sample: Tensor, generator: inout RandomGenerators?) throws -> Tensor {

@@ -61,10 +61,7 @@ public struct LMSDiscreteScheduler: Scheduler {
     }
 
     public mutating func scaleModelInput(_ sample: Tensor, timestep: Double) throws -> Tensor {
-        let i = try index.current(for: timestep, in: timesteps)
-        let sigma = sigmas[i]
-        let d = (sigma * sigma + 1).squareRoot()
-        return sample.schedMap { $0 / d }
+        Sigmas.scaledInput(sample, sigma: sigmas[try index.current(for: timestep, in: timesteps)])
     }
 
     /// `get_lms_coefficient`: the integral over [sigma_t, sigma_{t+1}] of the Lagrange basis polynomial that

@@ -9,6 +9,12 @@ enum Sigmas {
         return spacing == .linspace || spacing == .trailing ? m : (m * m + 1).squareRoot()
     }
 
+    /// `scale_model_input` of the sigma-based schedulers: the sample over sqrt(sigma^2 + 1), in float32.
+    static func scaledInput(_ sample: Tensor, sigma: Float) -> Tensor {
+        let d = (sigma * sigma + 1).squareRoot()
+        return sample.schedMap { $0 / d }
+    }
+
     /// `((1 - alphas_cumprod) / alphas_cumprod) ** 0.5` in float32, ascending in t.
     static func trainSigmas(_ s: NoiseSchedule) -> [Float] {
         s.alphasCumprod.map { a in
@@ -29,6 +35,20 @@ enum Sigmas {
             return (0..<n).reversed().map { Double(Float($0 * ratio) + Float(offset)) }
         case .trailing:
             return npArangeDown(Double(train), 0, -Double(train) / Double(n)).map { Double(Float(roundEven($0)) - 1) }
+        }
+    }
+
+    /// Timesteps of the multistep solvers' `set_timesteps` (DPM-Solver++, UniPC), descending: n + 1 points
+    /// with the last dropped, over `[0, last)` where `last` is the training length less any lambda clipping.
+    static func multistepTimesteps(_ spacing: TimestepSpacing, _ n: Int, last: Int, train: Int, offset: Int) -> [Double] {
+        switch spacing {
+        case .linspace:
+            return Array(npLinspace(0, Double(last - 1), n + 1).map(roundEven).reversed().dropLast())
+        case .leading:
+            let ratio = last / (n + 1)
+            return (1...n).reversed().map { Double($0 * ratio + offset) }
+        case .trailing:
+            return npArangeDown(Double(last), 0, -Double(train) / Double(n)).map { roundEven($0) - 1 }
         }
     }
 

@@ -84,16 +84,7 @@ public struct UniPCMultistepScheduler: Scheduler {
     public mutating func setTimesteps(_ n: Int) throws {
         try checkSteps(n, schedule.numTrainTimesteps)
         let train = schedule.numTrainTimesteps
-        var ts: [Double]
-        switch spacing {
-        case .linspace:
-            ts = Array(npLinspace(0, Double(train - 1), n + 1).map(roundEven).reversed().dropLast())
-        case .leading:
-            let ratio = train / (n + 1)
-            ts = (1...n).reversed().map { Double($0 * ratio + stepsOffset) }
-        case .trailing:
-            ts = npArangeDown(Double(train), 0, -Double(train) / Double(n)).map { roundEven($0) - 1 }
-        }
+        var ts = Sigmas.multistepTimesteps(spacing, n, last: train, train: train, offset: stepsOffset)
         let trainSigmas = Sigmas.trainSigmas(schedule)
         if karras || exponential {
             let logSigmas = trainSigmas.map { Foundation.log($0) }

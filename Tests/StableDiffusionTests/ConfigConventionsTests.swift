@@ -60,6 +60,25 @@ final class ConfigConventionsTests: XCTestCase {
         XCTAssertEqual(try vae(#"{"norm_num_groups": 16, "block_out_channels": [32, 48]}"#).normNumGroups, 16)
     }
 
+    func testSampleSizesThatCannotMakeAnImageSizeNameTheKey() throws {
+        // Pipelines default the image to sample_size * the VAE scale factor: 2^62 trapped on that product.
+        for bad in ["0", "-1", "\(1 << 17)", "4611686018427387904", "\"64\"", "[]", "[\"a\"]"] {
+            for (model, build) in [("unet", { try _ = self.unet($0) }), ("vae", { try _ = self.vae($0) })] as [(String, (String) throws -> Void)] {
+                XCTAssertThrowsError(try build("{\"sample_size\": \(bad)}"), "\(model) \(bad)") { error in
+                    XCTAssertEqual((error as? ModelConfigError)?.key, "sample_size", "\(error)")
+                }
+            }
+        }
+        XCTAssertEqual(try unet(#"{"sample_size": [96, 64]}"#).sampleSize, 96)
+        XCTAssertEqual(try vae(#"{"sample_size": 768}"#).sampleSize, 768)
+        XCTAssertNil(try unet(#"{"sample_size": null}"#).sampleSize)
+        // 65 VAE blocks made the scale factor 1 << 64 = 0, a division by zero in every pipeline.
+        let blocks = Array(repeating: "32", count: 17).joined(separator: ",")
+        XCTAssertThrowsError(try vae("{\"block_out_channels\": [\(blocks)], \"norm_num_groups\": 32}")) { error in
+            XCTAssertEqual((error as? ModelConfigError)?.key, "block_out_channels", "\(error)")
+        }
+    }
+
     func testUsedDefaultsAreDroppedFromSchedulerConfigs() throws {
         let json = #"{"_class_name": "PNDMScheduler", "timestep_spacing": "leading", "steps_offset": 1, "_use_default_values": ["timestep_spacing"]}"#
         let config = try SchedulerConfig(jsonData: Data(json.utf8), source: "scheduler_config.json")

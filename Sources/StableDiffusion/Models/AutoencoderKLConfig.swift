@@ -28,6 +28,9 @@ public struct AutoencoderKLConfig: Sendable, Equatable {
         blockOutChannels = try c.intList("block_out_channels", default: [64])
         let n = blockOutChannels.count
         guard n > 0, blockOutChannels.allSatisfy({ $0 > 0 }) else { throw c.error("block_out_channels", "must be a non-empty list of positive integers") }
+        // Each block but the last halves the image: 16 blocks (a 2^15 scale factor; real VAEs have 4) keep
+        // `scaleFactor` and the image sizes derived from it far from overflow.
+        guard n <= 16 else { throw c.error("block_out_channels", "has \(n) blocks; at most 16 are supported") }
         let downs = try c.stringList("down_block_types", default: [String](repeating: "DownEncoderBlock2D", count: n))
         let ups = try c.stringList("up_block_types", default: [String](repeating: "UpDecoderBlock2D", count: n))
         guard downs.count == n else { throw c.error("down_block_types", "has \(downs.count) entries but block_out_channels has \(n)") }
@@ -37,7 +40,7 @@ public struct AutoencoderKLConfig: Sendable, Equatable {
         layersPerBlock = try c.int("layers_per_block", default: 1)
         normNumGroups = try c.int("norm_num_groups", default: 32)
         scalingFactor = Float(try c.double("scaling_factor", default: 0.18215))
-        sampleSize = c.value("sample_size")?.intValue ?? c.value("sample_size")?.arrayValue?.first?.intValue
+        sampleSize = try c.sampleSize()
         useQuantConv = try c.bool("use_quant_conv", default: true)
         usePostQuantConv = try c.bool("use_post_quant_conv", default: true)
         midBlockAddAttention = try c.bool("mid_block_add_attention", default: true)

@@ -178,6 +178,23 @@ public final class ConfigReader {
         throw error(key, "value \(v) is not supported (supported: \(allowed.map(\.description).joined(separator: ", ")))")
     }
 
+    /// Largest `sample_size` accepted: pipelines multiply it by the VAE scale factor (itself at most 2^15)
+    /// for their default image size, which must not overflow.
+    public static let maxSampleSize = 1 << 16
+
+    /// `sample_size`: an integer, or a list whose first entry is one (diffusers allows `[h, w]`); nil when
+    /// absent or null. Shared by the UNet and the VAE configs.
+    public func sampleSize() throws -> Int? {
+        guard let v = value("sample_size") else { return nil }
+        guard let size = v.intValue ?? v.arrayValue?.first?.intValue else {
+            throw error("sample_size", "expected an integer or a list of integers")
+        }
+        guard size > 0, size <= Self.maxSampleSize else {
+            throw error("sample_size", "must be between 1 and \(Self.maxSampleSize), got \(size)")
+        }
+        return size
+    }
+
     /// Group normalization's rule, shared by every model that reads `norm_num_groups`: a positive group
     /// count that divides every block's channel count (zero used to trap on the division).
     public func requireGroups(_ key: String, _ groups: Int, divide channels: [Int]) throws {

@@ -49,8 +49,7 @@ public struct UNet2DConditionConfig: Sendable, Equatable {
         }
         inChannels = try c.int("in_channels", default: 4)
         outChannels = try c.int("out_channels", default: 4)
-        if let v = c.value("sample_size"), v.intValue == nil, v.arrayValue == nil { throw c.error("sample_size", "expected an integer") }
-        sampleSize = c.value("sample_size")?.intValue ?? c.value("sample_size")?.arrayValue?.first?.intValue
+        sampleSize = try c.sampleSize()
         blockOutChannels = try c.intList("block_out_channels", default: [320, 640, 1280, 1280])
         let n = blockOutChannels.count
         guard n > 0, blockOutChannels.allSatisfy({ $0 > 0 }) else { throw c.error("block_out_channels", "must be a non-empty list of positive integers") }

@@ -85,7 +85,7 @@ public final class ServedModel: @unchecked Sendable {
     }
 
     /// The size txt2img draws when none is asked for (UNet sample size x VAE scale factor).
-    var defaultSide: Int { (components.unet.config.sampleSize ?? 64) * components.vaeScaleFactor }
+    var defaultSide: Int { components.defaultImageSide }
 
     /// The pipelines for a request whose prompt named `loras` in `<lora:…>` tags: the base model's when
     /// none, else the base model rebuilt with them merged (kept until a request wants another set).

@@ -26,8 +26,7 @@ public final class StableDiffusionInpaintPipeline: @unchecked Sendable {
 
     /// The default output size: the UNet's sample size times the VAE scale factor (as diffusers).
     public var defaultSize: (height: Int, width: Int) {
-        let s = (components.unet.config.sampleSize ?? 64) * components.vaeScaleFactor
-        return (s, s)
+        (components.defaultImageSide, components.defaultImageSide)
     }
 
     /// Runs on already processed inputs (see `ImageProcessor` / `MaskProcessor`):

@@ -100,6 +100,14 @@ public final class StableDiffusionComponents: @unchecked Sendable {
 
     /// Pixels per latent (8 for SD, 4 for the x4 upscaler).
     public var vaeScaleFactor: Int { vae.config.scaleFactor }
+
+    /// The image side a pipeline uses when no size is given: the UNet's sample size (64 when unset) times
+    /// the VAE scale factor, as diffusers. Both configs bound their parts, so this cannot overflow.
+    public static func defaultImageSide(unet: UNet2DConditionConfig, vae: AutoencoderKLConfig) -> Int {
+        (unet.sampleSize ?? 64) * vae.scaleFactor
+    }
+
+    public var defaultImageSide: Int { Self.defaultImageSide(unet: unet.config, vae: vae.config) }
 }
 
 /// Peak resident memory of this process, from getrusage (kilobytes on Linux, bytes on Darwin).

@@ -23,9 +23,8 @@ public final class StableDiffusionPipeline: @unchecked Sendable {
     public func callAsFunction(_ options: GenerationOptions, progress: ProgressHandler? = nil) throws -> GenerationResult {
         let c = components
         try options.validate(vaeScaleFactor: c.vaeScaleFactor)
-        let sampleSize = c.unet.config.sampleSize ?? 64
-        let height = options.height ?? sampleSize * c.vaeScaleFactor
-        let width = options.width ?? sampleSize * c.vaeScaleFactor
+        let height = options.height ?? c.defaultImageSide
+        let width = options.width ?? c.defaultImageSide
         var scheduler = try PipelineSupport.makeScheduler(c, options)
         let embeddings = try c.encodePrompt(options)
         try scheduler.setTimesteps(options.numInferenceSteps)

@@ -187,6 +187,9 @@ final class LockedBox<T>: @unchecked Sendable {
         get { lock.lock(); defer { lock.unlock() }; return _value }
         set { lock.lock(); _value = newValue; lock.unlock() }
     }
+    /// Changes the value under one lock: `value.append(x)` is a get then a set, and loses updates
+    /// when two threads append at once.
+    func update(_ body: (inout T) -> Void) { lock.lock(); body(&_value); lock.unlock() }
 }
 
 /// Paths of files under a folder (following the snapshot's symlinks), relative and sorted.

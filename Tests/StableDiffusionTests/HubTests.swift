@@ -206,7 +206,7 @@ final class HubTests: XCTestCase {
         // Two downloads at once (as two processes would): the per-blob lock makes the second wait, then link.
         DispatchQueue.concurrentPerform(iterations: 2) { i in
             let r = (try? clients[i].snapshot(repo: "tiny/sd1")).map { filesUnder($0).joined(separator: ",") } ?? "failed"
-            results.value.append(r)
+            results.update { $0.append(r) }
         }
         XCTAssertEqual(results.value, [plainFiles.joined(separator: ","), plainFiles.joined(separator: ",")])
         XCTAssertEqual(blobs(cache).count, plainFiles.count)
@@ -243,7 +243,7 @@ final class HubTests: XCTestCase {
         let cache = try temporaryFolder(self)
         let seen = LockedBox<[String]>([])
         let folder = try hub.client(cache: cache).snapshot(repo: "tiny/sd1") { p in
-            if p.finished { seen.value.append(p.path) }
+            if p.finished { seen.update { $0.append(p.path) } }
             XCTAssertLessThanOrEqual(p.bytes, p.totalBytes ?? .max)
         }
         XCTAssertEqual(Set(seen.value), Set(plainFiles))

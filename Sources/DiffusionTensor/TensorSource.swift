@@ -107,10 +107,10 @@ public final class WeightReader: @unchecked Sendable {
     /// Names in the source that no `tensor` call consumed.
     public var unexpected: [String] { source.tensorNames.filter { !used.contains($0) } }
 
-    /// Called by a model once built: in bf16 the fp32 weights it converted were handed to the buffer pool
-    /// as they went (up to its 256 MiB), where no activation will reuse them.
+    /// Called by a model once built: the buffers freed while loading (in bf16, the fp32 weights it
+    /// converted) went to the buffer pool, where no activation will reuse them.
     public func releaseConversionBuffers() {
-        if precision == .bf16 { TensorStorage.releaseCachedBuffers() }
+        TensorStorage.releaseCachedBuffers()
     }
 
     /// Throws when some tensors in the source were never used (strict loading).

@@ -102,6 +102,49 @@ final class BF16LayerTests: XCTestCase {
         XCTAssertEqual(try linear(few).scalars, firstRows.scalars)
     }
 
+    /// Runs everywhere: the bf16 norm writes exactly the fp32 norm's values rounded (many rows, so several
+    /// parallel ranges and cache blocks; 40 channels leave masked tails; two samples).
+    func testGroupNormToBF16IsTheFP32NormRounded() throws {
+        let x = Self.random([2, 37, 41, 40], seed: 40, scale: 3)
+        let gamma = Self.random([40], seed: 41), beta = Self.random([40], seed: 42)
+        for activation in [Activation.identity, .silu] {
+            let fp32 = try x.groupNorm(groups: 8, gamma: gamma, beta: beta, eps: 1e-6, activation: activation)
+            let bf16 = try x.groupNormBF16(groups: 8, gamma: gamma, beta: beta, eps: 1e-6, activation: activation)
+            XCTAssertEqual(bf16.shape, x.shape)
+            XCTAssertEqual(bf16.widened().scalars, fp32.roundedToBF16().scalars, "\(activation)")
+        }
+        XCTAssertThrowsError(try x.groupNormBF16(groups: 7, gamma: nil, beta: nil, eps: 1e-6)) {
+            XCTAssertTrue(String(describing: $0).contains("7 groups"), "\($0)")
+        }
+    }
+
+    /// Runs everywhere: the bf16 upsampling holds the fp32 upsampling's values rounded.
+    func testUpsamplingToBF16IsTheFP32UpsamplingRounded() throws {
+        let x = Self.random([2, 5, 7, 24], seed: 60, scale: 3)
+        let bf16 = try x.upsampledNearest2xBF16()
+        XCTAssertEqual(bf16.shape, [2, 10, 14, 24])
+        XCTAssertEqual(bf16.widened().scalars, try x.upsampledNearest2x().roundedToBF16().scalars)
+        XCTAssertThrowsError(try Tensor(zeros: [4, 4, 3]).upsampledNearest2xBF16())
+    }
+
+    /// A bf16 convolution on the bf16 norm's output gives what it gives on the fp32 norm's output, bit for
+    /// bit, with and without a residual; an fp32 convolution refuses a bf16 input.
+    func testConvolutionOnBF16InputMatchesRoundingItself() throws {
+        let x = Self.random([1, 20, 18, 32], seed: 50, scale: 2)
+        let normalized = try x.groupNormBF16(groups: 8, gamma: nil, beta: nil, eps: 1e-6, activation: .silu)
+        let w = Self.random([48, 32, 3, 3], seed: 51, scale: 0.1), b = Self.random([48], seed: 52)
+        XCTAssertThrowsError(try Conv2D(weight: w, bias: b, padding: .uniform(1))(normalized)) {
+            XCTAssertTrue(String(describing: $0).contains("bf16"), "\($0)")
+        }
+        try requireBF16()
+        let conv = try Conv2D(weight: w, bias: b, padding: .uniform(1), precision: .bf16)
+        let fp32Input = try x.groupNorm(groups: 8, gamma: nil, beta: nil, eps: 1e-6, activation: .silu)
+        XCTAssertEqual(try conv(normalized).scalars, try conv(fp32Input).scalars)
+        let residual = Self.random([1, 20, 18, 48], seed: 53)
+        XCTAssertEqual(try conv(normalized, residual: residual).scalars, try conv(fp32Input, residual: residual).scalars)
+        XCTAssertThrowsError(try conv(normalized, residual: Self.random([1, 20, 18, 47], seed: 54)))
+    }
+
     func testMissingCPUSupportIsRefusedNamingTheFlag() {
         let none = BF16Capability(hasAVX512BF16: false, hasAMXBF16: false, hasOneDNN: true)
         let reason = ComputePrecision.bf16.unsupportedReason(on: none)

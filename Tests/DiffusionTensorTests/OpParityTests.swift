@@ -26,6 +26,27 @@ final class OpParityTests: XCTestCase {
         }
     }
 
+    /// A residual handed over with `consume` is summed into in place; a shared one is left as it was.
+    func testConv2DWritesIntoAHandedOverResidual() throws {
+        let source = RandomTensorSource(seed: 7, scale: 1)
+        let x = source.makeTensor("x", shape: [1, 6, 5, 3])
+        for backend in [Conv2D.Backend.automatic, .portable] {
+            let conv = try Conv2D(weight: source.makeTensor("w", shape: [4, 3, 3, 3]), bias: nil, padding: .uniform(1), backend: backend)
+            let kept = source.makeTensor("r", shape: [1, 6, 5, 4])
+            let before = kept.scalars
+            let shared = try conv(x, residual: kept)
+            XCTAssertEqual(kept.scalars, before, "\(backend): the caller's residual changed")
+            XCTAssertNotEqual(shared.unsafePointer, kept.unsafePointer)
+            let expected = try conv(x) + kept
+            assertClose(shared, expected, "\(backend) shared residual")
+            let handed = source.makeTensor("r", shape: [1, 6, 5, 4])
+            let address = handed.unsafePointer
+            let summed = try conv(x, residual: consume handed)
+            XCTAssertEqual(summed.unsafePointer, address, "\(backend): a handed-over residual was copied")
+            XCTAssertEqual(summed.scalars, shared.scalars, "\(backend)")
+        }
+    }
+
     func testConv2DRejectsWrongShapes() throws {
         let conv = try Conv2D(weight: Tensor(zeros: [4, 3, 3, 3]), bias: nil, padding: .uniform(1))
         XCTAssertThrowsError(try conv(Tensor(zeros: [1, 5, 5, 2])))

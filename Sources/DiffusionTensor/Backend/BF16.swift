@@ -24,6 +24,28 @@ final class BF16Buffer: @unchecked Sendable {
     }
 }
 
+/// A tensor held in bf16, as a bf16 layer takes its input (`groupNormBF16` writes one, a bf16
+/// `Conv2D` reads it without another rounding pass).
+public struct BF16Tensor: @unchecked Sendable {
+    public let shape: [Int]
+    let buffer: BF16Buffer
+    public var count: Int { buffer.count }
+
+    init(shape: [Int], buffer: BF16Buffer) {
+        precondition(shape.reduce(1, *) == buffer.count, "bf16 tensor shape \(shape) does not match \(buffer.count) values")
+        self.shape = shape
+        self.buffer = buffer
+    }
+
+    /// The values widened to fp32 (exact).
+    public func widened() -> Tensor {
+        var out = Tensor(uninitializedShape: shape)
+        let b = buffer.pointer
+        out.withUnsafeMutableBufferPointer { o in for i in 0..<o.count { o[i] = BF16.float(b[i]) } }
+        return out
+    }
+}
+
 /// bf16 rounding as the bf16 layers apply it, for checks and tests.
 public enum BF16 {
     /// `values` rounded to bf16 and widened back to fp32 (what a bf16 layer actually multiplies).
@@ -54,12 +76,6 @@ public enum BF16 {
 extension Tensor {
     /// This tensor with every value rounded to bf16 (kept in fp32): a bf16 layer's exact input.
     public func roundedToBF16() -> Tensor {
-        var out = Tensor(uninitializedShape: shape)
-        let converted = BF16Buffer(converting: unsafePointer, count: count)
-        out.withUnsafeMutableBufferPointer { o in
-            let b = converted.pointer
-            for i in 0..<o.count { o[i] = BF16.float(b[i]) }
-        }
-        return out
+        BF16Tensor(shape: shape, buffer: BF16Buffer(converting: unsafePointer, count: count)).widened()
     }
 }

@@ -105,14 +105,56 @@ public final class Conv2D: @unchecked Sendable {
          (width + padding.left + padding.right - kernelWidth) / stride + 1)
     }
 
-    /// `activation(conv(x) + bias + residual)`, NHWC in and out.
-    public func callAsFunction(_ input: Tensor, residual: Tensor? = nil, activation: Activation = .identity) throws -> Tensor {
-        guard input.rank == 4, input.shape[3] == inChannels else {
-            throw TensorError.shapeMismatch("conv2d expects NHWC input with \(inChannels) channels, got \(input.shape)")
+    /// `activation(conv(x) + bias + residual)`, NHWC in and out. The sum is written into the residual's
+    /// buffer when the caller hands over the only reference to it (`residual: consume r`), else into a copy.
+    public func callAsFunction(_ input: Tensor, residual: consuming Tensor? = nil, activation: Activation = .identity) throws -> Tensor {
+        let hasResidual = residual != nil
+        var out = try output(for: input.shape, residual: consume residual)
+        #if canImport(CDNNL)
+        if let packed {
+            // bf16: the input rounded once per call (outside the lock: it only reads the input).
+            let rounded = precision == .bf16 ? BF16Buffer(converting: input.unsafePointer, count: input.count) : nil
+            let source = rounded.map { UnsafeMutableRawPointer($0.pointer) } ?? UnsafeMutableRawPointer(mutating: input.unsafePointer)
+            try withExtendedLifetime(rounded) {
+                try runOneDNN(inputShape: input.shape, source: source, weights: packed, into: &out, residual: hasResidual,
+                              activation: activation)
+            }
+            return out
         }
-        let (n, h, w) = (input.shape[0], input.shape[1], input.shape[2])
+        #endif
+        runPortable(input, weights: im2colWeights!, into: &out, residual: hasResidual, activation: activation)
+        return out
+    }
+
+    /// The same on an input already in bf16 (from `groupNormBF16`): a bf16 convolution then reads those
+    /// values as they are, instead of rounding an fp32 copy of them.
+    public func callAsFunction(_ input: BF16Tensor, residual: consuming Tensor? = nil, activation: Activation = .identity) throws -> Tensor {
+        guard precision == .bf16 else {
+            throw TensorError.invalidArgument("conv2d: a bf16 input needs a convolution in bf16 precision, this one is fp32")
+        }
+        let hasResidual = residual != nil
+        var out = try output(for: input.shape, residual: consume residual)
+        #if canImport(CDNNL)
+        if let packed {
+            try withExtendedLifetime(input.buffer) {
+                try runOneDNN(inputShape: input.shape, source: UnsafeMutableRawPointer(input.buffer.pointer), weights: packed,
+                              into: &out, residual: hasResidual, activation: activation)
+            }
+            return out
+        }
+        #endif
+        throw TensorError.invalidArgument("conv2d: precision bf16 needs the oneDNN backend")
+    }
+
+    /// Checks an input shape and the residual, and returns the output buffer, uniquely ours: the residual
+    /// (the kernels add into it) or a fresh one.
+    private func output(for shape: [Int], residual: consuming Tensor?) throws -> Tensor {
+        guard shape.count == 4, shape[3] == inChannels else {
+            throw TensorError.shapeMismatch("conv2d expects NHWC input with \(inChannels) channels, got \(shape)")
+        }
+        let (n, h, w) = (shape[0], shape[1], shape[2])
         guard h + padding.top + padding.bottom >= kernelHeight, w + padding.left + padding.right >= kernelWidth else {
-            throw TensorError.shapeMismatch("conv2d input \(input.shape) is smaller than the \(kernelHeight)x\(kernelWidth) kernel")
+            throw TensorError.shapeMismatch("conv2d input \(shape) is smaller than the \(kernelHeight)x\(kernelWidth) kernel")
         }
         let (oh, ow) = outputSize(height: h, width: w)
         let outShape = [n, oh, ow, outChannels]
@@ -120,16 +162,9 @@ public final class Conv2D: @unchecked Sendable {
             throw TensorError.shapeMismatch("conv2d residual must be \(outShape), got \(residual.shape)")
         }
         FlopCounter.add(2 * Double(n * oh * ow) * Double(outChannels * inChannels * kernelHeight * kernelWidth))
-        var out = residual ?? Tensor(uninitializedShape: outShape)
-        // Make the output buffer uniquely ours before the kernel writes into it.
+        var out = (consume residual) ?? Tensor(uninitializedShape: outShape)
+        // Make the buffer uniquely ours before the kernel writes into it.
         out.withUnsafeMutableBufferPointer { _ in }
-        #if canImport(CDNNL)
-        if let packed {
-            try runOneDNN(input, weights: packed, into: &out, residual: residual != nil, activation: activation)
-            return out
-        }
-        #endif
-        runPortable(input, weights: im2colWeights!, into: &out, residual: residual != nil, activation: activation)
         return out
     }
 
@@ -238,18 +273,16 @@ public final class Conv2D: @unchecked Sendable {
         }
     }
 
-    private func runOneDNN(_ input: Tensor, weights: OneDNNWeights, into out: inout Tensor, residual: Bool, activation: Activation) throws {
-        // bf16: the input rounded once per call (outside the lock: it only reads the input).
-        let roundedInput = precision == .bf16 ? BF16Buffer(converting: input.unsafePointer, count: input.count) : nil
+    private func runOneDNN(inputShape shape: [Int], source: UnsafeMutableRawPointer, weights: OneDNNWeights, into out: inout Tensor,
+                           residual: Bool, activation: Activation) throws {
         lock.lock()
         defer { lock.unlock() }
-        let p = try plan(for: PlanKey(n: input.shape[0], h: input.shape[1], w: input.shape[2], residual: residual, activation: activation))
+        let p = try plan(for: PlanKey(n: shape[0], h: shape[1], w: shape[2], residual: residual, activation: activation))
         // The one weight copy follows the plan that runs (a process that changes image size, like
         // `sd serve`, drew different pictures when a cached plan ran on another plan's layout).
         try weights.reorder(to: p.wts)
-        let srcData = roundedInput.map { UnsafeMutableRawPointer($0.pointer) } ?? UnsafeMutableRawPointer(mutating: input.unsafePointer)
         try out.withUnsafeMutableBufferPointer {
-            try p.execute(source: srcData, weights: weights.pointer, destination: UnsafeMutableRawPointer($0.baseAddress),
+            try p.execute(source: source, weights: weights.pointer, destination: UnsafeMutableRawPointer($0.baseAddress),
                           bias: bias.map { UnsafeMutableRawPointer($0.pointer) })
         }
     }

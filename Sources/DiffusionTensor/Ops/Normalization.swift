@@ -6,6 +6,43 @@ extension Tensor {
     /// then a per-channel affine transform. `activation` is fused into the write-out (GroupNorm + SiLU
     /// is the resnet block's pattern).
     public func groupNorm(groups: Int, gamma: Tensor?, beta: Tensor?, eps: Float, activation: Activation = .identity) throws -> Tensor {
+        var out = Tensor(uninitializedShape: shape)
+        let c = shape.last ?? 0
+        try out.withUnsafeMutableBufferPointer { ob in
+            let y = ob.baseAddress!
+            try groupNormRows(groups: groups, gamma: gamma, beta: beta, eps: eps) { x, rows, a, b in
+                Self.affineRows(x + rows.lowerBound * c, y + rows.lowerBound * c, rows: rows.count, channels: c,
+                                scale: a, shift: b, activation: activation)
+            }
+        }
+        return out
+    }
+
+    /// `groupNorm` written straight to bf16: the same fp32 values, rounded as a bf16 layer rounds its
+    /// input, without the fp32 tensor in between (a bf16 convolution after a norm takes this).
+    public func groupNormBF16(groups: Int, gamma: Tensor?, beta: Tensor?, eps: Float, activation: Activation = .identity) throws -> BF16Tensor {
+        let out = BF16Buffer(count: count)
+        let c = shape.last ?? 0
+        let y = out.pointer
+        // Rows go through an fp32 block small enough to stay in cache, then to bf16.
+        let blockRows = max(1, 16_384 / max(c, 1))
+        try groupNormRows(groups: groups, gamma: gamma, beta: beta, eps: eps) { x, rows, a, b in
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: blockRows * c) { block in
+                let tmp = block.baseAddress!
+                for first in stride(from: rows.lowerBound, to: rows.upperBound, by: blockRows) {
+                    let n = min(blockRows, rows.upperBound - first)
+                    Self.affineRows(x + first * c, tmp, rows: n, channels: c, scale: a, shift: b, activation: activation)
+                    sdk_f32_to_bf16(tmp, y + first * c, Int64(n * c))
+                }
+            }
+        }
+        return BF16Tensor(shape: shape, buffer: out)
+    }
+
+    /// Group norm's statistics, per sample: hands `write` the input, a range of rows (pixels, counted from
+    /// the tensor's start) and the per-channel scale and shift that normalise them, in parallel ranges.
+    private func groupNormRows(groups: Int, gamma: Tensor?, beta: Tensor?, eps: Float,
+                               write: (UnsafePointer<Float>, Range<Int>, UnsafePointer<Float>, UnsafePointer<Float>) -> Void) throws {
         guard rank >= 2 else { throw TensorError.shapeMismatch("groupNorm needs [N, ..., C], got \(shape)") }
         let c = shape[rank - 1]
         guard groups > 0, c % groups == 0 else {
@@ -16,7 +53,6 @@ extension Tensor {
         let n = shape[0]
         let pixels = count / max(n * c, 1)
         let cpg = c / groups
-        var out = Tensor(uninitializedShape: shape)
         let x = unsafePointer
         let g = gamma?.unsafePointer, bt = beta?.unsafePointer
         // Per-sample statistics, two-pass (mean, then squared deviations) for accuracy: per-channel sums
@@ -28,52 +64,53 @@ extension Tensor {
         var scale = [Float](repeating: 0, count: c)
         var shift = [Float](repeating: 0, count: c)
         var centre = [Float](repeating: 0, count: c)
-        out.withUnsafeMutableBufferPointer { ob in
-            let y = ob.baseAddress!
-            for s in 0..<n {
-                let xs = x + s * pixels * c
-                for pass in 0..<2 {
-                    sums.withUnsafeMutableBufferPointer { sp in centre.withUnsafeBufferPointer { cp in
-                        let sp = sp.baseAddress!, mean = cp.baseAddress!
-                        Parallel.forEach(chunks) { ch in
-                            Self.channelSums(xs, channels: c, from: ch * chunkSize, to: min(pixels, (ch + 1) * chunkSize),
-                                             centre: mean, squared: pass == 1, into: sp + ch * c)
-                        }
-                    } }
-                    for gi in 0..<groups {
-                        var t = 0.0
-                        for ch in 0..<chunks { for j in gi * cpg..<(gi + 1) * cpg { t += sums[ch * c + j] } }
-                        let m = t / Double(pixels * cpg)
-                        if pass == 0 {
-                            for j in gi * cpg..<(gi + 1) * cpg { centre[j] = Float(m) }
-                        } else {
-                            // Variance around the Float mean; its rounding (<1e-7 relative) is negligible.
-                            let rstd = 1 / (m + Double(eps)).squareRoot()
-                            for j in gi * cpg..<(gi + 1) * cpg {
-                                let gj = Double(g?[j] ?? 1)
-                                scale[j] = Float(rstd * gj)
-                                shift[j] = Float(Double(bt?[j] ?? 0) - Double(centre[j]) * rstd * gj)
-                            }
+        for s in 0..<n {
+            let xs = x + s * pixels * c
+            for pass in 0..<2 {
+                sums.withUnsafeMutableBufferPointer { sp in centre.withUnsafeBufferPointer { cp in
+                    let sp = sp.baseAddress!, mean = cp.baseAddress!
+                    Parallel.forEach(chunks) { ch in
+                        Self.channelSums(xs, channels: c, from: ch * chunkSize, to: min(pixels, (ch + 1) * chunkSize),
+                                         centre: mean, squared: pass == 1, into: sp + ch * c)
+                    }
+                } }
+                for gi in 0..<groups {
+                    var t = 0.0
+                    for ch in 0..<chunks { for j in gi * cpg..<(gi + 1) * cpg { t += sums[ch * c + j] } }
+                    let m = t / Double(pixels * cpg)
+                    if pass == 0 {
+                        for j in gi * cpg..<(gi + 1) * cpg { centre[j] = Float(m) }
+                    } else {
+                        // Variance around the Float mean; its rounding (<1e-7 relative) is negligible.
+                        let rstd = 1 / (m + Double(eps)).squareRoot()
+                        for j in gi * cpg..<(gi + 1) * cpg {
+                            let gj = Double(g?[j] ?? 1)
+                            scale[j] = Float(rstd * gj)
+                            shift[j] = Float(Double(bt?[j] ?? 0) - Double(centre[j]) * rstd * gj)
                         }
                     }
                 }
-                let ys = y + s * pixels * c
-                scale.withUnsafeBufferPointer { scp in shift.withUnsafeBufferPointer { shp in
-                    let a = scp.baseAddress!, b = shp.baseAddress!
-                    Parallel.forRanges(pixels, minChunk: 64) { r in
-                        if KernelDispatch.native,
-                           sdk_affine_rows(xs + r.lowerBound * c, ys + r.lowerBound * c, Int64(r.count), Int64(c), a, b,
-                                           activation.nativeKind ?? 0) != 0 { return }
-                        for p in r {
-                            let xi = xs + p * c, yo = ys + p * c
-                            for j in 0..<c { yo[j] = xi[j] * a[j] + b[j] }
-                            activation.apply(inPlace: yo, count: c, serial: true)
-                        }
-                    }
-                } }
             }
+            scale.withUnsafeBufferPointer { scp in shift.withUnsafeBufferPointer { shp in
+                let a = scp.baseAddress!, b = shp.baseAddress!
+                Parallel.forRanges(pixels, minChunk: 64) { r in
+                    write(x, (s * pixels + r.lowerBound)..<(s * pixels + r.upperBound), a, b)
+                }
+            } }
         }
-        return out
+    }
+
+    /// `y = activation(x * scale + shift)` per channel, for `rows` rows of `channels`.
+    @inline(__always)
+    static func affineRows(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, rows: Int, channels c: Int,
+                           scale a: UnsafePointer<Float>, shift b: UnsafePointer<Float>, activation: Activation) {
+        if KernelDispatch.native,
+           sdk_affine_rows(x, y, Int64(rows), Int64(c), a, b, activation.nativeKind ?? 0) != 0 { return }
+        for p in 0..<rows {
+            let xi = x + p * c, yo = y + p * c
+            for j in 0..<c { yo[j] = xi[j] * a[j] + b[j] }
+            activation.apply(inPlace: yo, count: c, serial: true)
+        }
     }
 
     /// Adds, for pixels `from..<to`, each channel's value (or squared deviation from `centre`) into

@@ -80,23 +80,35 @@ extension Tensor {
     /// Nearest-neighbour 2x upsampling of an NHWC tensor (the UNet/VAE upsampler).
     public func upsampledNearest2x() throws -> Tensor {
         guard rank == 4 else { throw TensorError.shapeMismatch("upsample expects NHWC, got \(shape)") }
-        let (n, h, w, c) = (shape[0], shape[1], shape[2], shape[3])
-        var out = Tensor(uninitializedShape: [n, 2 * h, 2 * w, c])
+        var out = Tensor(uninitializedShape: [shape[0], 2 * shape[1], 2 * shape[2], shape[3]])
         let x = unsafePointer
-        out.withUnsafeMutableBufferPointer { ob in
-            let y = ob.baseAddress!
-            Parallel.forRanges(n * h, minChunk: 4) { rows in
-                for row in rows {
-                    let src = x + row * w * c
-                    let dst0 = y + (2 * row) * 2 * w * c
-                    for ix in 0..<w {
-                        (dst0 + 2 * ix * c).update(from: src + ix * c, count: c)
-                        (dst0 + (2 * ix + 1) * c).update(from: src + ix * c, count: c)
-                    }
-                    (dst0 + 2 * w * c).update(from: dst0, count: 2 * w * c)
+        out.withUnsafeMutableBufferPointer { Self.upsampleNearest2x(x, $0.baseAddress!, shape: shape) }
+        return out
+    }
+
+    /// `upsampledNearest2x()` rounded to bf16, for a bf16 convolution: the input is rounded (a quarter of
+    /// the values) and the bf16 values copied, with no fp32 upsampled tensor between.
+    public func upsampledNearest2xBF16() throws -> BF16Tensor {
+        guard rank == 4 else { throw TensorError.shapeMismatch("upsample expects NHWC, got \(shape)") }
+        let rounded = BF16Buffer(converting: unsafePointer, count: count)
+        let out = BF16Buffer(count: 4 * count)
+        Self.upsampleNearest2x(UnsafePointer(rounded.pointer), out.pointer, shape: shape)
+        return BF16Tensor(shape: [shape[0], 2 * shape[1], 2 * shape[2], shape[3]], buffer: out)
+    }
+
+    /// Nearest 2x of NHWC `shape` from `x` into `y`: each pixel copied to a 2x2 block.
+    private static func upsampleNearest2x<Element>(_ x: UnsafePointer<Element>, _ y: UnsafeMutablePointer<Element>, shape: [Int]) {
+        let (n, h, w, c) = (shape[0], shape[1], shape[2], shape[3])
+        Parallel.forRanges(n * h, minChunk: 4) { rows in
+            for row in rows {
+                let src = x + row * w * c
+                let dst0 = y + (2 * row) * 2 * w * c
+                for ix in 0..<w {
+                    (dst0 + 2 * ix * c).update(from: src + ix * c, count: c)
+                    (dst0 + (2 * ix + 1) * c).update(from: src + ix * c, count: c)
                 }
+                (dst0 + 2 * w * c).update(from: dst0, count: 2 * w * c)
             }
         }
-        return out
     }
 }

@@ -30,7 +30,7 @@ final class VAEMidBlock {
             let tokens = try attentionNorm(h).reshaped([b, hh * w, c])
             h = try attention(tokens, context: nil, residual: h.reshaped([b, hh * w, c])).reshaped([b, hh, w, c])
         }
-        return try resnet1(h, tembAct: nil)
+        return try resnet1(consume h, tembAct: nil)
     }
 }
 
@@ -164,11 +164,11 @@ public final class AutoencoderKL: @unchecked Sendable {
         }
         var h = try encConvIn(images)
         for block in encDown {
-            for resnet in block.resnets { h = try resnet(h, tembAct: nil) }
+            for resnet in block.resnets { h = try resnet(consume h, tembAct: nil) }
             if let down = block.downsampler { h = try down(h) }
         }
         h = try encMid(h)
-        h = try encConvOut(try encNormOut(h, activation: .silu))
+        h = try encNormOut.then(encConvOut, h, activation: .silu)
         if let quantConv { h = try quantConv(h) }
         let lat = config.latentChannels
         let mean = try h.slice(axis: 3, 0..<lat)
@@ -187,9 +187,9 @@ public final class AutoencoderKL: @unchecked Sendable {
         h = try decConvIn(h)
         h = try decMid(h)
         for block in decUp {
-            for resnet in block.resnets { h = try resnet(h, tembAct: nil) }
+            for resnet in block.resnets { h = try resnet(consume h, tembAct: nil) }
             if let up = block.upsampler { h = try up(h) }
         }
-        return try decConvOut(try decNormOut(h, activation: .silu))
+        return try decNormOut.then(decConvOut, h, activation: .silu)
     }
 }

@@ -112,7 +112,7 @@ public final class UNet2DConditionModel: @unchecked Sendable {
             }
             h = try block(h, tembAct: tembAct, context: encoderHiddenStates, skips: &skips, upsampleSize: size)
         }
-        return try convOut(try normOut(h, activation: .silu))
+        return try normOut.then(convOut, h, activation: .silu)
     }
 
     private func classEmbeddings(_ labels: [Float], kind: UNet2DConditionConfig.ClassEmbedding) throws -> Tensor {

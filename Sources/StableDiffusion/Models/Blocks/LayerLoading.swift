@@ -6,6 +6,14 @@ struct GroupNorm {
     func callAsFunction(_ x: Tensor, activation: Activation = .identity) throws -> Tensor {
         try x.groupNorm(groups: groups, gamma: gamma, beta: beta, eps: eps, activation: activation)
     }
+
+    /// `conv(self(x, activation), residual:)`. A bf16 convolution gets the normalised values written
+    /// straight to bf16, the values it would round them to, without the fp32 tensor between.
+    func then(_ conv: Conv2D, _ x: Tensor, activation: Activation = .identity, residual: consuming Tensor? = nil) throws -> Tensor {
+        guard conv.precision == .bf16 else { return try conv(try self(x, activation: activation), residual: consume residual) }
+        let normalized = try x.groupNormBF16(groups: groups, gamma: gamma, beta: beta, eps: eps, activation: activation)
+        return try conv(normalized, residual: consume residual)
+    }
 }
 
 /// Layer normalisation parameters (`torch.nn.LayerNorm` over the last dimension).

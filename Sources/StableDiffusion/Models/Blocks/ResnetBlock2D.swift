@@ -25,9 +25,13 @@ final class ResnetBlock2D {
     }
 
     /// - Parameter tembAct: SiLU of the time embedding, `[batch, tembChannels]` (computed once per UNet call).
-    func callAsFunction(_ x: Tensor, tembAct: Tensor?) throws -> Tensor {
-        var h = try conv1(try norm1(x, activation: .silu))
+    /// The input is summed into in place when it is the shortcut and the caller hands it over (`consume h`).
+    func callAsFunction(_ x: consuming Tensor, tembAct: Tensor?) throws -> Tensor {
+        var h = try norm1.then(conv1, x, activation: .silu)
         let (b, c) = (h.shape[0], h.shape[3])
+        let shortcut: Tensor
+        if let convShortcut { shortcut = try convShortcut(x) } else { shortcut = consume x }
+        let out: Tensor
         if let proj = timeEmbProj, let tembAct {
             let t = try proj(tembAct)
             if scaleShift {
@@ -35,15 +39,13 @@ final class ResnetBlock2D {
                 let shift = try t.slice(axis: 1, c..<2 * c).reshaped([b, 1, 1, c])
                 h = try norm2(h)
                 h = try (h * (scale + 1)) + shift
-                h = h.silu()
+                out = try conv2(h.silu(), residual: consume shortcut)
             } else {
-                h = try norm2(try h + t.reshaped([b, 1, 1, c]), activation: .silu)
+                out = try norm2.then(conv2, try h + t.reshaped([b, 1, 1, c]), activation: .silu, residual: consume shortcut)
             }
         } else {
-            h = try norm2(h, activation: .silu)
+            out = try norm2.then(conv2, h, activation: .silu, residual: consume shortcut)
         }
-        let shortcut = try convShortcut.map { try $0(x) } ?? x
-        let out = try conv2(h, residual: shortcut)
         return outputScaleFactor == 1 ? out : out * (1 / outputScaleFactor)
     }
 }

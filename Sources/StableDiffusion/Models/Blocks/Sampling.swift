@@ -18,7 +18,8 @@ struct Upsampler {
         if let size {
             return try conv(try x.resized(height: size.0, width: size.1, mode: .nearest))
         }
-        return try conv(try x.upsampledNearest2x())
+        // A bf16 convolution takes the upsampled values already in bf16 (rounded before copying, the same values).
+        return conv.precision == .bf16 ? try conv(try x.upsampledNearest2xBF16()) : try conv(try x.upsampledNearest2x())
     }
 }
 

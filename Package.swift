@@ -20,7 +20,7 @@ let package = Package(
         // `sd serve`. Hummingbird's default traits are off: they would build swift-configuration, unused here.
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.0.0", traits: []),
         .package(url: "https://github.com/apple/swift-log", from: "1.5.0"),
-        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.0.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.4.1"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.0.0"),
     ],
@@ -73,6 +73,7 @@ let package = Package(
             dependencies: ["StableDiffusionServer", "StableDiffusion"]),
         .testTarget(
             name: "FuzzRegressionTests",
-            dependencies: ["FuzzTargets"]),
+            dependencies: ["FuzzTargets"],
+            exclude: ["Fixtures"]),  // read from the source tree, beside the checked-in corpora
     ]
 )

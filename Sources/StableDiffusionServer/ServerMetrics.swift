@@ -9,11 +9,11 @@ final class ServerMetrics: Sendable {
     let generationSeconds: ValueHistogram
 
     init() {
-        queueLength = registry.makeGauge(name: "sd_queue_length", help: "Generation jobs waiting behind the running one.")
-        running = registry.makeGauge(name: "sd_jobs_running", help: "Generation jobs running (0 or 1).")
-        generationSeconds = registry.makeValueHistogram(name: "sd_generation_seconds",
-                                                        buckets: [0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600],
-                                                        help: "Seconds a job ran (queue wait excluded).")
+        queueLength = registry.makeGauge(descriptor: Self.name("queue_length", help: "Generation jobs waiting behind the running one."))
+        running = registry.makeGauge(descriptor: Self.name("jobs_running", help: "Generation jobs running (0 or 1)."))
+        generationSeconds = registry.makeValueHistogram(descriptor: Self.name("generation", unit: "seconds",
+                                                                              help: "Seconds a job ran (queue wait excluded)."),
+                                                        buckets: [0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600])
         for outcome in Outcome.allCases { _ = jobs(outcome) }
     }
 
@@ -21,12 +21,19 @@ final class ServerMetrics: Sendable {
 
     /// sd_jobs_total{outcome="done|failed|cancelled|rejected"}; rejected: refused with a full queue.
     func jobs(_ outcome: Outcome) -> Counter {
-        registry.makeCounter(name: "sd_jobs_total", labels: [("outcome", outcome.rawValue)], help: "Generation jobs by how they ended.")
+        registry.makeCounter(descriptor: Self.name("jobs", unit: "total", help: "Generation jobs by how they ended."),
+                             labels: [("outcome", outcome.rawValue)])
     }
 
     func request(status: Int) {
-        registry.makeCounter(name: "sd_http_requests_total", labels: [("status", String(status))], help: "HTTP requests by status.").increment()
+        registry.makeCounter(descriptor: Self.name("http_requests", unit: "total", help: "HTTP requests by status."),
+                             labels: [("status", String(status))]).increment()
     }
 
     var text: [UInt8] { registry.emitToBuffer() }
+
+    /// `sd_<metric>[_<unit>]`.
+    private static func name(_ metric: String, unit: String = "", help: String) -> MetricNameDescriptor {
+        MetricNameDescriptor(namespace: "sd", metricName: metric, unitName: unit, helpText: help)
+    }
 }

@@ -106,8 +106,9 @@ private func alignedAllocation(_ bytes: Int) -> UnsafeMutableRawPointer {
 public final class TensorStorage: @unchecked Sendable {
     /// Frees the large buffers kept for reuse and hands malloc's free pages back to the kernel. Called where
     /// the sizes in use change: once the models are built (in bf16 the freed memory held fp32 weights just
-    /// converted, which no activation will reuse) and before the VAE decodes (the UNet's activation sizes
-    /// will not come again). Malloc keeps freed memory below its trim threshold, set high for speed.
+    /// converted, which no activation will reuse), before the VAE decodes (the UNet's activation sizes
+    /// will not come again) and after it (so a server holds only its weights while it waits). Malloc keeps
+    /// freed memory below its trim threshold, set high for speed.
     public static func releaseCachedBuffers() {
         BufferPool.shared.drain()
         #if canImport(Glibc)

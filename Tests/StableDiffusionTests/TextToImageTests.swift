@@ -50,6 +50,17 @@ final class TextToImageTests: XCTestCase {
         XCTAssertThrowsError(try pipe(o))
     }
 
+    /// A finished generation hands its large buffers back: a server waiting for work holds its weights,
+    /// not the decode's activations (512x512 makes the tiny VAE's last feature maps 16 MiB, pooled ones).
+    func testGenerationKeepsNoLargeBuffersAfterward() throws {
+        var o = GenerationOptions(prompt: "x")
+        o.numInferenceSteps = 1; o.height = 512; o.width = 512
+        _ = try Self.sd1.get()(o)
+        let pool = TensorStorage.poolStatistics
+        XCTAssertEqual(pool.keptBytes, 0, "\(pool)")
+        XCTAssertEqual(pool.highWaterBytes, pool.liveBytes, "\(pool)")
+    }
+
     func testProgressCanCancel() throws {
         var o = GenerationOptions(prompt: "x")
         o.numInferenceSteps = 3; o.height = 32; o.width = 32

@@ -17,6 +17,8 @@ enum PipelineSupport {
         TensorStorage.releaseCachedBuffers()
         let pixels = latents.shape[1] * latents.shape[2] * vae.config.scaleFactor * vae.config.scaleFactor
         var image = pixels > tiledAbovePixels ? try vae.decodeTiled(scaled) : try vae.decode(scaled)
+        // The decode's buffers would otherwise stay kept (up to its peak) while a server waits for work.
+        TensorStorage.releaseCachedBuffers()
         image.withUnsafeMutableBufferPointer { p in
             for i in 0..<p.count { p[i] = min(max(p[i] / 2 + 0.5, 0), 1) }
         }

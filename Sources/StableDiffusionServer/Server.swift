@@ -81,7 +81,18 @@ public final class StableDiffusionServer: Sendable {
     /// Collects the body (up to the limit), runs `work` with it, and cancels `work` if the client
     /// disconnects meanwhile (a queued job is dropped, a running one stopped). Errors become responses
     /// in the route's dialect.
+    ///
+    /// The response says `Connection: close`. Hummingbird ends the connection after a body read with
+    /// cancellation on inbound close (its watcher may already have taken the next request's first bytes).
+    /// Without the header a keep-alive client sent its next request on that connection and, now and then,
+    /// lost it: about 1 in 20 of webuiapi's calls after an interrupted job failed with RemoteDisconnected.
     func handle(_ request: Request, style: APIError.Style, _ work: @escaping @Sendable ([UInt8]) async throws -> Response) async -> Response {
+        var response = await respond(request, style: style, work)
+        response.headers[.connection] = "close"
+        return response
+    }
+
+    private func respond(_ request: Request, style: APIError.Style, _ work: @escaping @Sendable ([UInt8]) async throws -> Response) async -> Response {
         let limit = configuration.maxBodyBytes
         do {
             return try await request.body.consumeWithCancellationOnInboundClose { body in

@@ -37,6 +37,11 @@ public struct BF16Tensor: @unchecked Sendable {
         self.buffer = buffer
     }
 
+    /// `tensor` rounded to bf16 (nearest, ties to even), as a bf16 layer rounds its input.
+    public init(rounding tensor: Tensor) {
+        self.init(shape: tensor.shape, buffer: BF16Buffer(converting: tensor.unsafePointer, count: tensor.count))
+    }
+
     /// The values widened to fp32 (exact).
     public func widened() -> Tensor {
         var out = Tensor(uninitializedShape: shape)
@@ -76,6 +81,6 @@ public enum BF16 {
 extension Tensor {
     /// This tensor with every value rounded to bf16 (kept in fp32): a bf16 layer's exact input.
     public func roundedToBF16() -> Tensor {
-        BF16Tensor(shape: shape, buffer: BF16Buffer(converting: unsafePointer, count: count)).widened()
+        BF16Tensor(rounding: self).widened()
     }
 }

@@ -108,17 +108,14 @@ public final class Conv2D: @unchecked Sendable {
     /// `activation(conv(x) + bias + residual)`, NHWC in and out. The sum is written into the residual's
     /// buffer when the caller hands over the only reference to it (`residual: consume r`), else into a copy.
     public func callAsFunction(_ input: Tensor, residual: consuming Tensor? = nil, activation: Activation = .identity) throws -> Tensor {
+        // bf16: the input rounded once per call, then the bf16-input path.
+        if precision == .bf16 { return try self(BF16Tensor(rounding: input), residual: consume residual, activation: activation) }
         let hasResidual = residual != nil
         var out = try output(for: input.shape, residual: consume residual)
         #if canImport(CDNNL)
         if let packed {
-            // bf16: the input rounded once per call (outside the lock: it only reads the input).
-            let rounded = precision == .bf16 ? BF16Buffer(converting: input.unsafePointer, count: input.count) : nil
-            let source = rounded.map { UnsafeMutableRawPointer($0.pointer) } ?? UnsafeMutableRawPointer(mutating: input.unsafePointer)
-            try withExtendedLifetime(rounded) {
-                try runOneDNN(inputShape: input.shape, source: source, weights: packed, into: &out, residual: hasResidual,
-                              activation: activation)
-            }
+            try runOneDNN(inputShape: input.shape, source: UnsafeMutableRawPointer(mutating: input.unsafePointer), weights: packed,
+                          into: &out, residual: hasResidual, activation: activation)
             return out
         }
         #endif

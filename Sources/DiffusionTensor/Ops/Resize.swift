@@ -90,7 +90,7 @@ extension Tensor {
     /// the values) and the bf16 values copied, with no fp32 upsampled tensor between.
     public func upsampledNearest2xBF16() throws -> BF16Tensor {
         guard rank == 4 else { throw TensorError.shapeMismatch("upsample expects NHWC, got \(shape)") }
-        let rounded = BF16Buffer(converting: unsafePointer, count: count)
+        let rounded = BF16Tensor(rounding: self).buffer
         let out = BF16Buffer(count: 4 * count)
         Self.upsampleNearest2x(UnsafePointer(rounded.pointer), out.pointer, shape: shape)
         return BF16Tensor(shape: [shape[0], 2 * shape[1], 2 * shape[2], shape[3]], buffer: out)

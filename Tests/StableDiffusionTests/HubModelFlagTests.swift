@@ -37,4 +37,22 @@ extension HubTests {
         XCTAssertEqual(s4, 1)
         XCTAssertTrue(e4.contains("is not a folder, a single-file checkpoint or a Hub repo id"), e4)
     }
+
+    /// With only HOME set (containers, CI, `sudo -E`, services), what is downloaded lands in
+    /// `$HOME/.cache/huggingface/hub`, where huggingface_hub looks, and is found there offline.
+    func testCacheFollowsHomeLikeHuggingfaceHub() throws {
+        let hub = try FakeHub(self)
+        let home = try temporaryFolder(self)
+        let out = try temporaryFolder(self)
+        let download = try runSD(["download", "tiny/sd1@v1"], env: ["HF_ENDPOINT": hub.endpoint.absoluteString, "HOME": home.path])
+        XCTAssertEqual(download.status, 0, download.stderr)
+        let cache = home.appendingPathComponent(".cache/huggingface/hub")
+        XCTAssertTrue(download.stdout.hasPrefix(cache.path + "/models--tiny--sd1/snapshots/"), download.stdout)
+        hub.stop()
+        let file = out.appendingPathComponent("offline.png")
+        let r = try runSD(["txt2img", "--model", "tiny/sd1@v1", "--prompt", "a red cube", "--steps", "1", "--height", "32", "--width", "32",
+                           "--seed", "3", "--output", file.path], env: ["HOME": home.path, "HF_HUB_OFFLINE": "1"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: file.path))
+    }
 }

@@ -55,4 +55,33 @@ final class HubRepoIDTests: XCTestCase {
         XCTAssertEqual(try HubEnvironment(environment: ["HF_HOME": "$D/sub", "D": dir.path]).cacheDirectory.path, dir.path + "/sub/hub")
         XCTAssertThrowsError(try HubEnvironment(environment: ["HF_ENDPOINT": "ftp://x"]))
     }
+
+    /// huggingface_hub finds its home through Python's `expanduser("~")`, which reads `$HOME` first; the order
+    /// is `HF_HUB_CACHE`, `HF_HOME`, `XDG_CACHE_HOME`, `HOME`, for the cache and the token file alike.
+    func testHomeVariableLocatesTheCacheAndTokenAsHuggingfaceHubDoes() throws {
+        let home = try temporaryFolder(self)
+        let hf = home.appendingPathComponent(".cache/huggingface")
+        try FileManager.default.createDirectory(at: hf, withIntermediateDirectories: true)
+        try Data("hf_home_token\n".utf8).write(to: hf.appendingPathComponent("token"))
+        var e = try HubEnvironment(environment: ["HOME": home.path])
+        XCTAssertEqual(e.cacheDirectory.path, hf.path + "/hub")
+        XCTAssertEqual(e.token, "hf_home_token")
+        // A trailing slash is dropped, as expanduser does; `~` in any of the variables is $HOME too.
+        XCTAssertEqual(try HubEnvironment(environment: ["HOME": home.path + "/"]).cacheDirectory.path, hf.path + "/hub")
+        XCTAssertEqual(try HubEnvironment(environment: ["HOME": home.path, "HF_HUB_CACHE": "~/c"]).cacheDirectory.path, home.path + "/c")
+        XCTAssertEqual(try HubEnvironment(environment: ["HOME": home.path, "HF_HOME": "~/h"]).cacheDirectory.path, home.path + "/h/hub")
+        // XDG_CACHE_HOME wins over HOME (cache and token), HF_HOME over both, HF_HUB_CACHE over all for the cache.
+        e = try HubEnvironment(environment: ["HOME": home.path, "XDG_CACHE_HOME": "/xdg"])
+        XCTAssertEqual(e.cacheDirectory.path, "/xdg/huggingface/hub")
+        XCTAssertNil(e.token)
+        e = try HubEnvironment(environment: ["HOME": "/elsewhere", "XDG_CACHE_HOME": home.path + "/.cache"])
+        XCTAssertEqual(e.token, "hf_home_token")
+        XCTAssertEqual(try HubEnvironment(environment: ["HOME": home.path, "XDG_CACHE_HOME": "/xdg", "HF_HOME": "/h"]).cacheDirectory.path, "/h/hub")
+        e = try HubEnvironment(environment: ["HOME": home.path, "XDG_CACHE_HOME": "/xdg", "HF_HOME": "/h", "HF_HUB_CACHE": "/c"])
+        XCTAssertEqual(e.cacheDirectory.path, "/c")
+        // The token file stays under HF_HOME (not HF_HUB_CACHE), and HOME's when HF_HOME is unset.
+        XCTAssertEqual(try HubEnvironment(environment: ["HOME": home.path, "HF_HUB_CACHE": "/c"]).token, "hf_home_token")
+        // An empty HOME is used as it is (Python: "" + "/.cache"), not replaced by the account's home.
+        XCTAssertEqual(try HubEnvironment(environment: ["HOME": ""]).cacheDirectory.path, "/.cache/huggingface/hub")
+    }
 }

@@ -281,7 +281,8 @@ final class HubTests: XCTestCase {
         let p = Process()
         p.executableURL = sd
         p.arguments = args
-        p.environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("HF_") }.merging(env) { $1 }
+        // Only what the test gives decides where the cache is (XDG_CACHE_HOME would move it too).
+        p.environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("HF_") && $0.key != "XDG_CACHE_HOME" }.merging(env) { $1 }
         let out = Pipe(), err = Pipe()
         p.standardOutput = out
         p.standardError = err

@@ -6,7 +6,8 @@ public struct HubEnvironment: Sendable, Equatable {
     /// `HF_ENDPOINT` (trailing `/` removed), default `https://huggingface.co`.
     public var endpoint: URL
     /// `HF_HUB_CACHE`, else `HUGGINGFACE_HUB_CACHE`, else `$HF_HOME/hub`, else `$XDG_CACHE_HOME/huggingface/hub`,
-    /// else `~/.cache/huggingface/hub`.
+    /// else `~/.cache/huggingface/hub`, where `~` is `$HOME` when set (Python's `expanduser`), else the
+    /// account's home directory.
     public var cacheDirectory: URL
     /// `HF_TOKEN` (or legacy `HUGGING_FACE_HUB_TOKEN`), else the token file; nil when not logged in
     /// or when `HF_HUB_DISABLE_IMPLICIT_TOKEN` is set.
@@ -37,8 +38,10 @@ public struct HubEnvironment: Sendable, Equatable {
         guard let endpoint = URL(string: endpointText), let scheme = endpoint.scheme, ["http", "https"].contains(scheme.lowercased()), endpoint.host != nil else {
             throw HubError.cache(path: "HF_ENDPOINT", detail: "\"\(endpointText)\" is not an http(s) URL")
         }
-        let home = NSHomeDirectory()
-        let hfHome = path(env["HF_HOME"] ?? ((env["XDG_CACHE_HOME"] ?? "\(home)/.cache") + "/huggingface"))
+        let home = Self.expandUser("~", env)
+        // os.path.join: no doubled slash when the home is "/" (an empty HOME expands to it).
+        let defaultCache = home.hasSuffix("/") ? home + ".cache" : home + "/.cache"
+        let hfHome = path(env["HF_HOME"] ?? ((env["XDG_CACHE_HOME"] ?? defaultCache) + "/huggingface"))
         let cache = path(env["HF_HUB_CACHE"] ?? env["HUGGINGFACE_HUB_CACHE"] ?? "\(hfHome)/hub")
         let tokenPath = path(env["HF_TOKEN_PATH"] ?? "\(hfHome)/token")
         var token: String?
@@ -62,10 +65,20 @@ public struct HubEnvironment: Sendable, Equatable {
         return t.isEmpty ? nil : t
     }
 
+    /// Python's `os.path.expanduser` for `~` and `~/...`: `$HOME` when the variable exists (even empty, as
+    /// Python does), else the account's home directory. Containers, CI, `sudo -E` and services often set a
+    /// HOME that is not the passwd entry's, and huggingface_hub follows HOME.
+    static func expandUser(_ text: String, _ env: [String: String]) -> String {
+        guard text == "~" || text.hasPrefix("~/") else { return text }
+        var home = env["HOME"] ?? NSHomeDirectory()
+        while home.hasSuffix("/") { home.removeLast() }
+        let expanded = home + text.dropFirst()
+        return expanded.isEmpty ? "/" : expanded
+    }
+
     /// `os.path.expandvars(os.path.expanduser(p))` for the common forms: `~`, `$VAR`, `${VAR}`.
     static func expand(_ text: String, _ env: [String: String]) -> String {
-        var s = text
-        if s == "~" || s.hasPrefix("~/") { s = NSHomeDirectory() + s.dropFirst() }
+        let s = expandUser(text, env)
         guard s.contains("$"), let re = try? NSRegularExpression(pattern: "\\$(\\w+|\\{[^}]*\\})") else { return s }
         var out = ""
         var last = s.startIndex

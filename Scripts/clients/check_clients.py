@@ -114,6 +114,9 @@ t.join(60)
 r = long_result.get("r")
 check("webuiapi interrupt ends the running job", not t.is_alive() and r is not None and r.info.get("interrupted") is True,
       long_result)
+# As AUTOMATIC1111: the interrupted job still answers with the picture it was drawing (webuiapi's .image).
+check("webuiapi interrupt returns the partial picture", r is not None and r.image is not None
+      and r.image.size == (args.long_side, args.long_side) and len(r.info.get("infotexts", [])) == 1, long_result)
 
 models = api.get_sd_models()
 check("webuiapi get_sd_models", models and models[0]["model_name"] == "tiny-sd1", models)

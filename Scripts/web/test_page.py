@@ -269,7 +269,7 @@ def sd1_session(tmp):
         thread.join(timeout=120)
         check("the other client got its answer", "info" in other and other["info"].get("interrupted") is True, str(other))
 
-        # Our own long run: progress, a live preview, then Cancel stops it.
+        # Our own long run: progress, a live preview, then Cancel interrupts it and shows the picture so far.
         fill(driver, "width", 512)
         fill(driver, "height", 512)
         fill(driver, "steps", 150)
@@ -278,9 +278,12 @@ def sd1_session(tmp):
         WebDriverWait(driver, 60).until(lambda d: (d.find_element(By.ID, "preview").get_attribute("src") or "").startswith("data:image/png"))
         check("live preview", driver.find_element(By.ID, "preview").is_displayed())
         shot(driver, "progress")
+        n = len(driver.find_elements(By.CSS_SELECTOR, "#gallery .card"))
         driver.find_element(By.ID, "cancel").click()
         WebDriverWait(driver, 60).until(lambda d: d.find_element(By.ID, "generate").is_enabled())
-        check("cancel", "Cancelled" in driver.find_element(By.ID, "status").text, driver.find_element(By.ID, "status").text)
+        check("interrupt", "Interrupted: 1 image" in driver.find_element(By.ID, "status").text, driver.find_element(By.ID, "status").text)
+        check("the interrupted picture is shown", len(driver.find_elements(By.CSS_SELECTOR, "#gallery .card")) == n + 1)
+        shot(driver, "interrupted")
         stopped, deadline = False, time.time() + 20
         while not stopped and time.time() < deadline:  # it stops at the end of the step under way
             with urllib.request.urlopen(server.url + "/sdapi/v1/progress", timeout=10) as r:

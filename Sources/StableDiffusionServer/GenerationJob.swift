@@ -78,21 +78,29 @@ struct GenerationOutput: Sendable {
     var images: [GeneratedImage] = []
     /// The scheduler class that ran (e.g. `EulerDiscreteScheduler`).
     var schedulerClass = ""
-    /// Stopped by /interrupt before every picture was made.
+    /// Stopped by /interrupt before every picture was finished: the last picture is the one being drawn
+    /// then, decoded from its denoised estimate at that step (as A1111 returns it).
     var interrupted = false
 }
 
 extension ServedModel {
     /// Runs `request` picture by picture on the calling thread. `progress` gets (picture index, step,
-    /// steps) and returns false to stop; pictures finished before a stop are kept.
-    func generate(_ request: GenerationRequest, progress: @escaping (Int, PipelineProgress) -> Bool) throws -> GenerationOutput {
+    /// steps) and returns false to cancel; pictures finished before a cancel are kept. `interruption` stops
+    /// the picture being drawn after its current step, with that picture (A1111's Interrupt), and the rest.
+    func generate(_ request: GenerationRequest, interruption: PipelineInterruption? = nil,
+                  progress: @escaping (Int, PipelineProgress) -> Bool) throws -> GenerationOutput {
         var output = GenerationOutput()
         let (prompt, loras) = try promptLoRAs(request.prompt)
         let pipes = try pipelines(adding: loras)
         for i in 0..<request.count {
+            if i > 0, interruption?.isInterrupted == true {
+                output.interrupted = true
+                return output
+            }
             var options = request.options(index: i)
             options.prompts = [prompt]
             options.promptSyntax = promptSyntax
+            options.interruption = interruption
             let result: GenerationResult
             do {
                 result = try run(request.task, on: pipes, options: options) { progress(i, $0) }
@@ -108,6 +116,10 @@ extension ServedModel {
                                               pipeline: request.task.pipelineName, extra: request.extraInfo)
                 output.images.append(GeneratedImage(png: try info.png(image), seed: result.seed, infotext: info.text,
                                                     width: image.width, height: image.height))
+            }
+            if result.stoppedAfterStep != nil {
+                output.interrupted = true
+                return output
             }
         }
         return output

@@ -19,7 +19,11 @@ final class Job: @unchecked Sendable {
 
     init(request: GenerationRequest) { self.request = request }
 
+    /// A1111's Interrupt for this job: the picture being drawn stops after its step and is returned.
+    let interruption = PipelineInterruption()
+
     var isCancelled: Bool { lock.withLock { cancelled } }
+    /// Nothing more is wanted (the client left, the server stops): the pipeline stops without a picture.
     func cancel() { lock.withLock { cancelled = true } }
 
     func started() { lock.withLock { startedAt = Date() } }
@@ -142,10 +146,11 @@ final class JobQueue: @unchecked Sendable {
         }
     }
 
-    /// A1111's /interrupt: stops the running job (the pictures it finished are still returned).
+    /// A1111's /interrupt: stops the running job after its current step; the pictures it finished and the
+    /// one it was drawing (its denoised estimate at that step) are returned. Queued jobs are not touched.
     func interrupt() {
         lock.withLock {
-            running?.cancel()
+            running?.interruption.interrupt()
             if running != nil { lastInterrupted = true }
         }
     }
@@ -217,7 +222,7 @@ final class JobQueue: @unchecked Sendable {
         if job.isCancelled {
             result = .failure(APIError.cancelled)
         } else {
-            result = Result { try model.generate(job.request) { job.report(image: $0, $1) } }
+            result = Result { try model.generate(job.request, interruption: job.interruption) { job.report(image: $0, $1) } }
         }
         let seconds = Date().timeIntervalSince(start)
         lock.withLock {

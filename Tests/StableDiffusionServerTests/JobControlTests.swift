@@ -3,6 +3,7 @@ import Foundation
 import Glibc
 #endif
 import XCTest
+import StableDiffusion
 import StableDiffusionServer
 
 /// One job at a time, a bounded queue, interrupt, client disconnects and shutdown.
@@ -16,6 +17,13 @@ final class JobControlTests: XCTestCase {
     static let longSide = 384
     #endif
 
+    static var longImg2Img: [String: Any] {
+        long.merging(["init_images": [TestImages.base64(TestImages.pattern(longSide, longSide))], "denoising_strength": 1.0]) { $1 }
+    }
+    static var longOpenAI: [String: Any] {
+        ["prompt": "long", "size": "\(longSide)x\(longSide)", "steps": 150, "seed": 1, "response_format": "b64_json"]
+    }
+
     func testInterruptStopsTheRunningJob() async throws {
         let s = try await TestServer.start()
         let running = Task { try await s.post("/sdapi/v1/txt2img", JobControlTests.long) }
@@ -28,11 +36,42 @@ final class JobControlTests: XCTestCase {
         let reply = try await withTimeout(60) { try await running.value }
         XCTAssertEqual(reply.status, 200)
         XCTAssertEqual(reply.info["interrupted"] as? Bool, true)
-        XCTAssertEqual(reply.images.count, 0)
+        // As AUTOMATIC1111: the picture it was drawing, as far as it got, with its infotext.
+        XCTAssertEqual(reply.images.count, 1)
+        let picture = try XCTUnwrap(reply.images.first.flatMap { try? Image.decode(data: [UInt8]($0)) })
+        XCTAssertEqual([picture.width, picture.height], [Self.longSide, Self.longSide])
+        XCTAssertEqual((reply.info["infotexts"] as? [String])?.count, 1)
         let state = try await s.get("/sdapi/v1/progress").json["state"] as? [String: Any]
         XCTAssertEqual(state?["interrupted"] as? Bool, true)
         let awaited9 = try await s.get("/metrics").text.contains("sd_jobs_total{outcome=\"cancelled\"} 1")
         XCTAssertTrue(awaited9)
+        try await s.stop()
+    }
+
+    /// img2img and the OpenAI endpoint answer an interrupt with the picture so far too; a queued job that is
+    /// never started keeps the queue's semantics (it runs after the interrupt, unaffected).
+    func testInterruptReturnsThePartialPictureOnImg2ImgAndOpenAI() async throws {
+        let s = try await TestServer.start()
+        let running = Task { try await s.post("/sdapi/v1/img2img", JobControlTests.longImg2Img) }
+        try await s.waitForProgress { ($0["sampling_step"] as? Int ?? 0) >= 1 }
+        let queued = Task { try await s.post("/v1/images/generations", ["prompt": "queued", "size": "32x32", "steps": 2, "seed": 4]) }
+        try await s.waitForProgress { ($0["queued"] as? Int ?? 0) == 1 }
+        _ = try await s.post("/sdapi/v1/interrupt", [:])
+        let reply = try await withTimeout(60) { try await running.value }
+        XCTAssertEqual(reply.status, 200, reply.text)
+        XCTAssertEqual(reply.info["interrupted"] as? Bool, true)
+        XCTAssertEqual(reply.images.count, 1)
+        let done = try await withTimeout(60) { try await queued.value }
+        XCTAssertEqual(done.status, 200, done.text)
+        XCTAssertEqual((done.json["data"] as? [[String: Any]])?.count, 1)
+        // The OpenAI endpoint, interrupted while running: its one picture, so far.
+        let openAI = Task { try await s.post("/v1/images/generations", JobControlTests.longOpenAI) }
+        try await s.waitForProgress { ($0["sampling_step"] as? Int ?? 0) >= 1 }
+        _ = try await s.post("/sdapi/v1/interrupt", [:])
+        let partial = try await withTimeout(60) { try await openAI.value }
+        XCTAssertEqual(partial.status, 200, partial.text)
+        let b64 = (partial.json["data"] as? [[String: Any]])?.first?["b64_json"] as? String
+        XCTAssertNotNil(b64.flatMap { Data(base64Encoded: $0) }.flatMap { try? Image.decode(data: [UInt8]($0)) })
         try await s.stop()
     }
 

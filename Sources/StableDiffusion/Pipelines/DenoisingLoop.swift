@@ -7,6 +7,15 @@ struct DenoisingLoop {
     let unet: UNet2DConditionModel
     let guidanceScale: Float
     let classifierFreeGuidance: Bool
+    /// Checked after every step: when set, the loop stops there and returns the denoised estimate.
+    var interruption: PipelineInterruption? = nil
+
+    /// The loop's result: the final latents, or the denoised estimate at the step where it was interrupted.
+    struct Output {
+        var latents: Tensor
+        /// The steps done before an interruption stopped the loop; nil when it ran to the end.
+        var stoppedAfterStep: Int?
+    }
 
     /// - Parameters:
     ///   - extraChannels: concatenated after the scaled latents on the channel axis at every step
@@ -16,12 +25,13 @@ struct DenoisingLoop {
     ///     step (inpainting's blending of known regions, whose `add_noise` depends on that state).
     func run(latents initial: Tensor, timesteps: [Double], scheduler: inout any Scheduler, embeddings: Tensor,
              generator: inout RandomGenerators?, extraChannels: Tensor? = nil, classLabels: [Float]? = nil,
-             progress: ProgressHandler?, afterStep: ((Int, Tensor, any Scheduler) throws -> Tensor)? = nil) throws -> Tensor {
+             progress: ProgressHandler?, afterStep: ((Int, Tensor, any Scheduler) throws -> Tensor)? = nil) throws -> Output {
         var latents = initial
         let start = Date()
         for (i, t) in timesteps.enumerated() {
             let doubled = classifierFreeGuidance ? try Tensor.concatenate([latents, latents], axis: 0) : latents
-            var input = try scheduler.scaleModelInput(doubled, timestep: t)
+            let scaled = try scheduler.scaleModelInput(doubled, timestep: t)
+            var input = scaled
             if let extraChannels { input = try Tensor.concatenate([input, extraChannels], axis: 3) }
             // One label serves the whole batch; per-sample labels are doubled with the batch.
             let labels = classLabels.map { classifierFreeGuidance && $0.count > 1 ? $0 + $0 : $0 }
@@ -35,8 +45,13 @@ struct DenoisingLoop {
                                                         elapsedSeconds: Date().timeIntervalSince(start), latents: latents)) {
                 throw PipelineError.cancelled
             }
+            if let interruption, interruption.isInterrupted, i + 1 < timesteps.count {
+                let sample = classifierFreeGuidance ? try scaled.slice(axis: 0, 0..<latents.shape[0]) : scaled
+                let denoised = try DenoisedEstimate.compute(modelOutput: noise, scaledSample: sample, timestep: t, config: scheduler.config)
+                return Output(latents: denoised, stoppedAfterStep: i + 1)
+            }
         }
-        return latents
+        return Output(latents: latents, stoppedAfterStep: nil)
     }
 
     /// `uncond + g * (text - uncond)` over the two halves of the batch.

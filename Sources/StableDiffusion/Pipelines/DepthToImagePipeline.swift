@@ -75,16 +75,14 @@ public final class StableDiffusionDepth2ImgPipeline: @unchecked Sendable {
         try scheduler.setTimesteps(options.numInferenceSteps)
         let timesteps = try LatentPreparation.truncatedTimesteps(&scheduler, steps: options.numInferenceSteps, strength: strength)
         var (generators, seed) = try options.makeGenerator()
-        var latents = try LatentPreparation.noisedImageLatents(image, vae: c.vae, scheduler: scheduler, timesteps: timesteps,
+        let latents = try LatentPreparation.noisedImageLatents(image, vae: c.vae, scheduler: scheduler, timesteps: timesteps,
                                                                batchSize: options.batchSize, generator: &generators)
         let start = Date()
         var generator: RandomGenerators? = generators
-        latents = try DenoisingLoop(unet: c.unet, guidanceScale: options.guidanceScale, classifierFreeGuidance: cfg)
+        let out = try PipelineSupport.loop(c, options, classifierFreeGuidance: cfg)
             .run(latents: latents, timesteps: timesteps, scheduler: &scheduler, embeddings: embeddings,
                  generator: &generator, extraChannels: conditioning, progress: progress)
-        let images = try PipelineSupport.decode(latents, vae: c.vae)
-        return GenerationResult(images: images, latents: latents, seed: seed, schedulerName: scheduler.kind.className,
-                                denoisingSeconds: Date().timeIntervalSince(start))
+        return try PipelineSupport.result(out, vae: c.vae, seed: seed, scheduler: scheduler, start: start)
     }
 
     /// diffusers' `prepare_depth_map` after estimation: bicubic resize (align_corners=False) to latent

@@ -27,6 +27,8 @@ public struct GenerationOptions: Sendable {
     public var scheduler: String?
     /// Start from these latents (NHWC, `[batch*images, h/8, w/8, 4]`) instead of drawing them (text-to-image).
     public var latents: Tensor?
+    /// Lets another thread stop the run after its current step with the picture so far (see `PipelineInterruption`).
+    public var interruption: PipelineInterruption?
 
     public init(prompt: String, negativePrompt: String? = nil) {
         prompts = [prompt]
@@ -82,6 +84,9 @@ public struct GenerationResult: Sendable {
     /// The scheduler class that ran (e.g. `PNDMScheduler`).
     public let schedulerName: String
     public let denoisingSeconds: Double
+    /// Set when `GenerationOptions.interruption` stopped the run: the steps done. The images are then the
+    /// decoded denoised estimate at that step (AUTOMATIC1111's interrupted picture), `latents` that estimate.
+    public var stoppedAfterStep: Int? = nil
 
     public var count: Int { images.shape[0] }
 

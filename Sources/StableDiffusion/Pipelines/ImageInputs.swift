@@ -7,7 +7,8 @@ extension GenerationResult {
     public func rgbImages() throws -> [Image] { try Image.fromTensor(images) }
 
     func replacingImages(_ newImages: Tensor) -> GenerationResult {
-        GenerationResult(images: newImages, latents: latents, seed: seed, schedulerName: schedulerName, denoisingSeconds: denoisingSeconds)
+        GenerationResult(images: newImages, latents: latents, seed: seed, schedulerName: schedulerName, denoisingSeconds: denoisingSeconds,
+                         stoppedAfterStep: stoppedAfterStep)
     }
 }
 

@@ -39,15 +39,13 @@ public final class StableDiffusionImg2ImgPipeline: @unchecked Sendable {
         try scheduler.setTimesteps(options.numInferenceSteps)
         let timesteps = try LatentPreparation.truncatedTimesteps(&scheduler, steps: options.numInferenceSteps, strength: strength)
         var (generators, seed) = try options.makeGenerator()
-        var latents = try LatentPreparation.noisedImageLatents(image, vae: c.vae, scheduler: scheduler, timesteps: timesteps,
+        let latents = try LatentPreparation.noisedImageLatents(image, vae: c.vae, scheduler: scheduler, timesteps: timesteps,
                                                                batchSize: options.batchSize, generator: &generators)
         let start = Date()
         var generator: RandomGenerators? = generators
-        latents = try DenoisingLoop(unet: c.unet, guidanceScale: options.guidanceScale, classifierFreeGuidance: options.classifierFreeGuidance)
+        let out = try PipelineSupport.loop(c, options)
             .run(latents: latents, timesteps: timesteps, scheduler: &scheduler, embeddings: embeddings,
                  generator: &generator, progress: progress)
-        let images = try PipelineSupport.decode(latents, vae: c.vae)
-        return GenerationResult(images: images, latents: latents, seed: seed, schedulerName: scheduler.kind.className,
-                                denoisingSeconds: Date().timeIntervalSince(start))
+        return try PipelineSupport.result(out, vae: c.vae, seed: seed, scheduler: scheduler, start: start)
     }
 }

@@ -113,12 +113,10 @@ public final class StableDiffusionInpaintPipeline: @unchecked Sendable {
         }
         let start = Date()
         var generator: RandomGenerators? = generators
-        latents = try DenoisingLoop(unet: c.unet, guidanceScale: options.guidanceScale, classifierFreeGuidance: cfg)
+        let out = try PipelineSupport.loop(c, options, classifierFreeGuidance: cfg)
             .run(latents: latents, timesteps: timesteps, scheduler: &scheduler, embeddings: embeddings, generator: &generator,
                  extraChannels: extra, progress: progress, afterStep: blend)
-        let images = try PipelineSupport.decode(latents, vae: c.vae)
-        return GenerationResult(images: images, latents: latents, seed: seed, schedulerName: scheduler.kind.className,
-                                denoisingSeconds: Date().timeIntervalSince(start))
+        return try PipelineSupport.result(out, vae: c.vae, seed: seed, scheduler: scheduler, start: start)
     }
 
     /// `(1 - mask) * known + mask * generated`, the mask broadcast over channels.

@@ -11,6 +11,20 @@ enum PipelineSupport {
         return s
     }
 
+    /// The denoising loop for `options`: guidance as it asks, and its interruption.
+    static func loop(_ c: StableDiffusionComponents, _ options: GenerationOptions, classifierFreeGuidance: Bool? = nil) -> DenoisingLoop {
+        DenoisingLoop(unet: c.unet, guidanceScale: options.guidanceScale,
+                      classifierFreeGuidance: classifierFreeGuidance ?? options.classifierFreeGuidance, interruption: options.interruption)
+    }
+
+    /// Decodes the loop's latents into the call's result (also after an interruption: the denoised estimate).
+    static func result(_ out: DenoisingLoop.Output, vae: AutoencoderKL, seed: UInt64, scheduler: any Scheduler, start: Date,
+                       tiledAbovePixels: Int = TiledDecoding.defaultThresholdPixels) throws -> GenerationResult {
+        let images = try decode(out.latents, vae: vae, tiledAbovePixels: tiledAbovePixels)
+        return GenerationResult(images: images, latents: out.latents, seed: seed, schedulerName: scheduler.kind.className,
+                                denoisingSeconds: Date().timeIntervalSince(start), stoppedAfterStep: out.stoppedAfterStep)
+    }
+
     /// `vae.decode(latents / scaling_factor)`, then diffusers' postprocess to [0, 1].
     static func decode(_ latents: Tensor, vae: AutoencoderKL, tiledAbovePixels: Int = TiledDecoding.defaultThresholdPixels) throws -> Tensor {
         let scaled = latents * (1 / vae.config.scalingFactor)

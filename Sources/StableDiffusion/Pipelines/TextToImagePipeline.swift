@@ -42,11 +42,9 @@ public final class StableDiffusionPipeline: @unchecked Sendable {
         latents = latents * scheduler.initNoiseSigma
         let start = Date()
         var generator: RandomGenerators? = generators
-        latents = try DenoisingLoop(unet: c.unet, guidanceScale: options.guidanceScale, classifierFreeGuidance: options.classifierFreeGuidance)
+        let out = try PipelineSupport.loop(c, options)
             .run(latents: latents, timesteps: scheduler.timesteps, scheduler: &scheduler, embeddings: embeddings,
                  generator: &generator, progress: progress)
-        let images = try PipelineSupport.decode(latents, vae: c.vae)
-        return GenerationResult(images: images, latents: latents, seed: seed, schedulerName: scheduler.kind.className,
-                                denoisingSeconds: Date().timeIntervalSince(start))
+        return try PipelineSupport.result(out, vae: c.vae, seed: seed, scheduler: scheduler, start: start)
     }
 }

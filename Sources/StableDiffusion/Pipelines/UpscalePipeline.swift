@@ -87,12 +87,10 @@ public final class StableDiffusionUpscalePipeline: @unchecked Sendable {
         latents = latents * scheduler.initNoiseSigma
         let start = Date()
         var generator: RandomGenerators? = generators
-        latents = try DenoisingLoop(unet: c.unet, guidanceScale: options.guidanceScale, classifierFreeGuidance: cfg)
+        let out = try PipelineSupport.loop(c, options, classifierFreeGuidance: cfg)
             .run(latents: latents, timesteps: scheduler.timesteps, scheduler: &scheduler, embeddings: embeddings,
                  generator: &generator, extraChannels: conditioning, classLabels: [Float(noiseLevel)], progress: progress)
-        let images = try PipelineSupport.decode(latents, vae: c.vae, tiledAbovePixels: tiledDecodeThresholdPixels)
-        return GenerationResult(images: images, latents: latents, seed: seed, schedulerName: scheduler.kind.className,
-                                denoisingSeconds: Date().timeIntervalSince(start))
+        return try PipelineSupport.result(out, vae: c.vae, seed: seed, scheduler: scheduler, start: start, tiledAbovePixels: tiledDecodeThresholdPixels)
     }
 
     /// From an 8-bit image: diffusers' processor for this pipeline (bicubic, sides rounded down to a

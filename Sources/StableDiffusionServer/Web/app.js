@@ -255,7 +255,10 @@ async function generate(ev) {
     state.lastSeed = info.seed ?? (info.all_seeds || [])[0] ?? null;
     $("#seed-reuse").disabled = state.lastSeed === null;
     for (const b64 of res.images) addCard(b64);
-    setStatus(`Done: ${res.images.length} image${res.images.length === 1 ? "" : "s"}, seed ${state.lastSeed}.`);
+    const count = `${res.images.length} image${res.images.length === 1 ? "" : "s"}`;
+    // An interrupted run still answers, with the picture it was drawing (as AUTOMATIC1111's Interrupt).
+    setStatus(info.interrupted ? `Interrupted: ${count} (the last one as far as it got), seed ${state.lastSeed}.`
+                               : `Done: ${count}, seed ${state.lastSeed}.`);
   } catch (e) {
     if (e.name === "AbortError") setStatus("Cancelled.");
     else if (e.status === 503) setStatus(`The server is busy; try again in ${e.retryAfter || "a few"} seconds.`);
@@ -273,12 +276,17 @@ async function generate(ev) {
 async function cancel() {
   const run = state.running;
   if (!run) return;
-  setStatus("Cancelling…");
-  // Interrupt stops the running job, so only when it is ours; closing the request drops it from the queue
-  // (and stops it too, should it have started meanwhile).
+  // Our running job is interrupted: it stops after its current step and the request still answers, with
+  // the picture so far. A queued one is dropped by closing its request (which also stops it, should it have
+  // started meanwhile); so is a running one whose interrupt could not be sent.
   if (run.active) {
-    try { await api("/sdapi/v1/interrupt", {}); } catch (_) { /* the abort below still stops it */ }
+    try {
+      await api("/sdapi/v1/interrupt", {});
+      setStatus("Interrupting…");
+      return;
+    } catch (_) { /* fall through to the abort */ }
   }
+  setStatus("Cancelling…");
   run.controller.abort();
 }
 

@@ -71,24 +71,26 @@ public final class UNet2DConditionModel: @unchecked Sendable {
     ///   - encoderHiddenStates: `[batch, tokens, crossAttentionDim]` text embeddings.
     ///   - classLabels: per-sample class labels (the upscaler's noise level) when the config has class embeddings.
     public func callAsFunction(sample: Tensor, timesteps: [Float], encoderHiddenStates: Tensor, classLabels: [Float]? = nil) throws -> Tensor {
+        try self(sample: sample, timesteps: timesteps,
+                 conditioning: UNetConditioning(encoderHiddenStates: encoderHiddenStates, classLabels: classLabels))
+    }
+
+    /// One denoising step's prediction with every conditioning input in one value.
+    public func callAsFunction(sample: Tensor, timesteps: [Float], conditioning: UNetConditioning) throws -> Tensor {
         let c = config
         guard sample.rank == 4, sample.shape[3] == c.inChannels else {
             throw TensorError.shapeMismatch("UNet expects NHWC latents with \(c.inChannels) channels, got \(sample.shape)")
         }
         let b = sample.shape[0]
-        guard encoderHiddenStates.rank == 3, encoderHiddenStates.shape[0] == b else {
-            throw TensorError.shapeMismatch("UNet encoder hidden states must be [\(b), tokens, dim], got \(encoderHiddenStates.shape)")
-        }
+        try conditioning.validate(for: c, batch: b)
         guard timesteps.count == 1 || timesteps.count == b else {
             throw TensorError.shapeMismatch("UNet got \(timesteps.count) timesteps for a batch of \(b)")
         }
+        let encoderHiddenStates = conditioning.encoderHiddenStates
         let steps = timesteps.count == 1 ? [Float](repeating: timesteps[0], count: b) : timesteps
         var emb = try timeLinear2(try timeLinear1(
             timestepFeatures(steps, dim: c.blockOutChannels[0], flipSinToCos: c.flipSinToCos, freqShift: c.freqShift), activation: .silu))
-        if let classEmbedding = c.classEmbedding {
-            guard let labels = classLabels, labels.count == b || labels.count == 1 else {
-                throw TensorError.invalidArgument("this UNet needs class labels (one per sample)")
-            }
+        if let classEmbedding = c.classEmbedding, let labels = conditioning.classLabels {
             let perSample = labels.count == 1 ? [Float](repeating: labels[0], count: b) : labels
             emb = try emb + classEmbeddings(perSample, kind: classEmbedding)
         }

@@ -23,8 +23,8 @@ struct DenoisingLoop {
     ///     doubled for guidance.
     ///   - afterStep: called with the step index, the new latents and the scheduler in its state after the
     ///     step (inpainting's blending of known regions, whose `add_noise` depends on that state).
-    func run(latents initial: Tensor, timesteps: [Double], scheduler: inout any Scheduler, embeddings: Tensor,
-             generator: inout RandomGenerators?, extraChannels: Tensor? = nil, classLabels: [Float]? = nil,
+    func run(latents initial: Tensor, timesteps: [Double], scheduler: inout any Scheduler, conditioning: UNetConditioning,
+             generator: inout RandomGenerators?, extraChannels: Tensor? = nil,
              progress: ProgressHandler?, afterStep: ((Int, Tensor, any Scheduler) throws -> Tensor)? = nil) throws -> Output {
         var latents = initial
         let start = Date()
@@ -33,9 +33,7 @@ struct DenoisingLoop {
             let scaled = try scheduler.scaleModelInput(doubled, timestep: t)
             var input = scaled
             if let extraChannels { input = try Tensor.concatenate([input, extraChannels], axis: 3) }
-            // One label serves the whole batch; per-sample labels are doubled with the batch.
-            let labels = classLabels.map { classifierFreeGuidance && $0.count > 1 ? $0 + $0 : $0 }
-            var noise = try unet(sample: input, timesteps: [Float(t)], encoderHiddenStates: embeddings, classLabels: labels)
+            var noise = try unet(sample: input, timesteps: [Float(t)], conditioning: conditioning)
             if classifierFreeGuidance {
                 noise = try guided(noise)
             }

@@ -66,9 +66,9 @@ public final class StableDiffusionDepth2ImgPipeline: @unchecked Sendable {
             depth = try estimator.predictDepth(rgb8)
         }
         let size = originalSize ?? (image.shape[1], image.shape[2])
-        let conditioning = try Self.prepareDepth(depth, latentHeight: size.height / c.vaeScaleFactor, latentWidth: size.width / c.vaeScaleFactor,
+        let depthChannels = try Self.prepareDepth(depth, latentHeight: size.height / c.vaeScaleFactor, latentWidth: size.width / c.vaeScaleFactor,
                                                  batchSize: options.batchSize, classifierFreeGuidance: cfg)
-        guard conditioning.shape[1] == image.shape[1] / c.vaeScaleFactor, conditioning.shape[2] == image.shape[2] / c.vaeScaleFactor else {
+        guard depthChannels.shape[1] == image.shape[1] / c.vaeScaleFactor, depthChannels.shape[2] == image.shape[2] / c.vaeScaleFactor else {
             throw PipelineError.invalidArgument("the original size \(size) does not round to the image's \(image.shape[1])x\(image.shape[2])")
         }
 
@@ -80,8 +80,8 @@ public final class StableDiffusionDepth2ImgPipeline: @unchecked Sendable {
         let start = Date()
         var generator: RandomGenerators? = generators
         let out = try PipelineSupport.loop(c, options, classifierFreeGuidance: cfg)
-            .run(latents: latents, timesteps: timesteps, scheduler: &scheduler, embeddings: embeddings,
-                 generator: &generator, extraChannels: conditioning, progress: progress)
+            .run(latents: latents, timesteps: timesteps, scheduler: &scheduler, conditioning: UNetConditioning(encoderHiddenStates: embeddings),
+                 generator: &generator, extraChannels: depthChannels, progress: progress)
         return try PipelineSupport.result(out, vae: c.vae, seed: seed, scheduler: scheduler, start: start)
     }
 

@@ -114,7 +114,7 @@ public final class StableDiffusionInpaintPipeline: @unchecked Sendable {
         let start = Date()
         var generator: RandomGenerators? = generators
         let out = try PipelineSupport.loop(c, options, classifierFreeGuidance: cfg)
-            .run(latents: latents, timesteps: timesteps, scheduler: &scheduler, embeddings: embeddings, generator: &generator,
+            .run(latents: latents, timesteps: timesteps, scheduler: &scheduler, conditioning: UNetConditioning(encoderHiddenStates: embeddings), generator: &generator,
                  extraChannels: extra, progress: progress, afterStep: blend)
         return try PipelineSupport.result(out, vae: c.vae, seed: seed, scheduler: scheduler, start: start)
     }

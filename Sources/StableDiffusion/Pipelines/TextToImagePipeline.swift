@@ -43,7 +43,7 @@ public final class StableDiffusionPipeline: @unchecked Sendable {
         let start = Date()
         var generator: RandomGenerators? = generators
         let out = try PipelineSupport.loop(c, options)
-            .run(latents: latents, timesteps: scheduler.timesteps, scheduler: &scheduler, embeddings: embeddings,
+            .run(latents: latents, timesteps: scheduler.timesteps, scheduler: &scheduler, conditioning: UNetConditioning(encoderHiddenStates: embeddings),
                  generator: &generator, progress: progress)
         return try PipelineSupport.result(out, vae: c.vae, seed: seed, scheduler: scheduler, start: start)
     }

@@ -74,7 +74,7 @@ public final class StableDiffusionUpscalePipeline: @unchecked Sendable {
         let noised = try lowRes.addNoise(originalSamples: image, noise: imageNoise, timesteps: [Double(noiseLevel)])
         // diffusers tiles the whole image batch (`cat([image] * multiplier * images_per_prompt)`).
         let copies = (cfg ? 2 : 1) * options.numImagesPerPrompt
-        let conditioning = try Tensor.concatenate([Tensor](repeating: noised, count: copies), axis: 0)
+        let lowResChannels = try Tensor.concatenate([Tensor](repeating: noised, count: copies), axis: 0)
         let (h, w) = (image.shape[1], image.shape[2])
         let latentsShape = [options.batchSize, h, w, c.vae.config.latentChannels]
         var latents: Tensor
@@ -88,8 +88,9 @@ public final class StableDiffusionUpscalePipeline: @unchecked Sendable {
         let start = Date()
         var generator: RandomGenerators? = generators
         let out = try PipelineSupport.loop(c, options, classifierFreeGuidance: cfg)
-            .run(latents: latents, timesteps: scheduler.timesteps, scheduler: &scheduler, embeddings: embeddings,
-                 generator: &generator, extraChannels: conditioning, classLabels: [Float(noiseLevel)], progress: progress)
+            .run(latents: latents, timesteps: scheduler.timesteps, scheduler: &scheduler,
+                 conditioning: UNetConditioning(encoderHiddenStates: embeddings, classLabels: [Float(noiseLevel)]),
+                 generator: &generator, extraChannels: lowResChannels, progress: progress)
         return try PipelineSupport.result(out, vae: c.vae, seed: seed, scheduler: scheduler, start: start, tiledAbovePixels: tiledDecodeThresholdPixels)
     }
 

@@ -86,6 +86,9 @@ put("depthmap", "depth_dict.pt", torch_bytes({"depth_map": torch.from_numpy(dept
 for name in ["a1111.safetensors", "a1111.pt", "learned_embeds.bin", "learned_embeds.safetensors",
              "sd1_peft.safetensors", "sd1_peft_config.safetensors"]:
     copy("adapters", f"{FX}/lora/{name}")
+# Pickle allow-list cases: an early ParameterDict embedding and one carrying a payload (gen_pickle_fixtures.py).
+copy("adapters", f"{FX}/pickle/parameterdict_embedding.pt")
+copy("adapters", f"{FX}/pickle/payload_os_system.pt")
 kohya = subset_safetensors(f"{FX}/lora/sd1_kohya.safetensors", lambda k: "down_blocks_0" in k or "lora_te_" in k)
 put("adapters", "sd1_kohya_subset.safetensors", st_save(kohya))
 
@@ -97,6 +100,7 @@ def singlefile_keep(k):
                                 "resblocks.0.attn.in_proj", "encoder.layers.0.self_attn.q_proj", "final_layer_norm"])
 for name in ["tiny-sd1.safetensors", "tiny-sd2.safetensors", "tiny-sd-inpainting.safetensors"]:
     put("singlefile", name, st_save(subset_safetensors(f"{ck}/{name}", singlefile_keep, half=True)))
+copy("singlefile", f"{FX}/pickle/sd-v1-4-layout.ckpt")  # Lightning ModelCheckpoint key, numpy scalars
 sd1_subset = subset_safetensors(f"{ck}/tiny-sd1.safetensors", singlefile_keep, half=True)
 put("singlefile", "tiny-sd1-subset.ckpt", torch_bytes({"global_step": 470000, "state_dict": {k: torch.from_numpy(v.copy()) for k, v in sd1_subset.items()}}))
 

@@ -15,8 +15,8 @@ enum TensorFileTargets {
 
     static func torch(_ data: [UInt8]) throws {
         let url = try ScratchFile.write(data, as: "input.pt")
-        // Training checkpoints' objects become placeholders (single files, embeddings); state dicts refuse them.
-        let root = try? TorchCheckpoint.load(path: url.path, unknownGlobals: .placeholder)
+        // The whole value (single files, embeddings), then the state-dict view (LoRA, .bin weights).
+        let root = try? TorchCheckpoint.load(path: url.path)
         if let t = root?.tensor { _ = try? t.toTensor() }
         for (_, t) in try TorchCheckpoint.stateDictTensors(path: url.path) {
             _ = t.isContiguous

@@ -87,26 +87,65 @@ final class TorchCheckpointTests: XCTestCase {
         for (name, e) in exp { try assertMatches(try XCTUnwrap(sd[name]), e, name) }
     }
 
-    func testFrameworkObjectsRefusedByDefaultAndInertOnRequest() throws {
-        try assertThrows("lightning.ckpt", ["refused global '__main__.ModelCheckpoint'"])
-        let path = try IOFixture.path("lightning.ckpt")
-        let root = try TorchCheckpoint.load(path: path, unknownGlobals: .placeholder)
-        if case .opaque(let name)? = root["hyper_parameters"] { XCTAssertEqual(name, "__main__.HParams") } else { XCTFail("hyper_parameters") }
+    /// The original sd-v1-4.ckpt layout: Lightning's ModelCheckpoint class keys the callback state and
+    /// numpy float64 scalars sit in it; they load as an inert placeholder and plain numbers.
+    func testSDv14LayoutLoadsWithInertTrainingObjects() throws {
+        let path = try IOFixture.path("sd-v1-4-layout.ckpt")
+        let root = try TorchCheckpoint.load(path: path)
+        XCTAssertEqual(root["global_step"]?.int, 470000)
+        XCTAssertEqual(root["pytorch-lightning_version"]?.string, "1.4.2")
         let callback = try XCTUnwrap(root["callbacks"]?.dictEntries?.first)
-        if case .opaque(let name) = callback.key { XCTAssertEqual(name, "__main__.ModelCheckpoint") } else { XCTFail("callback key") }
-        XCTAssertEqual(try callback.value["best_model_score"]?.tensor?.toTensor().scalars, [0.25])
-        XCTAssertEqual(root["global_step"]?.int, 7)
-        let exp = try expected("nested.expected.json")
-        let sd = try TorchCheckpoint.loadStateDict(path: path, unknownGlobals: .placeholder)
-        for (name, e) in exp { try assertMatches(try XCTUnwrap(sd[name]), e, name) }
-        // Placeholders never run anything: the malicious files load as inert names.
-        let marker = "/tmp/sd_io_fixture_pwned"
+        if case .opaque(let name) = callback.key {
+            XCTAssertEqual(name, "pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint")
+        } else { XCTFail("callback key is \(callback.key)") }
+        XCTAssertEqual(callback.value["best_model_score"]?.double, 0.125)
+        XCTAssertEqual(callback.value["current_score"]?.double, 0.25)
+        XCTAssertEqual(root["lr_schedulers"]?.elements?.first?["_last_lr"]?.elements?.first?.double, 1e-4)
+        let sd = try TorchCheckpoint.loadStateDict(path: path)
+        XCTAssertEqual(sd.count, 6)
+        XCTAssertEqual(sd["model.diffusion_model.time_embed.0.bias"]?.scalars, [0.5, -0.25, 1, 2])
+        XCTAssertEqual(sd["model_ema.num_updates"]?.scalars, [470000])
+    }
+
+    /// numpy scalars (numpy 1 and numpy 2 spellings) become numbers; arrays and complex scalars placeholders.
+    func testNumpyValuesBecomeNumbersOrPlaceholders() throws {
+        let root = try TorchCheckpoint.load(path: IOFixture.path("numpy_values.pt"))
+        XCTAssertEqual(root["f8"]?.double, 0.125)
+        XCTAssertEqual(root["f4"]?.double, 1.5)
+        XCTAssertEqual(root["i8"]?.int, -7)
+        XCTAssertEqual(root["b1"]?.bool, true)
+        XCTAssertEqual(root["be_f8"]?.double, 0.5)
+        XCTAssertEqual(root["numpy2_f8"]?.double, 2.5)
+        for key in ["c16", "array", "numpy2_array"] {
+            if case .opaque(let name)? = root[key] { XCTAssertTrue(name.contains("numpy"), name) } else { XCTFail("\(key): \(String(describing: root[key]))") }
+        }
+        XCTAssertEqual(try root["weight"]?.tensor?.toTensor().scalars, [1, 2])
+    }
+
+    /// Early textual-inversion files keep their vectors in a torch ParameterDict: it reads as a dict of them.
+    func testParameterDictReadsAsItsParameters() throws {
+        let root = try TorchCheckpoint.load(path: IOFixture.path("parameterdict_embedding.pt"))
+        let t = try XCTUnwrap(root["string_to_param"]?["*"]?.tensor)
+        XCTAssertEqual(t.shape, [1, 32])
+        XCTAssertEqual(try t.toTensor().scalars[2], 0.02, accuracy: 1e-7)
+    }
+
+    /// A real-looking embedding with one extra entry whose __reduce__ names a code-execution global:
+    /// refused at that GLOBAL opcode, naming the file and the global, in every spelling.
+    func testCodeExecutionPayloadsAreRefusedAtTheirGlobal() throws {
+        let marker = "/tmp/sd_pickle_fixture_pwned"
         try? FileManager.default.removeItem(atPath: marker)
-        if case .opaque(let name) = try TorchCheckpoint.load(path: IOFixture.path("malicious_system.pt"), unknownGlobals: .placeholder) {
-            XCTAssertEqual(name, "posix.system")
-        } else { XCTFail("malicious_system.pt in placeholder mode") }
-        _ = try TorchCheckpoint.load(path: IOFixture.path("malicious_eval.pt"), unknownGlobals: .placeholder)
+        for global in ["os.system", "posix.system", "builtins.eval", "builtins.exec", "subprocess.Popen", "__builtin__.getattr"] {
+            let fixture = "payload_\(global.replacingOccurrences(of: ".", with: "_")).pt"
+            try assertThrows(fixture, ["archive/data.pkl", "opcode GLOBAL", "refused global '\(global)'", "code-execution payload", "nothing was executed"])
+            try assertThrows(fixture, ["refused global '\(global)'"]) { try TorchCheckpoint.loadStateDict(path: $0) }
+        }
         XCTAssertFalse(FileManager.default.fileExists(atPath: marker))
+    }
+
+    /// Objects of classes outside the allow-list are refused like any other global, training state included.
+    func testForeignClassesAreRefused() throws {
+        try assertThrows("lightning.ckpt", ["opcode GLOBAL", "refused global '__main__.ModelCheckpoint'"])
     }
 
     func testBareTensorAndZip64() throws {
@@ -133,7 +172,7 @@ final class TorchCheckpointTests: XCTestCase {
         try? FileManager.default.removeItem(atPath: marker)
         try assertThrows("malicious_system.pt", ["refused global 'posix.system'", "data.pkl"])
         try assertThrows("malicious_eval.pt", ["refused global '__builtin__.eval'"])
-        try assertThrows("crafted_stack_global.pt", ["refused global 'os.system'"])
+        try assertThrows("crafted_stack_global.pt", ["opcode STACK_GLOBAL", "refused global 'os.system'"])
         try assertThrows("crafted_inst.pt", ["INST", "unsupported opcode"])
         try assertThrows("malicious_system.pt", ["posix.system"]) { try TorchCheckpoint.loadStateDict(path: $0) }
         XCTAssertFalse(FileManager.default.fileExists(atPath: marker))

@@ -43,6 +43,25 @@ final class SingleFileCLITests: XCTestCase {
         XCTAssertEqual(filesIn(folder).count, 6)
     }
 
+    /// `sd` refuses an embedding or a checkpoint carrying a code-execution payload: status 1, file and global named.
+    func testPicklePayloadsFailNamingFileAndGlobal() throws {
+        let out = try temporaryFolder(self)
+        let target = out.appendingPathComponent("x.png").path
+        let embedding = try FixturePaths.url("pickle/payload_os_system.pt").path
+        let checkpoint = try FixturePaths.url("pickle/payload.ckpt").path
+        let small = ["--prompt", "emb-pt", "--steps", "1", "--height", "32", "--width", "32", "--output", target]
+        let cases: [([String], String, String)] = [
+            (["txt2img", "--model", TinyModels.sd1.path, "--embedding", embedding] + small, embedding, "os.system"),
+            (["txt2img", "--model", checkpoint, "--config", TinyModels.sd1.path] + small, checkpoint, "posix.system"),
+        ]
+        for (arguments, file, global) in cases {
+            let r = try SDProcess.run(arguments)
+            XCTAssertEqual(r.status, 1, r.stderr)
+            XCTAssertTrue(r.stderr.contains(file) && r.stderr.contains("refused global '\(global)'"), r.stderr)
+            XCTAssertEqual(filesIn(out), [], "\(arguments) wrote something")
+        }
+    }
+
     func testSingleFileFailuresWriteNothing() throws {
         let out = try temporaryFolder(self)
         let target = out.appendingPathComponent("x.png").path

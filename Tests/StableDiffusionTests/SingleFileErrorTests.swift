@@ -25,6 +25,19 @@ final class SingleFileErrorTests: XCTestCase {
         assertLoadFails(tiny, ["neither a safetensors file nor a torch checkpoint"])
     }
 
+    /// A checkpoint whose pickle names a code-execution global is refused, naming the file and the global.
+    func testCodeExecutionPayloadIsRefused() throws {
+        assertLoadFails(try FixturePaths.url("pickle/payload.ckpt"), ["refused global 'posix.system'", "nothing was executed"])
+    }
+
+    /// The original sd-v1-4.ckpt layout (Lightning ModelCheckpoint key, numpy scalars) still opens.
+    func testLightningTrainingCheckpointOpens() throws {
+        let file = try SingleFileCheckpoint(url: FixturePaths.url("pickle/sd-v1-4-layout.ckpt"))
+        XCTAssertEqual(file.globalStep, 470000)
+        XCTAssertEqual(file.source.tensorNames.count, 6)
+        XCTAssertEqual(try file.source.tensor("first_stage_model.decoder.conv_out.bias").scalars, [0.1, 0.2, 0.3])
+    }
+
     func testMislabeledFilesAreRefused() throws {
         let dir = try temporaryFolder(self)
         let zip = dir.appendingPathComponent("model.safetensors")

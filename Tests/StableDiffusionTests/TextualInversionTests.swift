@@ -52,6 +52,25 @@ final class TextualInversionTests: XCTestCase {
         }
     }
 
+    /// An embedding whose pickle names a code-execution global is refused, naming the file and the global.
+    func testEmbeddingsCarryingCodeExecutionPayloadsAreRefused() throws {
+        for global in ["os.system", "posix.system", "builtins.eval", "builtins.exec", "subprocess.Popen", "__builtin__.getattr"] {
+            let file = try FixturePaths.url("pickle/payload_\(global.replacingOccurrences(of: ".", with: "_")).pt")
+            XCTAssertThrowsError(try TextualInversion(file: file).load(), global) { error in
+                let m = "\(error)"
+                XCTAssertTrue(m.contains(file.path) && m.contains("refused global '\(global)'") && m.contains("nothing was executed"), m)
+            }
+        }
+    }
+
+    /// Early embeddings keep their vectors in a torch ParameterDict (`string_to_param._parameters`).
+    func testParameterDictEmbeddingLoads() throws {
+        let loaded = try TextualInversion(file: FixturePaths.url("pickle/parameterdict_embedding.pt")).load()
+        XCTAssertEqual(loaded.token, "parameterdict_embedding")
+        XCTAssertEqual(loaded.vectors.shape, [1, 32])
+        XCTAssertEqual(loaded.vectors.scalars[3], 0.03, accuracy: 1e-7)
+    }
+
     func testCLIArgumentForm() throws {
         let f = try AdapterFixtures.file("a1111.safetensors")
         XCTAssertEqual(TextualInversion(argument: f.path + ":<st>"), TextualInversion(file: f, token: "<st>"))

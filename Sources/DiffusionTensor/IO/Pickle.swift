@@ -11,13 +11,13 @@ indirect enum PickleValue {
     case tuple(PickleList)
     case list(PickleList)
     case dict(PickleDict)
-    /// A module-level name, already checked against the caller's whitelist; never executed.
+    /// A module-level name, already checked against the resolver's allow-list; never executed.
     case global(module: String, name: String)
     case storage(TorchStorage)
     case tensor(TorchTensor)
-    /// Stand-in for an object of a non-whitelisted class, built without running anything
-    /// (only with `TorchCheckpoint.UnknownGlobals.placeholder`).
-    case opaque(String)
+    /// An object of an allowed class that is not plain data (a numpy dtype or array, a torch
+    /// ParameterDict, a Lightning callback): a name, arguments and BUILD state, nothing callable.
+    case object(PickleObject)
 
     var kind: String {
         switch self {
@@ -33,9 +33,27 @@ indirect enum PickleValue {
         case .global(let m, let n): return "global \(m).\(n)"
         case .storage: return "storage"
         case .tensor: return "tensor"
-        case .opaque(let name): return "opaque \(name)"
+        case .object(let o): return "object of \(o.type)"
         }
     }
+}
+
+/// An allowed object built in two steps, construction then BUILD. A reference, because the memo can
+/// hand it out between the two (numpy pickles its dtype once and refers back to it).
+final class PickleObject {
+    let type: String
+    let args: [PickleValue]
+    var state: PickleValue?
+
+    init(type: String, args: [PickleValue] = []) {
+        self.type = type
+        self.args = args
+    }
+}
+
+/// A global the resolver refuses; the machine reports it with the opcode and byte that named it.
+struct PickleRefusal: Error {
+    let detail: String
 }
 
 final class PickleList {
@@ -63,6 +81,10 @@ final class PickleDict {
         }
     }
 
+    subscript(key: String) -> PickleValue? {
+        index[.string(key)].map { entries[$0].value }
+    }
+
     func set(_ key: PickleValue, _ value: PickleValue) {
         if let k = Self.key(key) {
             if let i = index[k] { entries[i].value = value; return }
@@ -72,8 +94,8 @@ final class PickleDict {
     }
 }
 
-/// What the pickle machine may not decide alone: which globals exist, what a persistent id
-/// refers to, and what calling a (whitelisted) global means.
+/// What the pickle machine may not decide alone: which globals exist (throwing `PickleRefusal`
+/// for the rest), what a persistent id refers to, and what calling an allowed global means.
 protocol PickleResolver {
     func global(module: String, name: String) throws -> PickleValue
     func persistentLoad(_ pid: PickleValue) throws -> PickleValue
@@ -82,7 +104,7 @@ protocol PickleResolver {
 }
 
 /// A pickle interpreter for the opcodes `torch.save` emits (protocols 2-5, binary forms). It only
-/// builds data: globals come from the resolver's whitelist, and nothing is imported or executed.
+/// builds data: globals come from the resolver's allow-list, and nothing is imported or executed.
 struct PickleMachine {
     let bytes: UnsafeRawBufferPointer
     /// Names the pickle in errors, e.g. "archive/data.pkl".
@@ -267,16 +289,16 @@ struct PickleMachine {
             case 0x91: stack.append(.list(PickleList(try popToMark()))) // FROZENSET
             case 0x63: // GLOBAL "module\nname\n"
                 let module = try line(), name = try line()
-                stack.append(try resolver.global(module: module, name: name))
+                stack.append(try global(module, name))
             case 0x93: // STACK_GLOBAL
                 let n = try pop(), m = try pop()
                 guard case .string(let module) = m, case .string(let name) = n else { throw fail("STACK_GLOBAL needs two strings") }
-                stack.append(try resolver.global(module: module, name: name))
+                stack.append(try global(module, name))
             case 0x52: // REDUCE
                 let args = try pop(), callable = try pop()
                 guard case .tuple(let a) = args else { throw fail("REDUCE arguments are a \(args.kind), not a tuple") }
                 stack.append(try resolver.call(callable, a.items))
-            case 0x81: // NEWOBJ: cls.__new__(cls, *args); only whitelisted classes, same as a call.
+            case 0x81: // NEWOBJ: cls.__new__(cls, *args); only allowed classes, same as a call.
                 let args = try pop(), cls = try pop()
                 guard case .tuple(let a) = args else { throw fail("NEWOBJ arguments are a \(args.kind), not a tuple") }
                 stack.append(try resolver.call(cls, a.items))
@@ -302,6 +324,11 @@ struct PickleMachine {
         }
         opcodeStart = pos
         throw fail("pickle ends without STOP (truncated)")
+    }
+
+    /// A refused global stops the run at the opcode naming it: nothing after it is interpreted.
+    private func global(_ module: String, _ name: String) throws -> PickleValue {
+        do { return try resolver.global(module: module, name: name) } catch let refusal as PickleRefusal { throw fail(refusal.detail) }
     }
 
     static func name(of op: UInt8) -> String {

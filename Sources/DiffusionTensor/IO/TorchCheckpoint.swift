@@ -91,7 +91,8 @@ public struct TorchTensor: Sendable {
     }
 }
 
-/// A value unpickled from a torch checkpoint. Only data: tensors, containers and scalars.
+/// A value unpickled from a torch checkpoint. Only data: tensors, containers and scalars, and inert
+/// names for the few allowed objects that are not data.
 public indirect enum TorchValue: Sendable {
     case none
     case bool(Bool)
@@ -105,9 +106,9 @@ public indirect enum TorchValue: Sendable {
     /// Dicts and OrderedDicts, in insertion order; keys are usually strings.
     case dict([(key: TorchValue, value: TorchValue)])
     case tensor(TorchTensor)
-    /// An object of a class outside the whitelist, or a reference to such a class, kept as its
-    /// qualified name ("pytorch_lightning.callbacks.ModelCheckpoint"). Only produced when loading
-    /// with `unknownGlobals: .placeholder`; its constructor was never run.
+    /// An allowed object that is not data, kept as a name: Lightning's ModelCheckpoint (class or
+    /// instance), a numpy array, a numpy scalar that is no bool, int or float, a torch dtype. Nothing
+    /// was constructed or called.
     case opaque(String)
 
     /// The value for a string key of a dict; nil for other values or a missing key.
@@ -134,22 +135,12 @@ public indirect enum TorchValue: Sendable {
 
 /// Reader for `torch.save` files (`.pt`, `.pth`, `.ckpt`, `.bin`): a zip archive holding
 /// `<archive>/data.pkl` and one stored record per storage. The pickle is interpreted by a small
-/// machine that knows only the globals torch uses for tensors and state dicts, so a malicious file
-/// is refused with the offending global named, and nothing in it is ever executed.
+/// machine that knows only the globals on `TorchResolver`'s allow-list, one rule for every pickle the
+/// engine reads: any other global is refused, naming the file and the global, and nothing in the
+/// file is ever executed.
 public enum TorchCheckpoint {
-    /// What to do with a global (class or function) outside the whitelist.
-    public enum UnknownGlobals: Sendable {
-        /// Throw, naming the global. The default: a file that needs anything else is not a plain
-        /// tensor checkpoint.
-        case refuse
-        /// Build an inert `.opaque(name)` in its place, never calling it. For training checkpoints
-        /// that carry framework objects (e.g. Lightning callbacks keyed by class) next to the
-        /// weights. Still executes nothing, so a malicious file only yields placeholders.
-        case placeholder
-    }
-
     /// Loads the whole pickled object. Tensor data stays in the mapped file until converted.
-    public static func load(path: String, unknownGlobals: UnknownGlobals = .refuse) throws -> TorchValue {
+    public static func load(path: String) throws -> TorchValue {
         let file = try MappedFile(path: path)
         func bad(_ detail: String) -> TensorError { .badFile(file: path, detail: detail) }
         let head = file.slice(0, min(file.count, 4)).map(Array.init) ?? []
@@ -174,20 +165,19 @@ public enum TorchCheckpoint {
             guard order == "little" else { throw bad("zip entry '\(prefix)byteorder': byte order '\(order)' is not supported (only little)") }
         }
         let pickle = try zip.data(pickleName, verifyCRC: true)
-        let resolver = TorchResolver(zip: zip, prefix: prefix, path: path, pickleName: pickleName,
-                                     allowUnknown: unknownGlobals == .placeholder)
+        let resolver = TorchResolver(zip: zip, prefix: prefix, path: path, pickleName: pickleName)
         var machine = PickleMachine(bytes: pickle, source: pickleName, file: path, resolver: resolver)
         let value = try machine.run()
-        var converter = Converter(path: path, source: pickleName, allowUnknown: unknownGlobals == .placeholder)
+        var converter = Converter(path: path, source: pickleName)
         return try converter.convert(value)
     }
 
     /// The tensors of a state dict as fp32. A top-level `state_dict` entry (as in Lightning and
     /// original Stable Diffusion `.ckpt` files) is used when present; nested dicts of tensors are
     /// flattened with dotted names; non-tensor entries (epoch, config, ...) are skipped.
-    public static func loadStateDict(path: String, unknownGlobals: UnknownGlobals = .refuse) throws -> [String: Tensor] {
+    public static func loadStateDict(path: String) throws -> [String: Tensor] {
         var out: [String: Tensor] = [:]
-        for (name, t) in try stateDictTensors(path: path, unknownGlobals: unknownGlobals) {
+        for (name, t) in try stateDictTensors(path: path) {
             do { out[name] = try t.toTensor() } catch TensorError.badFile(_, let detail) {
                 throw TensorError.badFile(file: path, detail: "tensor '\(name)': \(detail)")
             }
@@ -196,8 +186,8 @@ public enum TorchCheckpoint {
     }
 
     /// Like `loadStateDict`, without converting: each tensor still refers to the mapped file.
-    public static func stateDictTensors(path: String, unknownGlobals: UnknownGlobals = .refuse) throws -> [String: TorchTensor] {
-        let root = try load(path: path, unknownGlobals: unknownGlobals)
+    public static func stateDictTensors(path: String) throws -> [String: TorchTensor] {
+        let root = try load(path: path)
         var dict = root
         if let inner = root["state_dict"], inner.dictEntries != nil { dict = inner }
         guard dict.dictEntries != nil else {
@@ -251,7 +241,6 @@ public enum TorchCheckpoint {
     private struct Converter {
         let path: String
         let source: String
-        let allowUnknown: Bool
         var done: [ObjectIdentifier: TorchValue] = [:]
         var active: Set<ObjectIdentifier> = []
         var budget = 10_000_000
@@ -278,11 +267,15 @@ public enum TorchCheckpoint {
                 return try shared(d) { c in
                     .dict(try d.entries.map { (key: try c.convert($0.key, depth: depth + 1), value: try c.convert($0.value, depth: depth + 1)) })
                 }
-            case .opaque(let name): return .opaque(name)
+            case .object(let o):
+                // A ParameterDict is its parameters (early textual-inversion files); other objects are names.
+                if o.type == TorchResolver.parameterDict, case .dict(let state)? = o.state, let params = state["_parameters"] {
+                    return try convert(params, depth: depth + 1)
+                }
+                return .opaque(o.type)
             case .global(let m, let n):
-                // A class used as a value, e.g. as a dict key in Lightning's callback state.
-                if allowUnknown { return .opaque("\(m).\(n)") }
-                throw bad("global \(m).\(n) appears as a value; only tensors and plain data are supported")
+                // An allowed class used as a value, e.g. Lightning's ModelCheckpoint as a callbacks key.
+                return .opaque("\(m).\(n)")
             case .storage(let s): throw bad("bare storage '\(s.key)' (not wrapped in a tensor) is not supported")
             }
         }
@@ -295,195 +288,6 @@ public enum TorchCheckpoint {
             active.remove(id)
             done[id] = v
             return v
-        }
-    }
-}
-
-/// The whitelist: what each allowed global means, and how torch's persistent ids map to storages.
-final class TorchResolver: PickleResolver {
-    let zip: ZipArchive
-    let prefix: String
-    let path: String
-    let pickleName: String
-    let allowUnknown: Bool
-    private var storages: [String: TorchStorage] = [:]
-
-    init(zip: ZipArchive, prefix: String, path: String, pickleName: String, allowUnknown: Bool) {
-        self.allowUnknown = allowUnknown
-        self.zip = zip
-        self.prefix = prefix
-        self.path = path
-        self.pickleName = pickleName
-    }
-
-    static let storageTypes: [String: ScalarType] = [
-        "FloatStorage": .float32, "HalfStorage": .float16, "BFloat16Storage": .bfloat16, "DoubleStorage": .float64,
-        "LongStorage": .int64, "IntStorage": .int32, "ShortStorage": .int16, "CharStorage": .int8,
-        "ByteStorage": .uint8, "BoolStorage": .bool,
-    ]
-
-    /// Callables and classes that only build data.
-    static let functions: Set<String> = [
-        "collections.OrderedDict",
-        "torch._utils._rebuild_tensor", "torch._utils._rebuild_tensor_v2",
-        "torch._utils._rebuild_parameter", "torch._utils._rebuild_parameter_with_state",
-        "torch._tensor._rebuild_from_type_v2",
-        "torch.Size", "torch.device",
-        "_codecs.encode",
-        "builtins.set", "builtins.frozenset", "__builtin__.set", "__builtin__.frozenset",
-    ]
-    /// Largest expanded/overlapping view accepted (256 MiB as fp32).
-    static let maxExpandedElements = 1 << 26
-
-    /// Classes that may appear as arguments (the type in `_rebuild_from_type_v2`).
-    static let tensorClasses: Set<String> = ["torch.Tensor", "torch.nn.parameter.Parameter"]
-
-    private func fail(_ detail: String) -> TensorError { .badFile(file: path, detail: "\(pickleName): \(detail)") }
-
-    func global(module: String, name: String) throws -> PickleValue {
-        let full = "\(module).\(name)"
-        let allowed = Self.functions.contains(full) || Self.tensorClasses.contains(full)
-            || (module == "torch" && Self.storageTypes[name] != nil)
-        guard allowed || allowUnknown else {
-            throw fail("refused global '\(full)': only the globals torch.save uses for tensors and state dicts are allowed (nothing was executed)")
-        }
-        return .global(module: module, name: name)
-    }
-
-    func persistentLoad(_ pid: PickleValue) throws -> PickleValue {
-        // torch.save: ('storage', storage_type, key, location, numel)
-        guard case .tuple(let tuple) = pid, case let t = tuple.items, t.count == 5, case .string("storage") = t[0],
-              case .global("torch", let typeName) = t[1], case .string(let key) = t[2],
-              case .int(let numel) = t[4], numel >= 0 else {
-            throw fail("persistent id is not a torch storage reference")
-        }
-        guard let type = Self.storageTypes[typeName] else { throw fail("unsupported storage type torch.\(typeName)") }
-        if let s = storages[key] {
-            guard s.scalarType == type else { throw fail("storage '\(key)' is used as both \(s.scalarType.rawValue) and \(type.rawValue)") }
-            return .storage(s)
-        }
-        let entry = prefix + "data/" + key
-        let bytes = try zip.data(entry)
-        let (needed, overflow) = numel.multipliedReportingOverflow(by: type.byteSize)
-        guard !overflow, bytes.count >= needed else {
-            throw TensorError.badFile(file: path, detail: "zip entry '\(entry)': holds \(bytes.count) bytes, storage of \(numel) \(type.rawValue) needs \(needed) (truncated?)")
-        }
-        let s = TorchStorage(key: key, scalarType: type, count: numel, bytes: bytes, file: zip.file)
-        storages[key] = s
-        return .storage(s)
-    }
-
-    private func intList(_ v: PickleValue, _ what: String) throws -> [Int] {
-        guard case .tuple(let tuple) = v else { throw fail("tensor \(what) is a \(v.kind), not a tuple") }
-        return try tuple.items.map {
-            guard case .int(let i) = $0, i >= 0 else { throw fail("tensor \(what) has an entry that is not a non-negative int") }
-            return i
-        }
-    }
-
-    private func rebuildTensor(_ args: [PickleValue]) throws -> PickleValue {
-        guard args.count >= 4, case .storage(let storage) = args[0], case .int(let offset) = args[1], offset >= 0 else {
-            throw fail("_rebuild_tensor arguments are not (storage, offset, size, stride, ...)")
-        }
-        let shape = try intList(args[2], "size")
-        let strides = try intList(args[3], "stride")
-        guard shape.count == strides.count else { throw fail("tensor size \(shape) and stride \(strides) differ in rank") }
-        // The highest element the view touches must lie inside the storage.
-        var count = 1
-        var last = offset
-        for (size, stride) in Swift.zip(shape, strides) {
-            let (c, o1) = count.multipliedReportingOverflow(by: size)
-            let (span, o2) = max(size - 1, 0).multipliedReportingOverflow(by: stride)
-            let (l, o3) = last.addingReportingOverflow(span)
-            guard !o1, !o2, !o3 else { throw fail("tensor size \(shape) / stride \(strides) overflow") }
-            count = c
-            last = l
-        }
-        if count > 0, last >= storage.count {
-            throw fail("tensor view (offset \(offset), size \(shape), stride \(strides)) reaches element \(last) of storage '\(storage.key)', which has \(storage.count)")
-        }
-        // A view within bounds that does not overlap itself has at most storage.count elements;
-        // expanded (stride 0) or overlapping views can be far larger than the file, so cap them to
-        // keep a crafted file from forcing a huge allocation on conversion.
-        if count > storage.count, count > Self.maxExpandedElements {
-            throw fail("tensor view of \(count) elements over storage '\(storage.key)' of \(storage.count) (expanded or overlapping) is too large")
-        }
-        return .tensor(TorchTensor(scalarType: storage.scalarType, shape: shape, strides: strides, storageOffset: offset, storage: storage))
-    }
-
-    private func isWhitelisted(_ full: String) -> Bool {
-        Self.functions.contains(full) || Self.tensorClasses.contains(full)
-    }
-
-    func call(_ callable: PickleValue, _ args: [PickleValue]) throws -> PickleValue {
-        guard case .global(let module, let name) = callable else { throw fail("calling a \(callable.kind), which is not a whitelisted global") }
-        let full = "\(module).\(name)"
-        if !isWhitelisted(full) {
-            // Reached only in placeholder mode (refuse mode stops at the GLOBAL opcode).
-            guard allowUnknown else { throw fail("global \(full) cannot be called") }
-            return .opaque(full)
-        }
-        switch full {
-        case "collections.OrderedDict":
-            let d = PickleDict()
-            if let first = args.first {
-                // OrderedDict(iterable of pairs)
-                guard case .list(let l) = first else { throw fail("OrderedDict argument is a \(first.kind)") }
-                for item in l.items {
-                    guard case .tuple(let pair) = item, case let kv = pair.items, kv.count == 2 else { throw fail("OrderedDict item is not a pair") }
-                    d.set(kv[0], kv[1])
-                }
-            }
-            return .dict(d)
-        case "torch._utils._rebuild_tensor", "torch._utils._rebuild_tensor_v2":
-            return try rebuildTensor(args)
-        case "torch._utils._rebuild_parameter", "torch._utils._rebuild_parameter_with_state":
-            guard let data = args.first, case .tensor = data else { throw fail("_rebuild_parameter without a tensor") }
-            return data
-        case "torch._tensor._rebuild_from_type_v2":
-            // (func, type, args, state): a Tensor or Parameter rebuilt by a whitelisted function.
-            guard args.count >= 3, case .global(let tm, let tn) = args[1], Self.tensorClasses.contains("\(tm).\(tn)"),
-                  case .tuple(let inner) = args[2] else {
-                throw fail("_rebuild_from_type_v2 with unsupported arguments")
-            }
-            return try call(args[0], inner.items)
-        case "torch.Size":
-            guard args.count == 1, case .tuple = args[0] else { throw fail("torch.Size argument is not a tuple") }
-            return args[0]
-        case "torch.device":
-            guard let first = args.first, case .string(let kind) = first else { throw fail("torch.device argument is not a string") }
-            if args.count > 1, case .int(let index) = args[1] { return .string("\(kind):\(index)") }
-            return .string(kind)
-        case "_codecs.encode":
-            // Protocol-2 pickles write bytes as _codecs.encode(text, 'latin1').
-            guard args.count == 2, case .string(let text) = args[0], case .string(let codec) = args[1],
-                  ["latin1", "latin-1", "iso-8859-1"].contains(codec.lowercased()) else {
-                throw fail("_codecs.encode is only supported for latin1 text")
-            }
-            var out: [UInt8] = []
-            for u in text.unicodeScalars {
-                guard u.value < 256 else { throw fail("_codecs.encode: character outside latin1") }
-                out.append(UInt8(u.value))
-            }
-            return .bytes(out)
-        case "builtins.set", "builtins.frozenset", "__builtin__.set", "__builtin__.frozenset":
-            guard let first = args.first else { return .list(PickleList()) }
-            switch first {
-            case .list(let l): return .list(PickleList(l.items))
-            case .tuple(let t): return .list(PickleList(t.items))
-            default: throw fail("set argument is a \(first.kind)")
-            }
-        default:
-            throw fail("global \(module).\(name) cannot be called")
-        }
-    }
-
-    func build(_ object: PickleValue, state: PickleValue) throws -> PickleValue {
-        switch object {
-        // OrderedDict state is Module.state_dict()'s `_metadata` (version info); tensor state
-        // carries Python attributes. Neither affects the data.
-        case .dict, .tensor, .opaque: return object
-        default: throw fail("BUILD on a \(object.kind) is not supported")
         }
     }
 }

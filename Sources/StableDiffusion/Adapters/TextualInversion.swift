@@ -5,9 +5,9 @@ import DiffusionTensor
 /// the token (and `token_1`, `token_2`, … for a multi-vector embedding) joins the tokenizer, the vectors
 /// are appended to the text encoder's token-embedding table, and prompts naming the token are expanded.
 ///
-/// Formats: AUTOMATIC1111 `.pt` (`string_to_param["*"]`, token default: its `name`) and `.safetensors`
-/// (`emb_params`, token default: the file name without extension), diffusers `learned_embeds.safetensors`
-/// / `.bin` (`{token: vectors}`, token default: that key).
+/// Formats: AUTOMATIC1111 `.pt` (`string_to_param["*"]`, a dict or in early files a torch ParameterDict; token
+/// default: its `name`) and `.safetensors` (`emb_params`, token default: the file name without extension),
+/// diffusers `learned_embeds.safetensors` / `.bin` (`{token: vectors}`, token default: that key).
 public struct TextualInversion: Sendable, Hashable {
     public var file: URL
     /// Overrides the token stored in the file.
@@ -45,7 +45,8 @@ public struct TextualInversion: Sendable, Hashable {
                 throw bad("expected one tensor {token: vectors} or \"emb_params\", found keys \(f.tensorNames.prefix(8).joined(separator: ", "))")
             }
         } else {
-            let root = try TorchCheckpoint.load(path: path, unknownGlobals: .placeholder)
+            // A pickle naming a global outside the allow-list (a code-execution payload) throws here.
+            let root = try TorchCheckpoint.load(path: path)
             if let params = root["string_to_param"] {
                 guard let t = params["*"]?.tensor else { throw bad("\"string_to_param\" has no \"*\" tensor") }
                 stored = (root["name"]?.string ?? stem, try t.toTensor())

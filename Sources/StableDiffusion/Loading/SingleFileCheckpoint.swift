@@ -32,8 +32,9 @@ public struct SingleFileCheckpoint: Sendable {
             source = try SafeTensorsFile(path: path)
             globalStep = nil
         case .torch:
-            // Training checkpoints carry Lightning objects next to the weights: they become inert placeholders.
-            let root = try TorchCheckpoint.load(path: path, unknownGlobals: .placeholder)
+            // Training checkpoints' Lightning callback and numpy scalars are on the allow-list (inert); any
+            // other global is refused, naming the file and the global.
+            let root = try TorchCheckpoint.load(path: path)
             var step = root["global_step"]?.int
             var dict = root
             // Some files nest the weights more than once ("state_dict" inside "state_dict").

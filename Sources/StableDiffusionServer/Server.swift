@@ -52,6 +52,7 @@ public final class StableDiffusionServer: Sendable {
     private func serviceList(onStarted: @escaping @Sendable (Int) async -> Void) -> [any Service] {
         let app = Application(
             router: makeRouter(),
+            server: .guardedHTTP1(limits: configuration.connections, metrics: metrics, logger: logger),
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "sd-serve"),
             onServerRunning: { channel in await onStarted(channel.localAddress?.port ?? 0) },
             logger: logger)

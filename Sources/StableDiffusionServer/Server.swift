@@ -62,6 +62,7 @@ public final class StableDiffusionServer: Sendable {
     func makeRouter() -> Router<BasicRequestContext> {
         let router = Router()
         router.add(middleware: RequestLogMiddleware(metrics: metrics))
+        router.add(middleware: BodyLimitMiddleware(limit: configuration.maxBodyBytes))
         if let origin = configuration.corsAllowOrigin {
             router.add(middleware: CORSMiddleware(allowOrigin: .custom(origin), allowHeaders: [.accept, .authorization, .contentType, .origin],
                                                   allowMethods: [.get, .post, .options]))

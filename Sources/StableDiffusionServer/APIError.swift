@@ -35,6 +35,9 @@ enum APIError: Error, Sendable {
     /// The job was interrupted or its client went away before any picture was made.
     case cancelled
 
+    /// 400: the client closed or reset the connection before the body it announced was complete.
+    static let incompleteBody = APIError.status(.badRequest, "the request body ended before it was complete (the client closed the connection)")
+
     static func invalid(_ field: String, _ msg: String, type: String = "value_error", input: JSON = .null) -> APIError {
         .validation([FieldError(field, msg, type: type, input: input)])
     }

@@ -35,6 +35,22 @@ struct RequestLogMiddleware<Context: RequestContext>: RouterMiddleware {
     }
 }
 
+/// A declared Content-Length above the body limit is refused at once with 413, before any of the body is
+/// read; the answer says `Connection: close`, so the connection ends and the client need not send the rest.
+/// (Bodies without a length are still cut at the limit as they are read.)
+struct BodyLimitMiddleware<Context: RequestContext>: RouterMiddleware {
+    let limit: Int
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        guard let declared = request.headers[.contentLength].flatMap(Int.init), declared > limit else {
+            return try await next(request, context)
+        }
+        var response = APIError.bodyTooLarge(limit: limit).response(errorStyle(request.uri.path))
+        response.headers[.connection] = "close"
+        return response
+    }
+}
+
 /// HTTP Basic on every endpoint; the credentials are compared in constant time.
 struct BasicAuthMiddleware<Context: RequestContext>: RouterMiddleware {
     let expected: [UInt8]

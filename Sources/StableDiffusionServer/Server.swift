@@ -52,6 +52,7 @@ public final class StableDiffusionServer: Sendable {
     private func serviceList(onStarted: @escaping @Sendable (Int) async -> Void) -> [any Service] {
         let app = Application(
             router: makeRouter(),
+            server: .guardedHTTP1(limits: configuration.connections, metrics: metrics, logger: logger),
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "sd-serve"),
             onServerRunning: { channel in await onStarted(channel.localAddress?.port ?? 0) },
             logger: logger)
@@ -61,6 +62,7 @@ public final class StableDiffusionServer: Sendable {
     func makeRouter() -> Router<BasicRequestContext> {
         let router = Router()
         router.add(middleware: RequestLogMiddleware(metrics: metrics))
+        router.add(middleware: BodyLimitMiddleware(limit: configuration.maxBodyBytes))
         if let origin = configuration.corsAllowOrigin {
             router.add(middleware: CORSMiddleware(allowOrigin: .custom(origin), allowHeaders: [.accept, .authorization, .contentType, .origin],
                                                   allowMethods: [.get, .post, .options]))
@@ -93,23 +95,54 @@ public final class StableDiffusionServer: Sendable {
     }
 
     private func respond(_ request: Request, style: APIError.Style, _ work: @escaping @Sendable ([UInt8]) async throws -> Response) async -> Response {
-        let limit = configuration.maxBodyBytes
+        let bodyRead = BodyReadState()
         do {
             return try await request.body.consumeWithCancellationOnInboundClose { body in
-                let buffer: ByteBuffer
-                do { buffer = try await body.collect(upTo: limit) } catch is NIOTooManyBytesError {
-                    throw APIError.bodyTooLarge(limit: limit)
-                }
-                return try await work(Array(buffer.readableBytesView))
+                let bytes = try await self.readBody(body, declaredLength: request.headers[.contentLength].flatMap(Int.init), state: bodyRead)
+                return try await work(bytes)
             }
         } catch let error as APIError {
             return error.response(style)
         } catch is CancellationError {
-            return APIError.cancelled.response(style)
+            // The inbound watch cancels the work when the connection ends, also when it ends inside the body:
+            // then the client broke its request off (400, or 408 when it stalled), no job was asked for.
+            switch bodyRead.get() {
+            case .failed(let error): return error.response(style)
+            case .reading: return APIError.incompleteBody.response(style)
+            case .read: return APIError.cancelled.response(style)
+            }
         } catch {
             logger.error("request failed", metadata: ["error": "\(error)"])
             return APIError.status(.internalServerError, "\(error)").response(style)
         }
+    }
+
+    /// The whole body, up to the limit (413 beyond). A body the client broke off, by closing or resetting
+    /// the connection, is its error (400), and one it stopped sending for `--body-timeout` a 408: neither is
+    /// the server's failure. The outcome goes to `state` too, for when the inbound watch's cancellation wins.
+    private func readBody(_ body: RequestBody, declaredLength: Int?, state: BodyReadState) async throws -> [UInt8] {
+        let limit = configuration.maxBodyBytes
+        let buffer: ByteBuffer
+        do {
+            buffer = try await body.collect(upTo: limit)
+        } catch is CancellationError {
+            throw CancellationError()
+        } catch {
+            let failure: APIError
+            switch error {
+            case is NIOTooManyBytesError: failure = .bodyTooLarge(limit: limit)
+            case is RequestReadTimeout: failure = .status(.requestTimeout, "the request body stopped arriving for \(configuration.connections.bodyTimeout) s")
+            default: failure = .incompleteBody
+            }
+            state.set(.failed(failure))
+            throw failure
+        }
+        if let declaredLength, buffer.readableBytes < declaredLength {
+            state.set(.failed(.incompleteBody))
+            throw APIError.incompleteBody
+        }
+        state.set(.read)
+        return Array(buffer.readableBytesView)
     }
 
     /// Queues a generation and waits for it. Pipeline argument errors are the client's (422). An interrupted
@@ -138,6 +171,15 @@ struct JobCanceller: Service {
         try? await gracefulShutdown()
         queue.shutdown()
     }
+}
+
+/// How far `readBody` got, for `respond` to tell a broken-off body from a client leaving while its job runs.
+private final class BodyReadState: @unchecked Sendable {
+    enum State { case reading, read, failed(APIError) }
+    private let lock = NSLock()
+    private var state = State.reading
+    func set(_ s: State) { lock.withLock { state = s } }
+    func get() -> State { lock.withLock { state } }
 }
 
 /// The service group of a running server, for `shutdown()`.

@@ -17,6 +17,8 @@ public struct ServerConfiguration: Sendable {
     public var limits = RequestLimits()
     /// Seconds a picture served with OpenAI's `response_format=url` stays downloadable.
     public var fileLifetimeSeconds: Double = 600
+    /// How long slow or silent clients may hold a connection (slowloris), and how many may be open at once.
+    public var connections = ConnectionLimits()
 
     public init() {}
 }
@@ -29,6 +31,24 @@ public struct RequestLimits: Sendable {
     public var maxImages = 8
     /// Decoded input images larger than this on a side are refused before decoding.
     public var maxInputSide = 4096
+
+    public init() {}
+}
+
+/// Bounds on what a client's connection may hold. The timeouts are about waiting for the client, never
+/// about the server's answer: a request whose job runs for minutes is not timed out.
+public struct ConnectionLimits: Sendable {
+    /// Seconds from opening a connection (or from the first byte of a later request on it) to the end of
+    /// the request's header. A partial header then gets 408; a connection that sent nothing is closed.
+    public var headerTimeout: Double = 30
+    /// Seconds allowed between two reads of a request body (nginx's client_body_timeout): a stalled body
+    /// gets 408. A slow but steady upload is not cut off.
+    public var bodyTimeout: Double = 60
+    /// Seconds a keep-alive connection may wait, after an answer, for the next request to begin.
+    public var idleTimeout: Double = 60
+    /// Connections open at once; more are answered 503 and closed at once (well under the usual soft
+    /// limit of 1,024 open files).
+    public var maxConnections = 512
 
     public init() {}
 }

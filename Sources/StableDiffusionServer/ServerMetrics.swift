@@ -7,6 +7,8 @@ final class ServerMetrics: Sendable {
     let queueLength: Gauge
     let running: Gauge
     let generationSeconds: ValueHistogram
+    let openConnections: Gauge
+    let refusedConnections: Counter
 
     init() {
         queueLength = registry.makeGauge(descriptor: Self.name("queue_length", help: "Generation jobs waiting behind the running one."))
@@ -14,6 +16,9 @@ final class ServerMetrics: Sendable {
         generationSeconds = registry.makeValueHistogram(descriptor: Self.name("generation", unit: "seconds",
                                                                               help: "Seconds a job ran (queue wait excluded)."),
                                                         buckets: [0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600])
+        openConnections = registry.makeGauge(descriptor: Self.name("open_connections", help: "HTTP connections open now."))
+        refusedConnections = registry.makeCounter(descriptor: Self.name("connections_refused", unit: "total",
+                                                                        help: "Connections answered 503 and closed: --max-connections were open."))
         for outcome in Outcome.allCases { _ = jobs(outcome) }
     }
 

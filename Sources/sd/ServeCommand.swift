@@ -55,10 +55,26 @@ struct ServeCommand: ParsableCommand {
     @Option(help: "Largest request body in MiB (base64 images included).")
     var maxBodyMb = 64
 
+    @Option(help: "Seconds a client has to send a request's header, from connecting (or from the first byte of a later request); then 408 and close.")
+    var headerTimeout: Double = 30
+
+    @Option(help: "Seconds a request body may stall between two reads; then 408 and close.")
+    var bodyTimeout: Double = 60
+
+    @Option(help: "Seconds a keep-alive connection may wait for its next request; then it is closed.")
+    var idleTimeout: Double = 60
+
+    @Option(help: "Connections open at once; more get 503 and are closed at once.")
+    var maxConnections = 512
+
     func validate() throws {
         guard (0...65535).contains(port) else { throw ValidationError("--port must be in 0...65535, got \(port)") }
         guard queueSize >= 0 else { throw ValidationError("--queue-size must be >= 0, got \(queueSize)") }
         guard maxBodyMb >= 1 else { throw ValidationError("--max-body-mb must be >= 1, got \(maxBodyMb)") }
+        for (flag, seconds) in [("--header-timeout", headerTimeout), ("--body-timeout", bodyTimeout), ("--idle-timeout", idleTimeout)] {
+            guard seconds > 0, seconds.isFinite else { throw ValidationError("\(flag) must be a number of seconds > 0, got \(seconds)") }
+        }
+        guard maxConnections >= 1 else { throw ValidationError("--max-connections must be >= 1, got \(maxConnections)") }
         if let auth = apiAuth, auth.firstIndex(of: ":") == nil || auth.hasPrefix(":") {
             throw ValidationError("--api-auth must be user:password")
         }
@@ -81,6 +97,10 @@ struct ServeCommand: ParsableCommand {
         config.queueSize = queueSize
         config.corsAllowOrigin = corsAllowOrigin
         config.maxBodyBytes = maxBodyMb << 20
+        config.connections.headerTimeout = headerTimeout
+        config.connections.bodyTimeout = bodyTimeout
+        config.connections.idleTimeout = idleTimeout
+        config.connections.maxConnections = maxConnections
         let adapters = ModelAdapters(loras: try loras.map(LoRA.init(argument:)), embeddings: embeddings.map(TextualInversion.init(argument:)))
         let served = try ServedModel.load(model: model, variant: variant, configDirectory: modelConfig.map { URL(fileURLWithPath: $0, isDirectory: true) },
                                           predictionType: predictionType, adapters: adapters,

@@ -247,6 +247,8 @@ async function generate(ev) {
   state.running = { controller, taskId };
   $("#generate").disabled = true;
   $("#cancel").disabled = false;
+  // The last run's preview must not stand for this one's (and shows only once this run sends one).
+  $("#preview").removeAttribute("src");
   setStatus("Queued…");
   const poller = pollProgress(taskId);
   try {

@@ -146,7 +146,7 @@ public final class StableDiffusionServer: Sendable {
     }
 
     /// Queues a generation and waits for it. Pipeline argument errors are the client's (422). An interrupted
-    /// job returns the pictures it finished (possibly none), as A1111 does.
+    /// job returns the pictures it finished and the one it was drawing, as A1111 does.
     func generate(_ request: GenerationRequest) async throws -> GenerationOutput {
         let job = try queue.submit(request)
         switch await queue.wait(job) {

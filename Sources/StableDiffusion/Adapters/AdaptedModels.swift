@@ -44,12 +44,14 @@ extension StableDiffusionComponents {
         guard singleFileDetection == nil, FileManager.default.fileExists(atPath: directory.appendingPathComponent("model_index.json").path) else {
             throw PipelineError.invalidArgument("switching LoRAs and embeddings needs a model folder; load \(directory.path) again with the new adapters")
         }
+        if family == .stableDiffusionXL { try Self.checkSDXLSupports(adapters: adapters, path: directory.path) }
         let adapted = try AdaptedModels(tokenizer: directory.appendingPathComponent("tokenizer"),
                                         textEncoder: directory.appendingPathComponent("text_encoder"),
                                         unet: directory.appendingPathComponent("unet"), variant: variant, adapters: adapters,
                                         precision: precision)
         return StableDiffusionComponents(index: index, tokenizer: adapted.tokenizer, textEncoder: adapted.textEncoder, unet: adapted.unet,
                                          vae: vae, schedulerConfig: schedulerConfig, lowResSchedulerConfig: lowResSchedulerConfig,
-                                         directory: directory, adapters: adapters, precision: precision)
+                                         directory: directory, adapters: adapters, precision: precision,
+                                         tokenizer2: tokenizer2, textEncoder2: textEncoder2)
     }
 }

@@ -19,7 +19,8 @@ public enum CLIPHiddenActivation: String, Codable, Sendable, CaseIterable {
 ///
 /// Absent keys take transformers' defaults (that is what transformers itself does, so the network is
 /// the same); present keys with unsupported values are errors naming the file and key.
-/// Dropout, initializer and `projection_dim` keys do not change inference and are not modelled.
+/// Dropout and initializer keys do not change inference and are not modelled; `projection_dim` sizes the
+/// `text_projection` of `CLIPTextModelWithProjection` (ignored for a plain `CLIPTextModel`).
 public struct CLIPTextConfig: Codable, Sendable, Equatable {
     public var vocabSize: Int
     public var hiddenSize: Int
@@ -34,6 +35,8 @@ public struct CLIPTextConfig: Codable, Sendable, Equatable {
     public var padTokenId: Int
     public var architectures: [String]?
     public var modelType: String?
+    /// The width of `text_projection` (`CLIPTextModelWithProjection`, SDXL's second encoder).
+    public var projectionDim: Int?
 
     enum CodingKeys: String, CodingKey {
         case vocabSize = "vocab_size"
@@ -49,10 +52,13 @@ public struct CLIPTextConfig: Codable, Sendable, Equatable {
         case padTokenId = "pad_token_id"
         case architectures
         case modelType = "model_type"
+        case projectionDim = "projection_dim"
     }
 
     /// The architecture name this loader implements (`architectures` in config.json).
     public static let architecture = "CLIPTextModel"
+    /// The same encoder with a `text_projection` of the pooled output (SDXL's `text_encoder_2`).
+    public static let architectureWithProjection = "CLIPTextModelWithProjection"
     public static let modelTypeName = "clip_text_model"
 
     /// Defaults are transformers' `CLIPTextConfig()` defaults.
@@ -103,7 +109,11 @@ public struct CLIPTextConfig: Codable, Sendable, Equatable {
         padTokenId = (try? c.decodeIfPresent(Int.self, forKey: .padTokenId)) ?? d.padTokenId
         architectures = try c.decodeIfPresent([String].self, forKey: .architectures)
         modelType = try c.decodeIfPresent(String.self, forKey: .modelType)
+        projectionDim = try c.decodeIfPresent(Int.self, forKey: .projectionDim)
     }
+
+    /// Whether config.json names `CLIPTextModelWithProjection`.
+    public var declaresProjection: Bool { architectures?.contains(Self.architectureWithProjection) ?? false }
 
     /// Parses and validates config JSON; `file` names it in errors.
     public init(jsonData: Data, file: String = "text_encoder/config.json") throws {
@@ -136,9 +146,10 @@ public struct CLIPTextConfig: Codable, Sendable, Equatable {
         func bad(_ key: CodingKeys, _ why: String) -> TensorError {
             .badFile(file: file, detail: "key \(key.rawValue): \(why)")
         }
-        if let architectures, !architectures.contains(Self.architecture) {
-            throw bad(.architectures, "unsupported architecture \(architectures) (supported: [\"\(Self.architecture)\"])")
+        if let architectures, !architectures.contains(Self.architecture), !architectures.contains(Self.architectureWithProjection) {
+            throw bad(.architectures, "unsupported architecture \(architectures) (supported: [\"\(Self.architecture)\"], [\"\(Self.architectureWithProjection)\"])")
         }
+        if let projectionDim, projectionDim <= 0 { throw bad(.projectionDim, "must be positive, got \(projectionDim)") }
         if let modelType, modelType != Self.modelTypeName {
             throw bad(.modelType, "unsupported model type \"\(modelType)\" (supported: \"\(Self.modelTypeName)\")")
         }

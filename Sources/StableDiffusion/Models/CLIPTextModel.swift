@@ -2,6 +2,9 @@ import Foundation
 
 /// What `CLIPTextModel` returns, as transformers' `BaseModelOutputWithPooling` with `output_hidden_states=True`.
 public struct CLIPTextOutput: Sendable {
+    /// `[batch, projectionDim]`: `pooledOutput` through `text_projection` (transformers'
+    /// `CLIPTextModelWithProjection.text_embeds`, SDXL's pooled prompt embedding); nil without a projection.
+    public var textEmbeds: Tensor? = nil
     /// `[batch, tokens, hidden]`: the last layer's output after the final layer norm (the prompt embeddings).
     public var lastHiddenState: Tensor
     /// `[batch, hidden]`: `lastHiddenState` at each sequence's end-of-text token.
@@ -20,19 +23,27 @@ public final class CLIPTextModel: Sendable {
     private let positionEmbedding: Tensor   // [positions, hidden]
     private let layers: [CLIPEncoderLayer]
     private let finalNorm: LayerNormWeights
+    /// `text_projection` (no bias) of `CLIPTextModelWithProjection`.
+    private let textProjection: Linear?
 
     /// Builds the model from `weights`, named as transformers saves them. SD checkpoints (saved by
     /// transformers 4) prefix every name with `text_model.`; transformers 5 saves them without it. Both
     /// are accepted, as transformers' loader does. Loading is strict: any missing, misshapen or unexpected
     /// tensor is an error listing them, except the `embeddings.position_ids` buffer older checkpoints hold.
     /// `precision` applies to the projections and MLPs; embeddings, norms and attention stay fp32.
-    public init(config: CLIPTextConfig, weights: any TensorSource, precision: ComputePrecision = .fp32) throws {
+    /// - Parameter withProjection: build transformers' `CLIPTextModelWithProjection` (a `text_projection.weight`
+    ///   of `[projection_dim, hidden]` beside `text_model.*`); nil: as config.json's `architectures` says.
+    public init(config: CLIPTextConfig, weights: any TensorSource, precision: ComputePrecision = .fp32, withProjection: Bool? = nil) throws {
         try config.validate()
         self.config = config
+        let projected = withProjection ?? config.declaresProjection
+        if projected, config.projectionDim == nil {
+            throw TensorError.badFile(file: weights.sourceDescription, detail: "CLIPTextModelWithProjection needs projection_dim in its config")
+        }
         // Synthetic weights (benchmarks) are made in whatever shape is asked for: nothing to check.
         let synthetic = weights is any SyntheticTensorSource
         let prefix = synthetic ? "" : Self.namePrefix(in: weights)
-        if !synthetic { try Self.checkNames(config: config, weights: weights, prefix: prefix) }
+        if !synthetic { try Self.checkNames(config: config, weights: weights, prefix: prefix, withProjection: projected) }
 
         let reader = WeightReader(weights)
         func load(_ name: String, _ shape: [Int]) throws -> Tensor { try reader.tensor(prefix + name, shape: shape) }
@@ -45,6 +56,9 @@ public final class CLIPTextModel: Sendable {
         finalNorm = try LayerNormWeights(size: h, eps: Float(config.layerNormEps)) { name, shape in
             try load("final_layer_norm.\(name)", shape)
         }
+        textProjection = projected
+            ? try Linear(weight: reader.tensor(Self.projectionWeight, shape: [config.projectionDim ?? 0, h]), bias: nil, precision: .fp32)
+            : nil
         try reader.requireAllUsed(ignoring: [prefix + Self.positionIdsBuffer])
         reader.releaseConversionBuffers()
     }
@@ -72,6 +86,11 @@ public final class CLIPTextModel: Sendable {
     }
 
     static let checkpointPrefix = "text_model."
+    /// Outside `text_model.` in every transformers version.
+    static let projectionWeight = "text_projection.weight"
+
+    /// Whether this is a `CLIPTextModelWithProjection`.
+    public var hasProjection: Bool { textProjection != nil }
     static let positionIdsBuffer = "embeddings.position_ids"
 
     /// `text_model.` unless the source holds the unprefixed (transformers 5) names.
@@ -82,14 +101,15 @@ public final class CLIPTextModel: Sendable {
     }
 
     /// Reports every missing, misshapen and unexpected tensor at once (WeightReader stops at the first).
-    private static func checkNames(config: CLIPTextConfig, weights: any TensorSource, prefix: String) throws {
-        let expected = parameterShapes(config: config)
+    private static func checkNames(config: CLIPTextConfig, weights: any TensorSource, prefix: String, withProjection: Bool) throws {
+        var expected = parameterShapes(config: config).map { (name: prefix + $0.name, shape: $0.shape) }
+        if withProjection { expected.append((projectionWeight, [config.projectionDim ?? 0, config.hiddenSize])) }
         var missing: [String] = [], misshapen: [String] = []
         for (name, shape) in expected {
-            guard let actual = weights.shape(of: prefix + name) else { missing.append(prefix + name); continue }
-            if actual != shape { misshapen.append("\(prefix + name) is \(actual), expected \(shape)") }
+            guard let actual = weights.shape(of: name) else { missing.append(name); continue }
+            if actual != shape { misshapen.append("\(name) is \(actual), expected \(shape)") }
         }
-        let known = Set(expected.map { prefix + $0.name } + [prefix + positionIdsBuffer])
+        let known = Set(expected.map(\.name) + [prefix + positionIdsBuffer])
         let unexpected = weights.tensorNames.filter { !known.contains($0) }
         var problems: [String] = []
         func list(_ title: String, _ items: [String]) {
@@ -111,7 +131,8 @@ public final class CLIPTextModel: Sendable {
     public func callAsFunction(inputIds: [[Int]]) throws -> CLIPTextOutput {
         let (lastLayerOutput, states) = try run(inputIds, layerCount: layers.count, keepHiddenStates: true)
         let last = try finalNorm(lastLayerOutput)
-        return CLIPTextOutput(lastHiddenState: last, pooledOutput: try pool(last, inputIds), hiddenStates: states)
+        let pooled = try pool(last, inputIds)
+        return CLIPTextOutput(textEmbeds: try textProjection?.callAsFunction(pooled), lastHiddenState: last, pooledOutput: pooled, hiddenStates: states)
     }
 
     public func callAsFunction(inputIds: [[Int32]]) throws -> CLIPTextOutput {
@@ -138,6 +159,22 @@ public final class CLIPTextModel: Sendable {
             throw TensorError.invalidArgument("output holds \(output.hiddenStates.count) hidden states, this model makes \(layers.count + 1)")
         }
         return try finalNorm(output.hiddenStates[layers.count - skip])
+    }
+
+    /// diffusers' SDXL prompt embedding: `hidden_states[-(clipSkip + 2)]`, the output of an earlier layer
+    /// without the final layer norm (the penultimate layer's when `clipSkip` is nil). Later layers are not run.
+    public func penultimateHiddenState(inputIds: [[Int]], clipSkip: Int? = nil) throws -> Tensor {
+        let skip = try checkedClipSkip((clipSkip ?? 0) + 1)
+        return try run(inputIds, layerCount: layers.count - skip, keepHiddenStates: false).0
+    }
+
+    /// `hidden_states[-(clipSkip + 2)]` from an output already computed (see `penultimateHiddenState`).
+    public func penultimateHiddenState(from output: CLIPTextOutput, clipSkip: Int? = nil) throws -> Tensor {
+        let skip = try checkedClipSkip((clipSkip ?? 0) + 1)
+        guard output.hiddenStates.count == layers.count + 1 else {
+            throw TensorError.invalidArgument("output holds \(output.hiddenStates.count) hidden states, this model makes \(layers.count + 1)")
+        }
+        return output.hiddenStates[layers.count - skip]
     }
 
     /// The model's final layer norm (diffusers applies it to the `clipSkip` hidden state).

@@ -13,6 +13,14 @@ public struct UNet2DConditionConfig: Sendable, Equatable {
         case identity
     }
 
+    /// SDXL's `addition_embed_type: "text_time"`: the pooled text embedding and the micro-conditioning
+    /// time ids (each through sinusoidal features of `timeEmbedDim`) concatenated, through a
+    /// `TimestepEmbedding` of input width `inputDim`, added to the time embedding.
+    public struct TextTimeEmbedding: Sendable, Equatable {
+        public var timeEmbedDim: Int
+        public var inputDim: Int
+    }
+
     public var inChannels: Int
     public var outChannels: Int
     public var sampleSize: Int?
@@ -40,6 +48,7 @@ public struct UNet2DConditionConfig: Sendable, Equatable {
     public var convInKernel: Int
     public var convOutKernel: Int
     public var timeEmbeddingDim: Int
+    public var textTimeEmbedding: TextTimeEmbedding?
 
     /// Reads `unet/config.json`; unsupported values are errors naming the key.
     public init(_ c: ConfigReader) throws {
@@ -114,7 +123,18 @@ public struct UNet2DConditionConfig: Sendable, Equatable {
         try c.require("act_fn", oneOf: [.string("silu")])
         try c.require("time_embedding_type", oneOf: [.string("positional")])
         try c.require("dual_cross_attention", oneOf: [.bool(false)])
-        try c.require("addition_embed_type", oneOf: [])
+        switch try c.string("addition_embed_type") {
+        case nil: textTimeEmbedding = nil
+        case "text_time"?:
+            guard let timeDim = try c.int("addition_time_embed_dim"), timeDim > 0, timeDim % 2 == 0 else {
+                throw c.error("addition_time_embed_dim", "addition_embed_type text_time needs a positive even addition_time_embed_dim")
+            }
+            guard let inputDim = try c.int("projection_class_embeddings_input_dim"), inputDim > timeDim else {
+                throw c.error("projection_class_embeddings_input_dim", "addition_embed_type text_time needs the add embedding's input width (pooled text width + time ids x addition_time_embed_dim)")
+            }
+            textTimeEmbedding = TextTimeEmbedding(timeEmbedDim: timeDim, inputDim: inputDim)
+        case let other?: throw c.error("addition_embed_type", "\(other) is not supported (supported: null, text_time)")
+        }
         try c.require("encoder_hid_dim", oneOf: [])
         try c.require("encoder_hid_dim_type", oneOf: [])
         try c.require("time_cond_proj_dim", oneOf: [])
@@ -126,7 +146,7 @@ public struct UNet2DConditionConfig: Sendable, Equatable {
         try c.require("cross_attention_norm", oneOf: [])
         try c.require("attention_type", oneOf: [.string("default")])
         try c.require("reverse_transformer_layers_per_block", oneOf: [])
-        try c.require("projection_class_embeddings_input_dim", oneOf: [])
+        if textTimeEmbedding == nil { try c.require("projection_class_embeddings_input_dim", oneOf: []) }
         try c.require("dropout", oneOf: [.double(0)])
         try c.finish(ignoring: ["addition_time_embed_dim", "addition_embed_type_num_heads"])
 

@@ -10,6 +10,8 @@ public final class UNet2DConditionModel: @unchecked Sendable {
     let timeLinear1: Linear, timeLinear2: Linear
     let classTable: Tensor?
     let classLinear1: Linear?, classLinear2: Linear?
+    /// SDXL's `add_embedding` (a `TimestepEmbedding` of the pooled text embedding and time-id features).
+    let addLinear1: Linear?, addLinear2: Linear?
     let downBlocks: [UNetDownBlock]
     let midBlock: UNetMidBlock?
     let upBlocks: [UNetUpBlock]
@@ -36,6 +38,12 @@ public final class UNet2DConditionModel: @unchecked Sendable {
             classLinear2 = try r.linear("class_embedding.linear_2", in: temb, out: temb)
         case .identity?, nil:
             classTable = nil; classLinear1 = nil; classLinear2 = nil
+        }
+        if let added = c.textTimeEmbedding {
+            addLinear1 = try r.linear("add_embedding.linear_1", in: added.inputDim, out: temb)
+            addLinear2 = try r.linear("add_embedding.linear_2", in: temb, out: temb)
+        } else {
+            addLinear1 = nil; addLinear2 = nil
         }
         let n = c.blockOutChannels.count
         var downs: [UNetDownBlock] = []
@@ -94,6 +102,9 @@ public final class UNet2DConditionModel: @unchecked Sendable {
             let perSample = labels.count == 1 ? [Float](repeating: labels[0], count: b) : labels
             emb = try emb + classEmbeddings(perSample, kind: classEmbedding)
         }
+        if let added = c.textTimeEmbedding, let textTime = conditioning.textTime, let addLinear1, let addLinear2 {
+            emb = try emb + addLinear2(try addLinear1(try textTimeFeatures(textTime, timeEmbedDim: added.timeEmbedDim), activation: .silu))
+        }
         let tembAct = emb.silu()
 
         var h = c.centerInputSample ? sample.scaled(by: 2, adding: -1) : sample
@@ -115,6 +126,22 @@ public final class UNet2DConditionModel: @unchecked Sendable {
             h = try block(h, tembAct: tembAct, context: encoderHiddenStates, skips: &skips, upsampleSize: size)
         }
         return try normOut.then(convOut, h, activation: .silu)
+    }
+
+    /// `concat([text_embeds, add_time_proj(time_ids.flatten()).reshape(batch, -1)], -1)`.
+    private func textTimeFeatures(_ t: UNetConditioning.TextTime, timeEmbedDim: Int) throws -> Tensor {
+        let b = t.textEmbeds.shape[0], pooled = t.textEmbeds.shape[1], ids = t.timeIds.shape[1]
+        let features = timestepFeatures(t.timeIds.scalars, dim: timeEmbedDim, flipSinToCos: config.flipSinToCos, freqShift: config.freqShift)
+        var out = Tensor(uninitializedShape: [b, pooled + ids * timeEmbedDim])
+        let width = pooled + ids * timeEmbedDim
+        out.withUnsafeMutableBufferPointer { o in
+            let text = t.textEmbeds.unsafePointer, time = features.unsafePointer
+            for i in 0..<b {
+                (o.baseAddress! + i * width).update(from: text + i * pooled, count: pooled)
+                (o.baseAddress! + i * width + pooled).update(from: time + i * ids * timeEmbedDim, count: ids * timeEmbedDim)
+            }
+        }
+        return out
     }
 
     private func classEmbeddings(_ labels: [Float], kind: UNet2DConditionConfig.ClassEmbedding) throws -> Tensor {

@@ -1,9 +1,9 @@
 import DiffusionTensor
 
 /// What conditions one UNet call besides the noisy sample and its timestep, as one value: a model family
-/// adds its inputs here (diffusers' `encoder_hidden_states`, `class_labels`, and next SDXL's
-/// `added_cond_kwargs`, LCM's `timestep_cond`, ControlNet's residuals) instead of one more argument on the
-/// UNet, the denoising loop and every pipeline.
+/// adds its inputs here (diffusers' `encoder_hidden_states`, `class_labels`, SDXL's `added_cond_kwargs`,
+/// and next LCM's `timestep_cond`, ControlNet's residuals) instead of one more argument on the UNet, the
+/// denoising loop and every pipeline.
 ///
 /// Built by a pipeline for the batch the UNet sees: with classifier-free guidance that is the doubled batch
 /// (negative half first), so the loop never reshapes it.
@@ -14,9 +14,23 @@ public struct UNetConditioning: Sendable {
     /// batch, or one per sample.
     public var classLabels: [Float]?
 
-    public init(encoderHiddenStates: Tensor, classLabels: [Float]? = nil) {
+    /// SDXL's `added_cond_kwargs`: `text_embeds` `[batch, pooledDim]` (the pooled prompt embedding) and
+    /// `time_ids` `[batch, n]` (original size, crop top-left, target size or aesthetic score).
+    public struct TextTime: Sendable {
+        public var textEmbeds: Tensor
+        public var timeIds: Tensor
+        public init(textEmbeds: Tensor, timeIds: Tensor) {
+            self.textEmbeds = textEmbeds
+            self.timeIds = timeIds
+        }
+    }
+    /// Needed by UNets with `addition_embed_type: "text_time"` (SDXL).
+    public var textTime: TextTime?
+
+    public init(encoderHiddenStates: Tensor, classLabels: [Float]? = nil, textTime: TextTime? = nil) {
         self.encoderHiddenStates = encoderHiddenStates
         self.classLabels = classLabels
+        self.textTime = textTime
     }
 
     /// The batch size these inputs are for.
@@ -30,6 +44,19 @@ public struct UNetConditioning: Sendable {
         if config.classEmbedding != nil {
             guard let labels = classLabels, labels.count == batch || labels.count == 1 else {
                 throw TensorError.invalidArgument("this UNet needs class labels (one per sample)")
+            }
+        }
+        if let added = config.textTimeEmbedding {
+            guard let t = textTime else {
+                throw TensorError.invalidArgument("this UNet (addition_embed_type text_time) needs the pooled text embeddings and time ids")
+            }
+            guard t.textEmbeds.rank == 2, t.textEmbeds.shape[0] == batch, t.timeIds.rank == 2, t.timeIds.shape[0] == batch else {
+                throw TensorError.shapeMismatch("UNet text_embeds and time_ids must be [\(batch), n], got \(t.textEmbeds.shape) and \(t.timeIds.shape)")
+            }
+            let width = t.textEmbeds.shape[1] + t.timeIds.shape[1] * added.timeEmbedDim
+            guard width == added.inputDim else {
+                // diffusers' _get_add_time_ids check, with its advice.
+                throw TensorError.shapeMismatch("UNet add embedding expects \(added.inputDim) inputs but got \(t.textEmbeds.shape[1]) pooled + \(t.timeIds.shape[1]) time ids x \(added.timeEmbedDim) = \(width); check the text encoder's projection_dim and whether the model needs an aesthetic score (a refiner) or a target size")
             }
         }
     }

@@ -10,6 +10,9 @@ public final class StableDiffusionDepth2ImgPipeline: @unchecked Sendable {
     public let depthEstimator: (any DepthEstimating)?
 
     public init(components: StableDiffusionComponents, depthEstimator: (any DepthEstimating)? = nil) throws {
+        guard components.family == .stableDiffusion else {
+            throw PipelineError.badModel(path: components.directory.path, detail: "depth-to-image is not supported for SDXL models yet")
+        }
         let c = components
         guard c.unet.config.inChannels == c.vae.config.latentChannels + 1 else {
             throw PipelineError.badModel(path: c.directory.path,

@@ -4,6 +4,12 @@ public struct GenerationOptions: Sendable {
     public var prompts: [String]
     /// nil: the unconditional (empty) prompt. One entry applies to every prompt; otherwise one per prompt.
     public var negativePrompts: [String]?
+    /// SDXL: the prompts for the second tokenizer and text encoder (diffusers' `prompt_2`); nil: `prompts`.
+    public var prompts2: [String]?
+    /// SDXL: the negative prompts for the second encoder (`negative_prompt_2`); nil: `negativePrompts`.
+    public var negativePrompts2: [String]?
+    /// SDXL's size, crop and aesthetic-score conditioning.
+    public var microConditioning = MicroConditioning()
     /// Output size in pixels (multiples of 8); nil: the UNet's `sample_size` x the VAE scale factor
     /// (text-to-image) or the input image's size (image-to-image).
     public var height: Int?
@@ -56,6 +62,20 @@ public struct GenerationOptions: Sendable {
         }
         if let seeds = perImageSeeds, seeds.count != batchSize {
             throw PipelineError.invalidArgument("\(seeds.count) per-image seeds given for \(batchSize) images")
+        }
+        if let n = prompts2, n.count != 1, n.count != prompts.count {
+            throw PipelineError.invalidArgument("prompt 2 has \(n.count) entries but prompt has \(prompts.count)")
+        }
+        if let n = negativePrompts2, n.count != 1, n.count != prompts.count {
+            throw PipelineError.invalidArgument("negative prompt 2 has \(n.count) entries but prompt has \(prompts.count)")
+        }
+        for (name, size) in [("original size", microConditioning.originalSize), ("target size", microConditioning.targetSize)] {
+            if let size, size.height <= 0 || size.width <= 0 {
+                throw PipelineError.invalidArgument("\(name) must be positive, got \(size.width)x\(size.height)")
+            }
+        }
+        if !microConditioning.aestheticScore.isFinite || !microConditioning.negativeAestheticScore.isFinite {
+            throw PipelineError.invalidArgument("aesthetic scores must be finite numbers")
         }
         if let c = clipSkip, c < 0 { throw PipelineError.invalidArgument("clip skip must be >= 0, got \(c)") }
         if let s = scheduler, !Schedulers.cliNames.contains(s) {

@@ -1,7 +1,8 @@
 import Foundation
 import DiffusionTensor
 
-/// diffusers' `StableDiffusionImg2ImgPipeline`: start from a noised encoding of an image.
+/// diffusers' `StableDiffusionImg2ImgPipeline` and `StableDiffusionXLImg2ImgPipeline` (base models):
+/// start from a noised encoding of an image.
 public final class StableDiffusionImg2ImgPipeline: @unchecked Sendable {
     public let components: StableDiffusionComponents
 
@@ -35,7 +36,7 @@ public final class StableDiffusionImg2ImgPipeline: @unchecked Sendable {
             throw PipelineError.invalidArgument("image must be NHWC RGB with sides that are multiples of \(c.vaeScaleFactor), got \(image.shape)")
         }
         var scheduler = try PipelineSupport.makeScheduler(c, options)
-        let embeddings = try c.encodePrompt(options)
+        let conditioning = try c.unetConditioning(options, height: image.shape[1], width: image.shape[2])
         try scheduler.setTimesteps(options.numInferenceSteps)
         let timesteps = try LatentPreparation.truncatedTimesteps(&scheduler, steps: options.numInferenceSteps, strength: strength)
         var (generators, seed) = try options.makeGenerator()
@@ -44,8 +45,11 @@ public final class StableDiffusionImg2ImgPipeline: @unchecked Sendable {
         let start = Date()
         var generator: RandomGenerators? = generators
         let out = try PipelineSupport.loop(c, options)
-            .run(latents: latents, timesteps: timesteps, scheduler: &scheduler, conditioning: UNetConditioning(encoderHiddenStates: embeddings),
+            .run(latents: latents, timesteps: timesteps, scheduler: &scheduler, conditioning: conditioning,
                  generator: &generator, progress: progress)
         return try PipelineSupport.result(out, vae: c.vae, seed: seed, scheduler: scheduler, start: start)
     }
 }
+
+/// diffusers' `StableDiffusionXLImg2ImgPipeline` (for base models) is this pipeline with SDXL components.
+public typealias StableDiffusionXLImg2ImgPipeline = StableDiffusionImg2ImgPipeline

@@ -8,6 +8,9 @@ public final class StableDiffusionInpaintPipeline: @unchecked Sendable {
     public let components: StableDiffusionComponents
 
     public init(components: StableDiffusionComponents) throws {
+        guard components.family == .stableDiffusion else {
+            throw PipelineError.badModel(path: components.directory.path, detail: "inpainting is not supported for SDXL models yet")
+        }
         let ch = components.unet.config.inChannels
         guard ch == 4 || ch == 9 else {
             throw PipelineError.badModel(path: components.directory.path, detail: "inpainting needs a UNet with 4 or 9 input channels, this one has \(ch)")

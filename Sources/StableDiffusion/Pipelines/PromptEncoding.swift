@@ -5,9 +5,15 @@ import DiffusionTensor
 /// embedding `numImagesPerPrompt` times, and with classifier-free guidance put the negative (or empty)
 /// prompts' embeddings first: `[negative..., positive...]`. With `PromptSyntax.a1111` the prompts are
 /// encoded by `WeightedPromptEncoder` instead (lpw_stable_diffusion's `_encode_prompt`).
-struct PromptEncoder {
+struct PromptEncoder: TextConditioner {
     let tokenizer: CLIPTokenizer
     let textEncoder: CLIPTextModel
+
+    func encode(_ options: GenerationOptions) throws -> TextConditioning {
+        TextConditioning(hiddenStates: try encode(
+            prompts: options.prompts, negativePrompts: options.negativePrompts, numImagesPerPrompt: options.numImagesPerPrompt,
+            classifierFreeGuidance: options.classifierFreeGuidance, clipSkip: options.clipSkip, syntax: options.promptSyntax))
+    }
 
     func embeddings(_ prompts: [String], clipSkip: Int?) throws -> Tensor {
         let ids = tokenizer.encode(batch: prompts).map(\.inputIDs)
@@ -20,13 +26,7 @@ struct PromptEncoder {
                 classifierFreeGuidance: Bool, clipSkip: Int?, syntax: PromptSyntax = .plain) throws -> Tensor {
         var negatives: [String] = []
         if classifierFreeGuidance {
-            switch negativePrompts {
-            case nil: negatives = [String](repeating: "", count: prompts.count)
-            case let list? where list.count == 1: negatives = [String](repeating: list[0], count: prompts.count)
-            case let list? where list.count == prompts.count: negatives = list
-            case let list?:
-                throw PipelineError.invalidArgument("negative prompt has \(list.count) entries but prompt has \(prompts.count)")
-            }
+            negatives = try PromptLists.broadcast(negativePrompts ?? [""], to: prompts.count, name: "negative prompt")
         }
         let positive: Tensor, negative: Tensor?
         switch syntax {
@@ -42,15 +42,8 @@ struct PromptEncoder {
             positive = try weighted.encode(pos, chunks: chunks, clipSkip: clipSkip)
             negative = classifierFreeGuidance ? try weighted.encode(neg, chunks: chunks, clipSkip: clipSkip) : nil
         }
-        guard let negative else { return try repeatEach(positive, n) }
-        return try Tensor.concatenate([repeatEach(negative, n), repeatEach(positive, n)], axis: 0)
-    }
-
-    /// Repeats every batch entry `n` times in place (`repeat(1, n, 1).view(B*n, ...)`).
-    private func repeatEach(_ t: Tensor, _ n: Int) throws -> Tensor {
-        if n == 1 { return t }
-        let rows = try (0..<t.shape[0]).map { try t.slice(axis: 0, $0..<($0 + 1)) }
-        return try Tensor.concatenate(rows.flatMap { [Tensor](repeating: $0, count: n) }, axis: 0)
+        guard let negative else { return try PromptLists.repeatEach(positive, n) }
+        return try Tensor.concatenate([PromptLists.repeatEach(negative, n), PromptLists.repeatEach(positive, n)], axis: 0)
     }
 }
 

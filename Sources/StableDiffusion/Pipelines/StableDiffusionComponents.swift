@@ -1,13 +1,21 @@
 import Foundation
 import DiffusionTensor
 
-/// The loaded parts of a diffusers Stable Diffusion folder. Loading is where every file problem is found:
-/// a pipeline built from these never touches the disk again.
+/// The loaded parts of a diffusers Stable Diffusion folder (SD 1.x/2.x or SDXL: `family`). Loading is where
+/// every file problem is found: a pipeline built from these never touches the disk again.
 public final class StableDiffusionComponents: @unchecked Sendable {
     public let directory: URL
     public let index: ModelIndex
+    /// What the components are: it decides the text conditioning and the UNet's extra inputs.
+    public let family: ModelFamily
     public let tokenizer: CLIPTokenizer
     public let textEncoder: CLIPTextModel
+    /// SDXL's second tokenizer and `CLIPTextModelWithProjection` (nil for SD 1.x/2.x).
+    public let tokenizer2: CLIPTokenizer?
+    public let textEncoder2: CLIPTextModel?
+    /// SDXL's `force_zeros_for_empty_prompt` (model_index.json; diffusers' default true): without a negative
+    /// prompt the negative embeddings are zeros.
+    public let forceZerosForEmptyPrompt: Bool
     public let unet: UNet2DConditionModel
     public let vae: AutoencoderKL
     public let schedulerConfig: SchedulerConfig
@@ -56,11 +64,34 @@ public final class StableDiffusionComponents: @unchecked Sendable {
         }
         self.adapters = adapters
         self.precision = precision
+        let unetConfig = try UNet2DConditionConfig.load(try sub("unet").appendingPathComponent("config.json"))
+        family = ModelFamily.of(index: index, unet: unetConfig)
+        if family == .stableDiffusionXL {
+            try Self.checkSDXLSupports(adapters: adapters, path: directory.path)
+        }
         let adapted = try AdaptedModels(tokenizer: try sub("tokenizer"), textEncoder: try sub("text_encoder"), unet: try sub("unet"),
                                         variant: variant, adapters: adapters, precision: precision)
         tokenizer = adapted.tokenizer
         textEncoder = adapted.textEncoder
         unet = adapted.unet
+        if family == .stableDiffusionXL {
+            for required in ["text_encoder_2", "tokenizer_2"] where index.components[required] == nil {
+                throw PipelineError.badModel(path: directory.appendingPathComponent("model_index.json").path,
+                                             detail: "component \"\(required)\" is missing (an SDXL model needs both text encoders)")
+            }
+            if let textClass = index.components["text_encoder_2"]?.className, textClass != CLIPTextConfig.architectureWithProjection {
+                throw PipelineError.badModel(path: directory.path, detail: "text_encoder_2 class \(textClass) is not supported (CLIPTextModelWithProjection is)")
+            }
+            let textDir = try sub("text_encoder_2")
+            tokenizer2 = try CLIPTokenizer(directory: try sub("tokenizer_2"))
+            textEncoder2 = try CLIPTextModel(config: CLIPTextConfig.load(from: textDir),
+                                             weights: WeightFiles.open(directory: textDir, stems: ["model", "pytorch_model"], variant: variant),
+                                             precision: precision.forModel(.textEncoder), withProjection: true)
+        } else {
+            tokenizer2 = nil
+            textEncoder2 = nil
+        }
+        forceZerosForEmptyPrompt = index.settings["force_zeros_for_empty_prompt"]?.boolValue ?? true
         let vaeDir = try sub("vae")
         vae = try AutoencoderKL(config: AutoencoderKLConfig.load(vaeDir.appendingPathComponent("config.json")),
                                 weights: WeightFiles.open(directory: vaeDir, stems: ["diffusion_pytorch_model"], variant: variant),
@@ -71,10 +102,7 @@ public final class StableDiffusionComponents: @unchecked Sendable {
         } else {
             lowResSchedulerConfig = nil
         }
-        let hidden = textEncoder.config.hiddenSize
-        guard unet.config.crossAttentionDim.allSatisfy({ $0 == hidden }) else {
-            throw PipelineError.badModel(path: directory.path, detail: "UNet cross_attention_dim \(unet.config.crossAttentionDim[0]) does not match the text encoder's hidden_size \(hidden)")
-        }
+        try Self.checkTextWidths(textEncoder: textEncoder, textEncoder2: textEncoder2, unet: unet.config, path: directory.path)
         loadSeconds = Date().timeIntervalSince(start)
         peakMemoryBytes = ProcessMemory.peakResidentBytes
     }
@@ -83,11 +111,15 @@ public final class StableDiffusionComponents: @unchecked Sendable {
     public init(index: ModelIndex, tokenizer: CLIPTokenizer, textEncoder: CLIPTextModel, unet: UNet2DConditionModel,
                 vae: AutoencoderKL, schedulerConfig: SchedulerConfig, lowResSchedulerConfig: SchedulerConfig? = nil,
                 directory: URL = URL(fileURLWithPath: "<memory>"), adapters: ModelAdapters = ModelAdapters(),
-                precision: ComputePrecision = .fp32) {
+                precision: ComputePrecision = .fp32, tokenizer2: CLIPTokenizer? = nil, textEncoder2: CLIPTextModel? = nil) {
         self.directory = directory
         self.index = index
         self.tokenizer = tokenizer
         self.textEncoder = textEncoder
+        self.tokenizer2 = tokenizer2
+        self.textEncoder2 = textEncoder2
+        family = textEncoder2 != nil || unet.config.textTimeEmbedding != nil ? .stableDiffusionXL : .stableDiffusion
+        forceZerosForEmptyPrompt = index.settings["force_zeros_for_empty_prompt"]?.boolValue ?? true
         self.unet = unet
         self.vae = vae
         self.schedulerConfig = schedulerConfig
@@ -96,6 +128,65 @@ public final class StableDiffusionComponents: @unchecked Sendable {
         self.precision = precision
         loadSeconds = 0
         peakMemoryBytes = ProcessMemory.peakResidentBytes
+    }
+
+    /// The UNet's cross-attention width must be the text encoder's hidden size (SDXL: both encoders' summed).
+    static func checkTextWidths(textEncoder: CLIPTextModel, textEncoder2: CLIPTextModel?, unet: UNet2DConditionConfig, path: String) throws {
+        let hidden = textEncoder.config.hiddenSize + (textEncoder2?.config.hiddenSize ?? 0)
+        let source = textEncoder2 == nil ? "the text encoder's hidden_size \(hidden)" : "the two text encoders' hidden sizes (\(textEncoder.config.hiddenSize) + \(textEncoder2!.config.hiddenSize))"
+        guard unet.crossAttentionDim.allSatisfy({ $0 == hidden }) else {
+            throw PipelineError.badModel(path: path, detail: "UNet cross_attention_dim \(unet.crossAttentionDim[0]) does not match \(source)")
+        }
+        if let added = unet.textTimeEmbedding {
+            guard let projection = textEncoder2?.config.projectionDim else {
+                throw PipelineError.badModel(path: path, detail: "this UNet (addition_embed_type text_time) needs SDXL's text_encoder_2")
+            }
+            // diffusers' _get_add_time_ids check: 6 time ids (sizes and crop) for base models.
+            guard added.inputDim == projection + 6 * added.timeEmbedDim else {
+                throw PipelineError.badModel(path: path, detail: "UNet projection_class_embeddings_input_dim \(added.inputDim) is not text_encoder_2's projection_dim \(projection) + 6 x addition_time_embed_dim \(added.timeEmbedDim) (a model with aesthetic-score conditioning, the refiner, is not supported yet)")
+            }
+        }
+    }
+
+    /// What SDXL support does not cover yet, refused at load with the file named.
+    static func checkSDXLSupports(adapters: ModelAdapters, path: String) throws {
+        if let file = adapters.loras.first?.file ?? adapters.embeddings.first?.file {
+            throw PipelineError.invalidArgument("\(file.path): LoRAs and embeddings are not supported for SDXL models yet (\(path))")
+        }
+    }
+
+    /// The family's text side: SD's one encoder, SDXL's two.
+    var textConditioner: any TextConditioner {
+        switch family {
+        case .stableDiffusion: return promptEncoder
+        case .stableDiffusionXL:
+            return SDXLPromptEncoder(tokenizer: tokenizer, textEncoder: textEncoder, tokenizer2: tokenizer2!, textEncoder2: textEncoder2!,
+                                     forceZerosForEmptyPrompt: forceZerosForEmptyPrompt)
+        }
+    }
+
+    /// Everything the UNet is conditioned on for `options` and an image of `height` x `width` pixels, for the
+    /// batch the denoising loop runs (doubled, negative first, with guidance): the prompt embeddings and,
+    /// for SDXL, the pooled embeddings and the micro-conditioning time ids.
+    public func unetConditioning(_ options: GenerationOptions, height: Int, width: Int) throws -> UNetConditioning {
+        if family == .stableDiffusion {
+            if options.prompts2 != nil || options.negativePrompts2 != nil {
+                throw PipelineError.invalidArgument("a second prompt (prompt 2) needs an SDXL model; this is an SD 1.x/2.x model")
+            }
+            guard options.microConditioning.isDefault else {
+                throw PipelineError.invalidArgument("original size, target size, crop coordinates and aesthetic scores need an SDXL model; this is an SD 1.x/2.x model")
+            }
+        }
+        let text = try textConditioner.encode(options)
+        guard let pooled = text.pooled else { return UNetConditioning(encoderHiddenStates: text.hiddenStates) }
+        let ids = options.microConditioning.timeIds(height: height, width: width, aestheticScores: false)
+        let batch = options.batchSize
+        // Negative rows for the negative half of a guided batch, positive rows for the rest.
+        var rows: [Float] = []
+        if options.classifierFreeGuidance { for _ in 0..<batch { rows += ids.negative } }
+        for _ in 0..<batch { rows += ids.positive }
+        let timeIds = try Tensor(shape: [rows.count / ids.positive.count, ids.positive.count], scalars: rows)
+        return UNetConditioning(encoderHiddenStates: text.hiddenStates, textTime: .init(textEmbeds: pooled, timeIds: timeIds))
     }
 
     /// Pixels per latent (8 for SD, 4 for the x4 upscaler).

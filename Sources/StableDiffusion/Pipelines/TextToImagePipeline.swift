@@ -1,7 +1,8 @@
 import Foundation
 import DiffusionTensor
 
-/// diffusers' `StableDiffusionPipeline`: text to image.
+/// diffusers' `StableDiffusionPipeline` and `StableDiffusionXLPipeline`: text to image. The components'
+/// family decides the conditioning (see `StableDiffusionComponents.unetConditioning`); the steps are the same.
 public final class StableDiffusionPipeline: @unchecked Sendable {
     public let components: StableDiffusionComponents
 
@@ -26,7 +27,7 @@ public final class StableDiffusionPipeline: @unchecked Sendable {
         let height = options.height ?? c.defaultImageSide
         let width = options.width ?? c.defaultImageSide
         var scheduler = try PipelineSupport.makeScheduler(c, options)
-        let embeddings = try c.encodePrompt(options)
+        let conditioning = try c.unetConditioning(options, height: height, width: width)
         try scheduler.setTimesteps(options.numInferenceSteps)
         var (generators, seed) = try options.makeGenerator()
         let latentShape = [options.batchSize, height / c.vaeScaleFactor, width / c.vaeScaleFactor, c.unet.config.outChannels]
@@ -43,8 +44,11 @@ public final class StableDiffusionPipeline: @unchecked Sendable {
         let start = Date()
         var generator: RandomGenerators? = generators
         let out = try PipelineSupport.loop(c, options)
-            .run(latents: latents, timesteps: scheduler.timesteps, scheduler: &scheduler, conditioning: UNetConditioning(encoderHiddenStates: embeddings),
+            .run(latents: latents, timesteps: scheduler.timesteps, scheduler: &scheduler, conditioning: conditioning,
                  generator: &generator, progress: progress)
         return try PipelineSupport.result(out, vae: c.vae, seed: seed, scheduler: scheduler, start: start)
     }
 }
+
+/// diffusers' `StableDiffusionXLPipeline` is this pipeline with SDXL components.
+public typealias StableDiffusionXLPipeline = StableDiffusionPipeline

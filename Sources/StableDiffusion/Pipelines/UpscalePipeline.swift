@@ -12,6 +12,9 @@ public final class StableDiffusionUpscalePipeline: @unchecked Sendable {
     public var tiledDecodeThresholdPixels = TiledDecoding.defaultThresholdPixels
 
     public init(components: StableDiffusionComponents) throws {
+        guard components.family == .stableDiffusion else {
+            throw PipelineError.badModel(path: components.directory.path, detail: "x4 upscaling is not supported for SDXL models yet")
+        }
         let c = components
         guard c.lowResSchedulerConfig != nil else {
             throw PipelineError.badModel(path: c.directory.path, detail: "the upscaler needs a low_res_scheduler component")

@@ -133,5 +133,8 @@ run_case("sdxl_txt2img_micro_nocfg", base, 5, dict(prompt=[P, "a red cube on a t
 run_case("sdxl_txt2img_negative2_euler_a", base, 11, dict(prompt=P, negative_prompt=N, negative_prompt_2="ugly, deformed",
                                                           height=64, width=64, num_inference_steps=5, guidance_scale=7.0),
          scheduler_cls=EulerAncestralDiscreteScheduler)
+# One prompt with every micro-conditioning flag and the default guidance (5.0), for the CLI.
+run_case("sdxl_txt2img_micro_cli", base, 9, dict(prompt=P, height=64, width=64, num_inference_steps=4, original_size=(256, 192),
+                                                  crops_coords_top_left=(16, 8), target_size=(96, 64)))
 run_case("sdxl_img2img", base, 3, dict(prompt=P, negative_prompt=N, strength=0.6, num_inference_steps=8, guidance_scale=5.0),
          pipe_cls=StableDiffusionXLImg2ImgPipeline, image=test_image(96, 64))

@@ -28,7 +28,7 @@ struct GenerationArguments: ParsableArguments {
     @Option(help: "Number of denoising steps (default: the pipeline's, 50 for most).")
     var steps: Int?
 
-    @Option(help: "Classifier-free guidance scale; <= 1 disables guidance (default: the pipeline's, 7.5 for most).")
+    @Option(help: "Classifier-free guidance scale; <= 1 disables guidance (default: the pipeline's, 7.5 for SD 1.x/2.x, 5.0 for SDXL).")
     var guidanceScale: Float?
 
     @Option(help: "Images to generate (files FILE-0.png ... when more than one).")
@@ -48,6 +48,8 @@ struct GenerationArguments: ParsableArguments {
 
     @Option(help: "What the models' convolutions and linear layers compute in: fp32 (diffusers' picture) or bf16 (faster, half the weight memory, a picture about 50 dB from fp32's; needs AVX512_BF16 or AMX).")
     var precision: ComputePrecision = .fp32
+
+    @OptionGroup var sdxl: SDXLArguments
 
     @Flag(help: "Report load time and peak memory on stderr.")
     var verbose = false
@@ -117,6 +119,11 @@ struct GenerationArguments: ParsableArguments {
                                       precision: precision)
     }
 
+    /// Library options with the defaults of the model family's diffusers pipeline (SDXL's guidance is 5.0).
+    func options(for components: StableDiffusionComponents) -> GenerationOptions {
+        options(defaultGuidance: components.family == .stableDiffusionXL ? 5.0 : 7.5)
+    }
+
     /// Library options with this command's defaults for steps and guidance.
     func options(defaultSteps: Int = 50, defaultGuidance: Float = 7.5) -> GenerationOptions {
         var o = GenerationOptions(prompt: prompt, negativePrompt: negativePrompt)
@@ -127,6 +134,7 @@ struct GenerationArguments: ParsableArguments {
         o.numImagesPerPrompt = numImages
         o.seed = seed
         o.scheduler = scheduler
+        sdxl.apply(to: &o)
         applyAdapterOptions(&o)
         return o
     }

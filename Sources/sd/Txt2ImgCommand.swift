@@ -2,7 +2,7 @@ import ArgumentParser
 import Foundation
 import StableDiffusion
 
-/// `sd txt2img`: diffusers' StableDiffusionPipeline.
+/// `sd txt2img`: diffusers' StableDiffusionPipeline, or StableDiffusionXLPipeline for an SDXL model.
 struct Txt2ImgCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "txt2img", abstract: "Generate images from a prompt.")
 
@@ -12,13 +12,13 @@ struct Txt2ImgCommand: ParsableCommand {
         let pipe = try StableDiffusionPipeline(components: args.loadComponents(includeVAEEncoder: false))
         args.reportLoad(pipe.components)
         let bar = ProgressBar()
-        let options = args.options()
+        let options = args.options(for: pipe.components)
         let result = try pipe(options, progress: bar.update)
         try args.save(result, options: options, pipeline: "txt2img")
     }
 }
 
-/// `sd img2img`: diffusers' StableDiffusionImg2ImgPipeline.
+/// `sd img2img`: diffusers' StableDiffusionImg2ImgPipeline, or StableDiffusionXLImg2ImgPipeline for an SDXL model.
 struct Img2ImgCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "img2img", abstract: "Transform an image guided by a prompt.")
 
@@ -27,18 +27,19 @@ struct Img2ImgCommand: ParsableCommand {
     @Option(help: "Input image (PNG or JPEG).")
     var image: String
 
-    @Option(help: "How much to change the image, in [0, 1].")
-    var strength: Double = 0.8
+    @Option(help: "How much to change the image, in [0, 1] (default: 0.8; 0.3 for SDXL, as diffusers).")
+    var strength: Double?
 
     func validate() throws {
-        guard strength >= 0, strength <= 1 else { throw ValidationError("--strength must be in [0, 1], got \(strength)") }
+        if let strength, !(strength >= 0 && strength <= 1) { throw ValidationError("--strength must be in [0, 1], got \(strength)") }
     }
 
     func run() throws {
         let input = try Image.load(path: image)
         let pipe = try StableDiffusionImg2ImgPipeline(components: args.loadComponents())
         args.reportLoad(pipe.components)
-        let options = args.options()
+        let strength = self.strength ?? (pipe.components.family == .stableDiffusionXL ? 0.3 : 0.8)
+        let options = args.options(for: pipe.components)
         let result = try pipe(options, image: input, strength: strength, progress: ProgressBar().update)
         try args.save(result, options: options, pipeline: "img2img", extra: [("Denoising strength", String(strength))])
     }
@@ -72,7 +73,7 @@ struct InpaintCommand: ParsableCommand {
         let maskImage = try Image.load(path: mask)
         let pipe = try StableDiffusionInpaintPipeline(components: args.loadComponents())
         args.reportLoad(pipe.components)
-        let options = args.options()
+        let options = args.options(for: pipe.components)
         let result = try pipe(options, image: input, mask: maskImage, strength: strength,
                               paddingMaskCrop: paddingMaskCrop, progress: ProgressBar().update)
         try args.save(result, options: options, pipeline: "inpaint", extra: [("Denoising strength", String(strength))])

@@ -172,7 +172,8 @@ final class SlowClientTests: XCTestCase {
             $0.connections.bodyTimeout = 0.5
             $0.connections.idleTimeout = 0.5
         }
-        let body = try JSONSerialization.data(withJSONObject: ["prompt": "slow", "steps": 8, "width": JobControlTests.longSide,
+        // 40 steps: well past 1.5 s on the fastest CI machines seen (8 steps took 0.56 s on one).
+        let body = try JSONSerialization.data(withJSONObject: ["prompt": "slow", "steps": 40, "width": JobControlTests.longSide,
                                                                "height": JobControlTests.longSide, "seed": 1])
         let client = try SlowSocket(port: s.port)
         try client.send("POST /sdapi/v1/txt2img HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: \(body.count)\r\n\r\n")

@@ -64,7 +64,8 @@ final class CLIPTextModelTests: XCTestCase {
         let sd2 = try CLIPTextConfig.load(from: CLIPFixtureFile.url("text_encoder/stabilityai-stable-diffusion-2-1/config.json"))
         XCTAssertEqual(sd2, CLIPTextConfig(vocabSize: 49408, hiddenSize: 1024, intermediateSize: 4096, numHiddenLayers: 23,
                                            numAttentionHeads: 16, maxPositionEmbeddings: 77, hiddenAct: .gelu, layerNormEps: 1e-5,
-                                           bosTokenId: 0, eosTokenId: 2, padTokenId: 1))
+                                           bosTokenId: 0, eosTokenId: 2, padTokenId: 1, projectionDim: 512))
+        XCTAssertFalse(sd2.declaresProjection, "SD 2.1's text encoder is a plain CLIPTextModel")
         // Round trip through its own encoding.
         let again = try CLIPTextConfig(jsonData: JSONEncoder().encode(sd2))
         XCTAssertEqual(again, sd2)
@@ -121,8 +122,11 @@ final class CLIPTextModelTests: XCTestCase {
         XCTAssertTrue(relu.contains("te/config.json") && relu.contains("hidden_act") && relu.contains("relu"), relu)
         let tanh = message(#"{"hidden_act": "gelu_new"}"#)
         XCTAssertTrue(tanh.contains("hidden_act"), tanh)
-        let arch = message(#"{"architectures": ["CLIPTextModelWithProjection"]}"#)
-        XCTAssertTrue(arch.contains("te/config.json") && arch.contains("architectures") && arch.contains("CLIPTextModelWithProjection"), arch)
+        let arch = message(#"{"architectures": ["CLIPVisionModel"]}"#)
+        XCTAssertTrue(arch.contains("te/config.json") && arch.contains("architectures") && arch.contains("CLIPVisionModel"), arch)
+        XCTAssertEqual(message(#"{"architectures": ["CLIPTextModelWithProjection"], "projection_dim": 8}"#), "no error", "SDXL's text_encoder_2")
+        let projection = message(#"{"projection_dim": 0}"#)
+        XCTAssertTrue(projection.contains("projection_dim"), projection)
         let type = message(#"{"model_type": "t5"}"#)
         XCTAssertTrue(type.contains("model_type"), type)
         let heads = message(#"{"hidden_size": 100, "num_attention_heads": 8}"#)

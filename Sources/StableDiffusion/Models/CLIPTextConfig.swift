@@ -66,8 +66,10 @@ public struct CLIPTextConfig: Codable, Sendable, Equatable {
         vocabSize: Int = 49408, hiddenSize: Int = 512, intermediateSize: Int = 2048, numHiddenLayers: Int = 12,
         numAttentionHeads: Int = 8, maxPositionEmbeddings: Int = 77, hiddenAct: CLIPHiddenActivation = .quickGelu,
         layerNormEps: Double = 1e-5, bosTokenId: Int = 49406, eosTokenId: Int = 49407, padTokenId: Int = 1,
-        architectures: [String]? = [CLIPTextConfig.architecture], modelType: String? = CLIPTextConfig.modelTypeName
+        architectures: [String]? = [CLIPTextConfig.architecture], modelType: String? = CLIPTextConfig.modelTypeName,
+        projectionDim: Int? = nil
     ) {
+        self.projectionDim = projectionDim
         self.vocabSize = vocabSize
         self.hiddenSize = hiddenSize
         self.intermediateSize = intermediateSize

@@ -15,7 +15,7 @@ extension GenerationResult {
 extension StableDiffusionImg2ImgPipeline {
     /// Image-to-image from an 8-bit image: resized (Lanczos, as diffusers) to `options.height`/`width`
     /// when given, else to its own size rounded down to a multiple of the VAE scale factor.
-    public func callAsFunction(_ options: GenerationOptions, image: Image, strength: Double = 0.8,
+    public func callAsFunction(_ options: GenerationOptions, image: Image, strength: Double? = nil,
                                progress: ProgressHandler? = nil) throws -> GenerationResult {
         let processor = try VaeImageProcessor(vaeScaleFactor: components.vaeScaleFactor)
         let tensor = try processor.preprocess(image.toRGB(), height: options.height, width: options.width)

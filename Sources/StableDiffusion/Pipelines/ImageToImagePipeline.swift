@@ -26,10 +26,11 @@ public final class StableDiffusionImg2ImgPipeline: @unchecked Sendable {
     /// - Parameters:
     ///   - image: the preprocessed input, NHWC `[1 or n, height, width, 3]` in [-1, 1], with height and
     ///     width multiples of the VAE scale factor (see `ImageProcessor`).
-    ///   - strength: how much to transform the image, in [0, 1] (diffusers' default 0.8).
-    public func callAsFunction(_ options: GenerationOptions, image: Tensor, strength: Double = 0.8,
+    ///   - strength: how much to transform the image, in [0, 1]; nil: diffusers' default, 0.8 (0.3 for SDXL).
+    public func callAsFunction(_ options: GenerationOptions, image: Tensor, strength: Double? = nil,
                                progress: ProgressHandler? = nil) throws -> GenerationResult {
         let c = components
+        let strength = strength ?? (c.family == .stableDiffusionXL ? 0.3 : 0.8)
         try options.validate(vaeScaleFactor: c.vaeScaleFactor)
         guard strength >= 0, strength <= 1 else { throw PipelineError.invalidArgument("strength must be in [0, 1], got \(strength)") }
         guard image.rank == 4, image.shape[3] == 3, image.shape[1] % c.vaeScaleFactor == 0, image.shape[2] % c.vaeScaleFactor == 0 else {

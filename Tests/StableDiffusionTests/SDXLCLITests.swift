@@ -1,0 +1,77 @@
+import Foundation
+import XCTest
+import StableDiffusion
+
+/// `sd txt2img|img2img` on an SDXL folder: the same commands choose diffusers' SDXL pipelines from the
+/// folder, with SDXL's defaults (guidance 5.0, img2img strength 0.3, 1024 from the config) and flags.
+final class SDXLCLITests: XCTestCase {
+    func assertMatches(_ path: URL, _ c: PipelineCase, image i: Int = 0, file: StaticString = #filePath, line: UInt = #line) throws {
+        let (p, m) = psnr(try Image.load(path: path.path).pixels.map(Float.init), try c.expectedImages()[i].scalars)
+        XCTAssertGreaterThanOrEqual(p, 40, path.lastPathComponent, file: file, line: line)
+        XCTAssertLessThanOrEqual(m, 16, path.lastPathComponent, file: file, line: line)
+    }
+
+    func testTxt2ImgMicroConditioningFlagsAndDefaultGuidance() throws {
+        let out = try temporaryFolder(self)
+        let c = try PipelineCase("sdxl_txt2img_micro_cli")
+        let r = try SDProcess.run(["txt2img", "--model", TinyModels.sdxl.path, "--prompt", c.json["prompt"]?.stringValue ?? "",
+                                   "--height", "64", "--width", "64", "--steps", "4", "--seed", "9", "--original-size", "192x256",
+                                   "--crops-coords-top-left", "16,8", "--target-size", "64x96", "--output", out.appendingPathComponent("a.png").path])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        try assertMatches(out.appendingPathComponent("a.png"), c)
+    }
+
+    func testTxt2ImgSecondPromptsAndSchedulerSwitch() throws {
+        let out = try temporaryFolder(self)
+        var c = try PipelineCase("sdxl_txt2img_zero_negative")
+        var r = try SDProcess.run(["txt2img", "--model", TinyModels.sdxl.path, "--prompt", c.json["prompt"]?.stringValue ?? "",
+                                   "--prompt-2", c.json["prompt_2"]?.stringValue ?? "", "--steps", "5", "--guidance-scale", "6",
+                                   "--seed", "7", "--output", out.appendingPathComponent("b.png").path])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        try assertMatches(out.appendingPathComponent("b.png"), c)
+        XCTAssertEqual(try Image.load(path: out.appendingPathComponent("b.png").path).width, 128, "default size from the UNet config")
+
+        c = try PipelineCase("sdxl_txt2img_negative2_euler_a")
+        r = try SDProcess.run(["txt2img", "--model", TinyModels.sdxl.path, "--prompt", c.json["prompt"]?.stringValue ?? "",
+                               "--negative-prompt", c.json["negative_prompt"]?.stringValue ?? "",
+                               "--negative-prompt-2", c.json["negative_prompt_2"]?.stringValue ?? "", "--height", "64", "--width", "64",
+                               "--steps", "5", "--guidance-scale", "7", "--seed", "11", "--scheduler", "euler-a",
+                               "--output", out.appendingPathComponent("c.png").path])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        try assertMatches(out.appendingPathComponent("c.png"), c)
+    }
+
+    func testImg2ImgWithDefaultGuidance() throws {
+        let out = try temporaryFolder(self)
+        let c = try PipelineCase("sdxl_img2img")
+        let r = try SDProcess.run(["img2img", "--model", TinyModels.sdxl.path, "--prompt", c.json["prompt"]?.stringValue ?? "",
+                                   "--negative-prompt", c.json["negative_prompt"]?.stringValue ?? "", "--steps", "8", "--seed", "3",
+                                   "--strength", "0.6", "--image", c.directory.appendingPathComponent("input.png").path,
+                                   "--output", out.appendingPathComponent("i.png").path])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        try assertMatches(out.appendingPathComponent("i.png"), c)
+    }
+
+    /// Bad SDXL flags, and SDXL flags on an SD model: status 1, the flag or model family named, nothing written.
+    func testFailuresWriteNothing() throws {
+        let out = try temporaryFolder(self)
+        let target = out.appendingPathComponent("x.png").path
+        let xl = TinyModels.sdxl.path, sd1 = TinyModels.sd1.path
+        let input = try PipelineCase("sdxl_img2img").directory.appendingPathComponent("input.png").path
+        let cases: [([String], String)] = [
+            (["txt2img", "--model", xl, "--prompt", "x", "--original-size", "0x64", "--output", target], "--original-size"),
+            (["txt2img", "--model", xl, "--prompt", "x", "--target-size", "64", "--output", target], "--target-size"),
+            (["txt2img", "--model", xl, "--prompt", "x", "--crops-coords-top-left", "a,b", "--output", target], "--crops-coords-top-left"),
+            (["txt2img", "--model", xl, "--prompt", "x", "--aesthetic-score", "nan", "--output", target], "--aesthetic-score"),
+            (["txt2img", "--model", sd1, "--prompt", "x", "--prompt-2", "y", "--steps", "1", "--output", target], "SDXL"),
+            (["txt2img", "--model", sd1, "--prompt", "x", "--target-size", "64x64", "--steps", "1", "--output", target], "SDXL"),
+            (["inpaint", "--model", xl, "--prompt", "x", "--image", input, "--mask", input, "--output", target], "SDXL"),
+        ]
+        for (args, mention) in cases {
+            let r = try SDProcess.run(args)
+            XCTAssertEqual(r.status, 1, "\(args): \(r.stderr)")
+            XCTAssertTrue(r.stderr.contains(mention), "\(args): expected '\(mention)' in: \(r.stderr)")
+            XCTAssertEqual(filesIn(out), [], "\(args) wrote something")
+        }
+    }
+}

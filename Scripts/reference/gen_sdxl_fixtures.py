@@ -77,11 +77,66 @@ def build():
     return StableDiffusionXLPipeline.from_pretrained(ROOT, torch_dtype=torch.float32, add_watermarker=False)
 
 
+def build_refiner(base):
+    """The refiner's layout: text_encoder_2 and tokenizer_2 only, requires_aesthetics_score (5 time ids), a
+    4-block UNet that attends to text_encoder_2's width alone; the base's VAE (an ensemble shares latents)."""
+    torch.manual_seed(28)
+    root = ROOT + "-refiner"
+    shutil.rmtree(root, ignore_errors=True)
+    tok2, vocab = tokenizer_dir("tok2", "tokenizer_2")
+    text_encoder_2 = randomise(CLIPTextModelWithProjection(CLIPTextConfig(
+        vocab_size=vocab, hidden_size=48, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4,
+        max_position_embeddings=77, hidden_act="gelu", projection_dim=24, bos_token_id=0, eos_token_id=2, pad_token_id=1)))
+    unet = randomise(UNet2DConditionModel(
+        sample_size=16, in_channels=4, out_channels=4, block_out_channels=(32, 32, 64, 64), layers_per_block=2,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        transformer_layers_per_block=2, attention_head_dim=(2, 2, 4, 4), use_linear_projection=True, cross_attention_dim=48,
+        norm_num_groups=8, addition_embed_type="text_time", addition_time_embed_dim=8, projection_class_embeddings_input_dim=24 + 5 * 8))
+    pipe = StableDiffusionXLImg2ImgPipeline(
+        vae=base.vae, text_encoder=None, text_encoder_2=text_encoder_2, tokenizer=None, tokenizer_2=CLIPTokenizer.from_pretrained(tok2),
+        unet=unet, scheduler=EulerDiscreteScheduler.from_pretrained(os.path.join(REF, "scheduler")), requires_aesthetics_score=True,
+        force_zeros_for_empty_prompt=False, add_watermarker=False)
+    pipe.to(torch.float16)
+    pipe.save_pretrained(root, safe_serialization=True)
+    d = os.path.join(root, "tokenizer_2")
+    for f in os.listdir(d):
+        os.remove(os.path.join(d, f))
+    for f in ("vocab.json", "merges.txt"):
+        shutil.copy(os.path.join(tok2, f), d)
+    for f in ("tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(os.path.join(REF, "tokenizer_2", f), d)
+    base.to(torch.float32)
+    return StableDiffusionXLImg2ImgPipeline.from_pretrained(root, torch_dtype=torch.float32, add_watermarker=False)
+
+
+def run_ensemble(case, base, refiner, seed, kwargs, switch):
+    """diffusers' "ensemble of expert denoisers": the base stops at `switch` and hands latents to the refiner."""
+    d = os.path.join(OUT, case)
+    shutil.rmtree(d, ignore_errors=True)
+    os.makedirs(d)
+    latents = base(**kwargs, denoising_end=switch, output_type="latent", generator=torch.Generator("cpu").manual_seed(seed)).images
+    call = {k: v for k, v in kwargs.items() if k not in ("height", "width")}
+    out = refiner(**call, image=latents, denoising_start=switch, generator=torch.Generator("cpu").manual_seed(seed))
+    tensors = {"base_latents": latents.permute(0, 2, 3, 1).contiguous()}
+    for i, img in enumerate(out.images):
+        img.save(os.path.join(d, f"expected-{i}.png"))
+        tensors[f"image{i}"] = torch.from_numpy(np.asarray(img).astype(np.float32))
+    save_file(tensors, os.path.join(d, "tensors.safetensors"))
+    with open(os.path.join(d, "case.json"), "w") as f:
+        json.dump(dict(kwargs, seed=seed, refiner_switch=switch, model="tiny-sdxl", refiner="tiny-sdxl-refiner"), f, indent=1)
+    print(case, [img.size for img in out.images])
+
+
+def extra_config(pipe):
+    return dict(requires_aesthetics_score=True, force_zeros_for_empty_prompt=False) if pipe.config.get("requires_aesthetics_score") else {}
+
+
 def run_case(case, base, seed, kwargs, pipe_cls=StableDiffusionXLPipeline, scheduler_cls=None, image=None):
     d = os.path.join(OUT, case)
     shutil.rmtree(d, ignore_errors=True)
     os.makedirs(d)
-    pipe = pipe_cls(**base.components, add_watermarker=False)
+    pipe = pipe_cls(**base.components, add_watermarker=False, **extra_config(base))
     if scheduler_cls is not None:
         pipe.scheduler = scheduler_cls.from_config(base.scheduler.config)
     captured = []
@@ -138,3 +193,10 @@ run_case("sdxl_txt2img_micro_cli", base, 9, dict(prompt=P, height=64, width=64, 
                                                   crops_coords_top_left=(16, 8), target_size=(96, 64)))
 run_case("sdxl_img2img", base, 3, dict(prompt=P, negative_prompt=N, strength=0.6, num_inference_steps=8, guidance_scale=5.0),
          pipe_cls=StableDiffusionXLImg2ImgPipeline, image=test_image(96, 64))
+
+refiner = build_refiner(base)
+run_case("sdxl_refiner_img2img", refiner, 13, dict(prompt=P, negative_prompt=N, strength=0.5, num_inference_steps=6, guidance_scale=5.0,
+                                                   aesthetic_score=7.0, negative_aesthetic_score=2.0),
+         pipe_cls=StableDiffusionXLImg2ImgPipeline, image=test_image(64, 64))
+run_ensemble("sdxl_base_refiner_ensemble", base, refiner, 17, dict(prompt=P, negative_prompt=N, num_inference_steps=10, height=64,
+                                                                   width=64, guidance_scale=5.0), switch=0.7)

@@ -4,6 +4,7 @@ import StableDiffusion
 
 extension TinyModels {
     static var sdxl: URL { root.appendingPathComponent("tiny-sdxl") }
+    static var sdxlRefiner: URL { root.appendingPathComponent("tiny-sdxl-refiner") }
 }
 
 extension PipelineCase {
@@ -21,6 +22,8 @@ extension PipelineCase {
         if let s = pair("target_size") { o.microConditioning.targetSize = s }
         if let s = pair("crops_coords_top_left") { o.microConditioning.cropsCoordsTopLeft = s }
         if json["scheduler"]?.stringValue == "EulerAncestralDiscreteScheduler" { o.scheduler = "euler-a" }
+        if let a = json["aesthetic_score"]?.doubleValue { o.microConditioning.aestheticScore = a }
+        if let a = json["negative_aesthetic_score"]?.doubleValue { o.microConditioning.negativeAestheticScore = a }
         return o
     }
 }
@@ -100,6 +103,63 @@ final class SDXLPipelineTests: XCTestCase {
         o.negativePrompts = [""]
         let (p2, _) = psnr(try pipe(o).rgb8(0).map(Float.init), try c.expectedImages()[0].scalars)
         XCTAssertLessThan(p2, 40, "an empty negative prompt is not the zeroed one")
+    }
+
+    /// The refiner: text_encoder_2 only (it takes the first prompt, as diffusers pairs them), aesthetic-score
+    /// time ids, force_zeros_for_empty_prompt false.
+    func testRefinerImageToImage() throws {
+        let refiner = try StableDiffusionComponents(directory: TinyModels.sdxlRefiner)
+        XCTAssertTrue(refiner.hasOnlySecondTextEncoder)
+        XCTAssertTrue(refiner.requiresAestheticsScore)
+        XCTAssertFalse(refiner.forceZerosForEmptyPrompt)
+        let c = try PipelineCase("sdxl_refiner_img2img")
+        let input = try Image.load(path: c.directory.appendingPathComponent("input.png").path)
+        let pipe = try StableDiffusionXLImg2ImgPipeline(components: refiner)
+        let result = try pipe(c.sdxlOptions, image: try VaeImageProcessor().preprocess(input), strength: c.json["strength"]?.doubleValue)
+        assertImagesMatch(result, try c.expectedImages())
+        assertClose(result.latents, try c.tensors.tensor("final_latents"), tolerance: 1e-3)
+        // The aesthetic scores are in the picture.
+        var o = c.sdxlOptions
+        o.microConditioning.aestheticScore = 6
+        let other = try pipe(o, image: try VaeImageProcessor().preprocess(input), strength: c.json["strength"]?.doubleValue)
+        XCTAssertLessThan(psnr(other.rgb8(0).map(Float.init), try c.expectedImages()[0].scalars).psnr, 40)
+        XCTAssertThrowsError(try StableDiffusionXLPipeline(components: refiner)) { XCTAssertTrue("\($0)".contains("refiner"), "\($0)") }
+    }
+
+    /// diffusers' ensemble of expert denoisers: the base stops at denoising_end 0.7 with latents only, the
+    /// refiner starts from them at denoising_start 0.7.
+    func testBaseRefinerEnsemble() throws {
+        let c = try PipelineCase("sdxl_base_refiner_ensemble")
+        var o = c.sdxlOptions
+        o.denoisingEnd = 0.7
+        o.outputType = .latents
+        let base = try StableDiffusionXLPipeline(components: Self.components.get())(o)
+        XCTAssertFalse(base.hasImages)
+        assertClose(base.latents, try c.tensors.tensor("base_latents"), tolerance: 1e-3, "base latents")
+        o.denoisingEnd = nil
+        o.denoisingStart = 0.7
+        o.outputType = .images
+        let refiner = try StableDiffusionXLImg2ImgPipeline(components: StableDiffusionComponents(directory: TinyModels.sdxlRefiner))
+        let result = try refiner(o, image: base.latents)
+        assertImagesMatch(result, try c.expectedImages())
+    }
+
+    func testDenoisingFractionsAreValidated() throws {
+        let pipe = try StableDiffusionXLPipeline(components: Self.components.get())
+        var o = GenerationOptions(prompt: "x")
+        o.numInferenceSteps = 2
+        for bad in [0.0, 1.0, -0.5, .nan] {
+            o.denoisingEnd = bad
+            XCTAssertThrowsError(try pipe(o)) { XCTAssertTrue("\($0)".contains("denoising end"), "\($0)") }
+        }
+        o.denoisingEnd = 0.01
+        XCTAssertThrowsError(try pipe(o)) { XCTAssertTrue("\($0)".contains("no denoising step"), "\($0)") }
+        o.denoisingEnd = nil
+        o.denoisingStart = 0.5
+        XCTAssertThrowsError(try pipe(o)) { XCTAssertTrue("\($0)".contains("image-to-image"), "\($0)") }
+        let img2img = try StableDiffusionXLImg2ImgPipeline(components: Self.components.get())
+        o.denoisingEnd = 0.4
+        XCTAssertThrowsError(try img2img(o, image: Tensor(zeros: [1, 8, 8, 4]))) { XCTAssertTrue("\($0)".contains("below"), "\($0)") }
     }
 
     func testSDXLOnlyOptionsAreRefusedForSD() throws {

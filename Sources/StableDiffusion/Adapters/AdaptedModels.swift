@@ -44,7 +44,11 @@ extension StableDiffusionComponents {
         guard singleFileDetection == nil, FileManager.default.fileExists(atPath: directory.appendingPathComponent("model_index.json").path) else {
             throw PipelineError.invalidArgument("switching LoRAs and embeddings needs a model folder; load \(directory.path) again with the new adapters")
         }
-        if family == .stableDiffusionXL { try Self.checkSDXLSupports(adapters: adapters, path: directory.path) }
+        if family == .stableDiffusionXL {
+            // No adapters for SDXL yet: the only set there is is the empty one these were loaded with.
+            try Self.checkSDXLSupports(adapters: adapters, path: directory.path)
+            return self
+        }
         let adapted = try AdaptedModels(tokenizer: directory.appendingPathComponent("tokenizer"),
                                         textEncoder: directory.appendingPathComponent("text_encoder"),
                                         unet: directory.appendingPathComponent("unet"), variant: variant, adapters: adapters,

@@ -33,6 +33,15 @@ public struct GenerationOptions: Sendable {
     public var scheduler: String?
     /// Start from these latents (NHWC, `[batch*images, h/8, w/8, 4]`) instead of drawing them (text-to-image).
     public var latents: Tensor?
+    /// diffusers' `denoising_end` (SDXL base in an ensemble of expert denoisers): stop once this fraction of
+    /// the noise schedule is done, at the first timestep below `(1 - denoisingEnd) x num_train_timesteps`.
+    /// In (0, 1); usually with `outputType = .latents`.
+    public var denoisingEnd: Double?
+    /// diffusers' `denoising_start` (image-to-image; the refiner in an ensemble): skip the first fraction of
+    /// the schedule and denoise the given latents from there, without adding noise. Overrides `strength`.
+    public var denoisingStart: Double?
+    /// `.latents` skips the VAE decode (diffusers' `output_type="latent"`): `GenerationResult.latents` only.
+    public var outputType: OutputType = .images
     /// Lets another thread stop the run after its current step with the picture so far (see `PipelineInterruption`).
     public var interruption: PipelineInterruption?
 
@@ -45,6 +54,9 @@ public struct GenerationOptions: Sendable {
         self.prompts = prompts
         self.negativePrompts = negativePrompts
     }
+
+    /// What a pipeline call returns.
+    public enum OutputType: Sendable { case images, latents }
 
     var classifierFreeGuidance: Bool { guidanceScale > 1 }
     var batchSize: Int { prompts.count * numImagesPerPrompt }
@@ -77,6 +89,14 @@ public struct GenerationOptions: Sendable {
         if !microConditioning.aestheticScore.isFinite || !microConditioning.negativeAestheticScore.isFinite {
             throw PipelineError.invalidArgument("aesthetic scores must be finite numbers")
         }
+        for (name, value) in [("denoising end", denoisingEnd), ("denoising start", denoisingStart)] {
+            if let value, !(value > 0 && value < 1) {
+                throw PipelineError.invalidArgument("\(name) must be a fraction in (0, 1), got \(value)")
+            }
+        }
+        if let start = denoisingStart, let end = denoisingEnd, start >= end {
+            throw PipelineError.invalidArgument("denoising start \(start) must be below denoising end \(end)")
+        }
         if let c = clipSkip, c < 0 { throw PipelineError.invalidArgument("clip skip must be >= 0, got \(c)") }
         if let s = scheduler, !Schedulers.cliNames.contains(s) {
             throw PipelineError.invalidArgument("unknown scheduler \"\(s)\" (choose from \(Schedulers.cliNames.joined(separator: ", ")))")
@@ -95,7 +115,8 @@ public struct GenerationOptions: Sendable {
 
 /// What a pipeline call returns.
 public struct GenerationResult: Sendable {
-    /// The images, `[batch, height, width, 3]` NHWC, in [0, 1] (diffusers' "np" output).
+    /// The images, `[batch, height, width, 3]` NHWC, in [0, 1] (diffusers' "np" output); `[batch, 0, 0, 3]`
+    /// with `OutputType.latents`.
     public let images: Tensor
     /// The final latents before VAE decoding (NHWC), as diffusers' `output_type="latent"` gives.
     public let latents: Tensor
@@ -109,6 +130,8 @@ public struct GenerationResult: Sendable {
     public var stoppedAfterStep: Int? = nil
 
     public var count: Int { images.shape[0] }
+    /// False for a latents-only result (`OutputType.latents`).
+    public var hasImages: Bool { images.count > 0 }
 
     /// Image `i` as 8-bit RGB rows, rounded as diffusers' `numpy_to_pil` does.
     public func rgb8(_ i: Int) -> [UInt8] {

@@ -15,6 +15,21 @@ enum LatentPreparation {
         return Array(all[from...])
     }
 
+    /// diffusers' SDXL `get_timesteps` with `denoising_start`: the timesteps below
+    /// `round((1 - start) x num_train_timesteps)` (one more for a second-order scheduler left mid-step).
+    static func timesteps(startingAt start: Double, _ scheduler: inout any Scheduler) throws -> [Double] {
+        let cutoff = try PipelineSupport.timestepCutoff(fraction: start, scheduler: scheduler)
+        let all = scheduler.timesteps
+        var count = all.filter { $0 < cutoff }.count
+        if scheduler.order == 2, count % 2 == 0 { count += 1 }
+        count = min(count, all.count)
+        guard count > 0 else {
+            throw PipelineError.invalidArgument("denoising start \(start) leaves no denoising step of \(all.count) (lower it or raise the steps)")
+        }
+        scheduler.setBeginIndex(all.count - count)
+        return Array(all.suffix(count))
+    }
+
     /// Encodes images with the VAE, sampling the latent distribution with the generator(s) as diffusers
     /// does, scales them, and repeats them to `batchSize`.
     ///

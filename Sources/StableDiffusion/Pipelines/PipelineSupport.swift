@@ -19,10 +19,29 @@ enum PipelineSupport {
 
     /// Decodes the loop's latents into the call's result (also after an interruption: the denoised estimate).
     static func result(_ out: DenoisingLoop.Output, vae: AutoencoderKL, seed: UInt64, scheduler: any Scheduler, start: Date,
-                       tiledAbovePixels: Int = TiledDecoding.defaultThresholdPixels) throws -> GenerationResult {
-        let images = try decode(out.latents, vae: vae, tiledAbovePixels: tiledAbovePixels)
+                       tiledAbovePixels: Int = TiledDecoding.defaultThresholdPixels,
+                       outputType: GenerationOptions.OutputType = .images) throws -> GenerationResult {
+        let images = outputType == .latents ? Tensor(zeros: [out.latents.shape[0], 0, 0, 3])
+            : try decode(out.latents, vae: vae, tiledAbovePixels: tiledAbovePixels)
         return GenerationResult(images: images, latents: out.latents, seed: seed, schedulerName: scheduler.kind.className,
                                 denoisingSeconds: Date().timeIntervalSince(start), stoppedAfterStep: out.stoppedAfterStep)
+    }
+
+    /// diffusers' `denoising_end`: the timesteps at or above `round((1 - end) x num_train_timesteps)`.
+    static func endingAt(_ end: Double?, _ timesteps: [Double], scheduler: any Scheduler) throws -> [Double] {
+        guard let end else { return timesteps }
+        let cutoff = try timestepCutoff(fraction: end, scheduler: scheduler)
+        let kept = timesteps.filter { $0 >= cutoff }
+        guard !kept.isEmpty else {
+            throw PipelineError.invalidArgument("denoising end \(end) leaves no denoising step of \(timesteps.count) (raise it or the steps)")
+        }
+        return kept
+    }
+
+    /// `int(round(num_train_timesteps - fraction * num_train_timesteps))`, Python's rounding (half to even).
+    static func timestepCutoff(fraction: Double, scheduler: any Scheduler) throws -> Double {
+        let train = Double(try scheduler.config.int("num_train_timesteps", 1000))
+        return (train - fraction * train).rounded(.toNearestOrEven)
     }
 
     /// `vae.decode(latents / scaling_factor)`, then diffusers' postprocess to [0, 1].

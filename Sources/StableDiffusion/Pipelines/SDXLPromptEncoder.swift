@@ -17,7 +17,9 @@ struct SDXLPromptEncoder: TextConditioner {
             throw PipelineError.invalidArgument("prompt syntax a1111 is not supported for SDXL models yet (use the plain syntax)")
         }
         let count = o.prompts.count, n = o.numImagesPerPrompt
-        let prompts2 = try o.prompts2.map { try PromptLists.broadcast($0, to: count, name: "prompt 2") } ?? o.prompts
+        // With one encoder (the refiner) diffusers pairs the first prompt list with it: prompt_2 is unused.
+        let prompts2 = tokenizer == nil ? o.prompts
+            : try o.prompts2.map { try PromptLists.broadcast($0, to: count, name: "prompt 2") } ?? o.prompts
         let positive = try encodePair(o.prompts, prompts2, clipSkip: o.clipSkip)
         let hidden = try PromptLists.repeatEach(positive.hiddenStates, n)
         let pooled = try PromptLists.repeatEach(positive.pooled!, n)
@@ -27,7 +29,8 @@ struct SDXLPromptEncoder: TextConditioner {
             negative = TextConditioning(hiddenStates: Tensor(zeros: hidden.shape), pooled: Tensor(zeros: pooled.shape))
         } else {
             let negatives = try PromptLists.broadcast(o.negativePrompts ?? [""], to: count, name: "negative prompt")
-            let negatives2 = try o.negativePrompts2.map { try PromptLists.broadcast($0, to: count, name: "negative prompt 2") } ?? negatives
+            let negatives2 = tokenizer == nil ? negatives
+                : try o.negativePrompts2.map { try PromptLists.broadcast($0, to: count, name: "negative prompt 2") } ?? negatives
             // diffusers takes hidden_states[-2] for the negative prompts whatever clip_skip is.
             let encoded = try encodePair(negatives, negatives2, clipSkip: nil)
             negative = TextConditioning(hiddenStates: try PromptLists.repeatEach(encoded.hiddenStates, n),

@@ -16,6 +16,11 @@ public final class StableDiffusionComponents: @unchecked Sendable {
     /// SDXL's `force_zeros_for_empty_prompt` (model_index.json; diffusers' default true): without a negative
     /// prompt the negative embeddings are zeros.
     public let forceZerosForEmptyPrompt: Bool
+    /// SDXL refiner's `requires_aesthetics_score` (model_index.json): its time ids end with an aesthetic
+    /// score instead of the target size.
+    public let requiresAestheticsScore: Bool
+    /// SDXL refiner: no `text_encoder`; `tokenizer`/`textEncoder` then hold `tokenizer_2`/`text_encoder_2`.
+    public var hasOnlySecondTextEncoder: Bool { family == .stableDiffusionXL && textEncoder2 == nil }
     public let unet: UNet2DConditionModel
     public let vae: AutoencoderKL
     public let schedulerConfig: SchedulerConfig
@@ -46,11 +51,15 @@ public final class StableDiffusionComponents: @unchecked Sendable {
         try precision.checkSupported()
         let start = Date()
         self.directory = directory
-        index = try ModelIndex(contentsOf: directory.appendingPathComponent("model_index.json"))
-        for required in ["unet", "vae", "text_encoder", "tokenizer", "scheduler"] where index.components[required] == nil {
-            throw PipelineError.badModel(path: directory.appendingPathComponent("model_index.json").path,
-                                         detail: "component \"\(required)\" is missing")
+        let index = try ModelIndex(contentsOf: directory.appendingPathComponent("model_index.json"))
+        self.index = index
+        func missing(_ names: [String], _ why: String = "") throws {
+            for required in names where index.components[required] == nil {
+                throw PipelineError.badModel(path: directory.appendingPathComponent("model_index.json").path,
+                                             detail: "component \"\(required)\" is missing\(why)")
+            }
         }
+        try missing(["unet", "vae", "scheduler"])
         func sub(_ name: String) throws -> URL {
             let url = directory.appendingPathComponent(name)
             var isDir: ObjCBool = false
@@ -59,29 +68,30 @@ public final class StableDiffusionComponents: @unchecked Sendable {
             }
             return url
         }
+        let unetConfig = try UNet2DConditionConfig.load(try sub("unet").appendingPathComponent("config.json"))
+        let family = ModelFamily.of(index: index, unet: unetConfig)
+        self.family = family
+        // SDXL's refiner has only text_encoder_2; it then stands in the first encoder's place.
+        let firstEncoder = family == .stableDiffusionXL && index.components["text_encoder"] == nil ? "_2" : ""
+        try missing(["text_encoder" + firstEncoder, "tokenizer" + firstEncoder])
+        if family == .stableDiffusionXL {
+            try missing(["text_encoder_2", "tokenizer_2"], " (an SDXL model needs it)")
+            if let textClass = index.components["text_encoder_2"]?.className, textClass != CLIPTextConfig.architectureWithProjection {
+                throw PipelineError.badModel(path: directory.path, detail: "text_encoder_2 class \(textClass) is not supported (CLIPTextModelWithProjection is)")
+            }
+            try Self.checkSDXLSupports(adapters: adapters, path: directory.path)
+        }
         if let textClass = index.components["text_encoder"]?.className, textClass != "CLIPTextModel" {
             throw PipelineError.badModel(path: directory.path, detail: "text encoder class \(textClass) is not supported (CLIPTextModel is)")
         }
         self.adapters = adapters
         self.precision = precision
-        let unetConfig = try UNet2DConditionConfig.load(try sub("unet").appendingPathComponent("config.json"))
-        family = ModelFamily.of(index: index, unet: unetConfig)
-        if family == .stableDiffusionXL {
-            try Self.checkSDXLSupports(adapters: adapters, path: directory.path)
-        }
-        let adapted = try AdaptedModels(tokenizer: try sub("tokenizer"), textEncoder: try sub("text_encoder"), unet: try sub("unet"),
-                                        variant: variant, adapters: adapters, precision: precision)
+        let adapted = try AdaptedModels(tokenizer: try sub("tokenizer" + firstEncoder), textEncoder: try sub("text_encoder" + firstEncoder),
+                                        unet: try sub("unet"), variant: variant, adapters: adapters, precision: precision)
         tokenizer = adapted.tokenizer
         textEncoder = adapted.textEncoder
         unet = adapted.unet
-        if family == .stableDiffusionXL {
-            for required in ["text_encoder_2", "tokenizer_2"] where index.components[required] == nil {
-                throw PipelineError.badModel(path: directory.appendingPathComponent("model_index.json").path,
-                                             detail: "component \"\(required)\" is missing (an SDXL model needs both text encoders)")
-            }
-            if let textClass = index.components["text_encoder_2"]?.className, textClass != CLIPTextConfig.architectureWithProjection {
-                throw PipelineError.badModel(path: directory.path, detail: "text_encoder_2 class \(textClass) is not supported (CLIPTextModelWithProjection is)")
-            }
+        if family == .stableDiffusionXL, firstEncoder.isEmpty {
             let textDir = try sub("text_encoder_2")
             tokenizer2 = try CLIPTokenizer(directory: try sub("tokenizer_2"))
             textEncoder2 = try CLIPTextModel(config: CLIPTextConfig.load(from: textDir),
@@ -92,6 +102,7 @@ public final class StableDiffusionComponents: @unchecked Sendable {
             textEncoder2 = nil
         }
         forceZerosForEmptyPrompt = index.settings["force_zeros_for_empty_prompt"]?.boolValue ?? true
+        requiresAestheticsScore = index.settings["requires_aesthetics_score"]?.boolValue ?? false
         let vaeDir = try sub("vae")
         vae = try AutoencoderKL(config: AutoencoderKLConfig.load(vaeDir.appendingPathComponent("config.json")),
                                 weights: WeightFiles.open(directory: vaeDir, stems: ["diffusion_pytorch_model"], variant: variant),
@@ -102,7 +113,8 @@ public final class StableDiffusionComponents: @unchecked Sendable {
         } else {
             lowResSchedulerConfig = nil
         }
-        try Self.checkTextWidths(textEncoder: textEncoder, textEncoder2: textEncoder2, unet: unet.config, path: directory.path)
+        try Self.checkTextWidths(textEncoder: textEncoder, textEncoder2: textEncoder2, unet: unet.config,
+                                 aestheticScore: requiresAestheticsScore, path: directory.path)
         loadSeconds = Date().timeIntervalSince(start)
         peakMemoryBytes = ProcessMemory.peakResidentBytes
     }
@@ -120,6 +132,7 @@ public final class StableDiffusionComponents: @unchecked Sendable {
         self.textEncoder2 = textEncoder2
         family = textEncoder2 != nil || unet.config.textTimeEmbedding != nil ? .stableDiffusionXL : .stableDiffusion
         forceZerosForEmptyPrompt = index.settings["force_zeros_for_empty_prompt"]?.boolValue ?? true
+        requiresAestheticsScore = index.settings["requires_aesthetics_score"]?.boolValue ?? false
         self.unet = unet
         self.vae = vae
         self.schedulerConfig = schedulerConfig
@@ -131,19 +144,25 @@ public final class StableDiffusionComponents: @unchecked Sendable {
     }
 
     /// The UNet's cross-attention width must be the text encoder's hidden size (SDXL: both encoders' summed).
-    static func checkTextWidths(textEncoder: CLIPTextModel, textEncoder2: CLIPTextModel?, unet: UNet2DConditionConfig, path: String) throws {
+    static func checkTextWidths(textEncoder: CLIPTextModel, textEncoder2: CLIPTextModel?, unet: UNet2DConditionConfig,
+                                aestheticScore: Bool, path: String) throws {
         let hidden = textEncoder.config.hiddenSize + (textEncoder2?.config.hiddenSize ?? 0)
         let source = textEncoder2 == nil ? "the text encoder's hidden_size \(hidden)" : "the two text encoders' hidden sizes (\(textEncoder.config.hiddenSize) + \(textEncoder2!.config.hiddenSize))"
         guard unet.crossAttentionDim.allSatisfy({ $0 == hidden }) else {
             throw PipelineError.badModel(path: path, detail: "UNet cross_attention_dim \(unet.crossAttentionDim[0]) does not match \(source)")
         }
         if let added = unet.textTimeEmbedding {
-            guard let projection = textEncoder2?.config.projectionDim else {
-                throw PipelineError.badModel(path: path, detail: "this UNet (addition_embed_type text_time) needs SDXL's text_encoder_2")
+            // The pooled embedding comes from text_encoder_2 (the only encoder of a refiner).
+            let pooling = textEncoder2 ?? textEncoder
+            guard pooling.hasProjection, let projection = pooling.config.projectionDim else {
+                throw PipelineError.badModel(path: path, detail: "this UNet (addition_embed_type text_time) needs SDXL's text_encoder_2 (CLIPTextModelWithProjection)")
             }
-            // diffusers' _get_add_time_ids check: 6 time ids (sizes and crop) for base models.
-            guard added.inputDim == projection + 6 * added.timeEmbedDim else {
-                throw PipelineError.badModel(path: path, detail: "UNet projection_class_embeddings_input_dim \(added.inputDim) is not text_encoder_2's projection_dim \(projection) + 6 x addition_time_embed_dim \(added.timeEmbedDim) (a model with aesthetic-score conditioning, the refiner, is not supported yet)")
+            // diffusers' _get_add_time_ids check: 6 time ids (sizes and crop), or 5 with an aesthetic score.
+            let ids = aestheticScore ? 5 : 6
+            guard added.inputDim == projection + ids * added.timeEmbedDim else {
+                let hint = aestheticScore ? "model_index.json says requires_aesthetics_score: true; is this not a refiner?"
+                    : "a refiner needs requires_aesthetics_score: true in model_index.json"
+                throw PipelineError.badModel(path: path, detail: "UNet projection_class_embeddings_input_dim \(added.inputDim) is not text_encoder_2's projection_dim \(projection) + \(ids) time ids x addition_time_embed_dim \(added.timeEmbedDim) (\(hint))")
             }
         }
     }
@@ -160,7 +179,11 @@ public final class StableDiffusionComponents: @unchecked Sendable {
         switch family {
         case .stableDiffusion: return promptEncoder
         case .stableDiffusionXL:
-            return SDXLPromptEncoder(tokenizer: tokenizer, textEncoder: textEncoder, tokenizer2: tokenizer2!, textEncoder2: textEncoder2!,
+            guard let tokenizer2, let textEncoder2 else {
+                return SDXLPromptEncoder(tokenizer: nil, textEncoder: nil, tokenizer2: tokenizer, textEncoder2: textEncoder,
+                                         forceZerosForEmptyPrompt: forceZerosForEmptyPrompt)
+            }
+            return SDXLPromptEncoder(tokenizer: tokenizer, textEncoder: textEncoder, tokenizer2: tokenizer2, textEncoder2: textEncoder2,
                                      forceZerosForEmptyPrompt: forceZerosForEmptyPrompt)
         }
     }
@@ -179,7 +202,7 @@ public final class StableDiffusionComponents: @unchecked Sendable {
         }
         let text = try textConditioner.encode(options)
         guard let pooled = text.pooled else { return UNetConditioning(encoderHiddenStates: text.hiddenStates) }
-        let ids = options.microConditioning.timeIds(height: height, width: width, aestheticScores: false)
+        let ids = options.microConditioning.timeIds(height: height, width: width, aestheticScores: requiresAestheticsScore)
         let batch = options.batchSize
         // Negative rows for the negative half of a guided batch, positive rows for the rest.
         var rows: [Float] = []

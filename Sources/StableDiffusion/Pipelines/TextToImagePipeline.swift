@@ -7,6 +7,10 @@ public final class StableDiffusionPipeline: @unchecked Sendable {
     public let components: StableDiffusionComponents
 
     public init(components: StableDiffusionComponents) throws {
+        guard !components.requiresAestheticsScore else {
+            throw PipelineError.badModel(path: components.directory.path,
+                                         detail: "this SDXL refiner (requires_aesthetics_score) refines images: use image-to-image, or run it after a base model (--refiner)")
+        }
         guard components.unet.config.inChannels == 4 else {
             throw PipelineError.badModel(path: components.directory.path,
                                          detail: "text-to-image needs a 4-channel UNet; this one has \(components.unet.config.inChannels) input channels (use the matching pipeline)")
@@ -24,6 +28,9 @@ public final class StableDiffusionPipeline: @unchecked Sendable {
     public func callAsFunction(_ options: GenerationOptions, progress: ProgressHandler? = nil) throws -> GenerationResult {
         let c = components
         try options.validate(vaeScaleFactor: c.vaeScaleFactor)
+        guard options.denoisingStart == nil else {
+            throw PipelineError.invalidArgument("denoising start applies to image-to-image (the refiner's part of an ensemble), not text-to-image")
+        }
         let height = options.height ?? c.defaultImageSide
         let width = options.width ?? c.defaultImageSide
         var scheduler = try PipelineSupport.makeScheduler(c, options)
@@ -43,10 +50,11 @@ public final class StableDiffusionPipeline: @unchecked Sendable {
         latents = latents * scheduler.initNoiseSigma
         let start = Date()
         var generator: RandomGenerators? = generators
+        let timesteps = try PipelineSupport.endingAt(options.denoisingEnd, scheduler.timesteps, scheduler: scheduler)
         let out = try PipelineSupport.loop(c, options)
-            .run(latents: latents, timesteps: scheduler.timesteps, scheduler: &scheduler, conditioning: conditioning,
+            .run(latents: latents, timesteps: timesteps, scheduler: &scheduler, conditioning: conditioning,
                  generator: &generator, progress: progress)
-        return try PipelineSupport.result(out, vae: c.vae, seed: seed, scheduler: scheduler, start: start)
+        return try PipelineSupport.result(out, vae: c.vae, seed: seed, scheduler: scheduler, start: start, outputType: options.outputType)
     }
 }
 

@@ -121,7 +121,14 @@ struct GenerationArguments: ParsableArguments {
 
     /// Library options with the defaults of the model family's diffusers pipeline (SDXL's guidance is 5.0).
     func options(for components: StableDiffusionComponents) -> GenerationOptions {
-        options(defaultGuidance: components.family == .stableDiffusionXL ? 5.0 : 7.5)
+        withFamilyDefaults(options(), components)
+    }
+
+    /// `o` with the guidance default of the components' family where no --guidance-scale was given.
+    func withFamilyDefaults(_ o: GenerationOptions, _ components: StableDiffusionComponents) -> GenerationOptions {
+        var o = o
+        if guidanceScale == nil { o.guidanceScale = components.family == .stableDiffusionXL ? 5.0 : 7.5 }
+        return o
     }
 
     /// Library options with this command's defaults for steps and guidance.

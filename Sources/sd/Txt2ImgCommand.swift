@@ -7,14 +7,16 @@ struct Txt2ImgCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "txt2img", abstract: "Generate images from a prompt.")
 
     @OptionGroup var args: GenerationArguments
+    @OptionGroup var refiner: RefinerArguments
 
     func run() throws {
-        let pipe = try StableDiffusionPipeline(components: args.loadComponents(includeVAEEncoder: false))
-        args.reportLoad(pipe.components)
-        let bar = ProgressBar()
-        let options = args.options(for: pipe.components)
-        let result = try pipe(options, progress: bar.update)
-        try args.save(result, options: options, pipeline: "txt2img")
+        let (result, options) = try refiner.run(args.options(), args: args) { o in
+            let pipe = try StableDiffusionPipeline(components: args.loadComponents(includeVAEEncoder: false))
+            args.reportLoad(pipe.components)
+            let o = args.withFamilyDefaults(o, pipe.components)
+            return (try pipe(o, progress: ProgressBar().update), pipe.components.family, o)
+        }
+        try args.save(result, options: options, pipeline: "txt2img", extra: refiner.infotext)
     }
 }
 
@@ -23,6 +25,8 @@ struct Img2ImgCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "img2img", abstract: "Transform an image guided by a prompt.")
 
     @OptionGroup var args: GenerationArguments
+
+    @OptionGroup var refiner: RefinerArguments
 
     @Option(help: "Input image (PNG or JPEG).")
     var image: String
@@ -36,12 +40,16 @@ struct Img2ImgCommand: ParsableCommand {
 
     func run() throws {
         let input = try Image.load(path: image)
-        let pipe = try StableDiffusionImg2ImgPipeline(components: args.loadComponents())
-        args.reportLoad(pipe.components)
-        let strength = self.strength ?? (pipe.components.family == .stableDiffusionXL ? 0.3 : 0.8)
-        let options = args.options(for: pipe.components)
-        let result = try pipe(options, image: input, strength: strength, progress: ProgressBar().update)
-        try args.save(result, options: options, pipeline: "img2img", extra: [("Denoising strength", String(strength))])
+        var strength = self.strength ?? 0.8
+        let (result, options) = try refiner.run(args.options(), args: args) { o in
+            let pipe = try StableDiffusionImg2ImgPipeline(components: args.loadComponents())
+            args.reportLoad(pipe.components)
+            let family = pipe.components.family
+            strength = self.strength ?? (family == .stableDiffusionXL ? 0.3 : 0.8)
+            let o = args.withFamilyDefaults(o, pipe.components)
+            return (try pipe(o, image: input, strength: strength, progress: ProgressBar().update), family, o)
+        }
+        try args.save(result, options: options, pipeline: "img2img", extra: [("Denoising strength", String(strength))] + refiner.infotext)
     }
 }
 

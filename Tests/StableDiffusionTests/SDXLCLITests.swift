@@ -52,6 +52,21 @@ final class SDXLCLITests: XCTestCase {
         try assertMatches(out.appendingPathComponent("i.png"), c)
     }
 
+    /// --refiner: the base stops at --refiner-switch and the refiner finishes from its latents (diffusers' ensemble).
+    func testRefinerFinishesTheBaseModelsLatents() throws {
+        let out = try temporaryFolder(self)
+        let c = try PipelineCase("sdxl_base_refiner_ensemble")
+        let r = try SDProcess.run(["txt2img", "--model", TinyModels.sdxl.path, "--refiner", TinyModels.sdxlRefiner.path,
+                                   "--refiner-switch", "0.7", "--prompt", c.json["prompt"]?.stringValue ?? "",
+                                   "--negative-prompt", c.json["negative_prompt"]?.stringValue ?? "", "--steps", "10", "--height", "64",
+                                   "--width", "64", "--seed", "17", "--output", out.appendingPathComponent("r.png").path])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        try assertMatches(out.appendingPathComponent("r.png"), c)
+        let text = try PNGCodec.textChunks(Array(try Data(contentsOf: out.appendingPathComponent("r.png"))))["parameters"] ?? ""
+        XCTAssertTrue(text.contains("Refiner: tiny-sdxl-refiner") && text.contains("Refiner switch at: 0.7"), text)
+        XCTAssertTrue(text.contains("CFG scale: 5.0"), text)
+    }
+
     /// Bad SDXL flags, and SDXL flags on an SD model: status 1, the flag or model family named, nothing written.
     func testFailuresWriteNothing() throws {
         let out = try temporaryFolder(self)
@@ -66,6 +81,14 @@ final class SDXLCLITests: XCTestCase {
             (["txt2img", "--model", sd1, "--prompt", "x", "--prompt-2", "y", "--steps", "1", "--output", target], "SDXL"),
             (["txt2img", "--model", sd1, "--prompt", "x", "--target-size", "64x64", "--steps", "1", "--output", target], "SDXL"),
             (["inpaint", "--model", xl, "--prompt", "x", "--image", input, "--mask", input, "--output", target], "SDXL"),
+            (["txt2img", "--model", xl, "--prompt", "x", "--refiner", TinyModels.sdxlRefiner.path, "--refiner-switch", "1",
+              "--output", target], "--refiner-switch"),
+            (["txt2img", "--model", xl, "--prompt", "x", "--refiner", "/nonexistent/refiner", "--output", target], "/nonexistent/refiner"),
+            (["txt2img", "--model", sd1, "--prompt", "x", "--refiner", TinyModels.sdxlRefiner.path, "--steps", "2", "--output", target],
+             "SDXL base"),
+            (["txt2img", "--model", xl, "--prompt", "x", "--refiner", sd1, "--steps", "2", "--height", "64", "--width", "64",
+              "--output", target], "SD 1.x/2.x"),
+            (["txt2img", "--model", TinyModels.sdxlRefiner.path, "--prompt", "x", "--output", target], "refiner"),
         ]
         for (args, mention) in cases {
             let r = try SDProcess.run(args)

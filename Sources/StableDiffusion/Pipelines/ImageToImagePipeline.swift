@@ -11,9 +11,6 @@ public final class StableDiffusionImg2ImgPipeline: @unchecked Sendable {
             throw PipelineError.badModel(path: components.directory.path,
                                          detail: "image-to-image needs a 4-channel UNet; this one has \(components.unet.config.inChannels) input channels")
         }
-        guard components.vae.hasEncoder else {
-            throw PipelineError.badModel(path: components.directory.path, detail: "image-to-image needs the VAE encoder")
-        }
         self.components = components
     }
 
@@ -38,6 +35,9 @@ public final class StableDiffusionImg2ImgPipeline: @unchecked Sendable {
         let isLatents = image.rank == 4 && image.shape[3] == c.vae.config.latentChannels
         guard image.rank == 4, isLatents || (image.shape[3] == 3 && image.shape[1] % c.vaeScaleFactor == 0 && image.shape[2] % c.vaeScaleFactor == 0) else {
             throw PipelineError.invalidArgument("image must be NHWC RGB with sides that are multiples of \(c.vaeScaleFactor), or \(c.vae.config.latentChannels)-channel latents, got \(image.shape)")
+        }
+        guard isLatents || c.vae.hasEncoder else {
+            throw PipelineError.badModel(path: c.directory.path, detail: "image-to-image from pixels needs the VAE encoder (load with includeVAEEncoder)")
         }
         let pixelScale = isLatents ? c.vaeScaleFactor : 1
         var scheduler = try PipelineSupport.makeScheduler(c, options)

@@ -1,0 +1,59 @@
+import ArgumentParser
+import Foundation
+import StableDiffusion
+
+/// `--refiner MODEL --refiner-switch F`: diffusers' "ensemble of expert denoisers" (AUTOMATIC1111's refiner).
+/// The base model denoises until `F` of the schedule (`denoising_end`) and hands its latents, undecoded, to
+/// the refiner, which finishes from there (`denoising_start`) with the same prompts, steps and seed.
+struct RefinerArguments: ParsableArguments {
+    @Option(help: "SDXL: a refiner (or any SDXL model: folder, single file or Hub repo id) that finishes the last part of the denoising.")
+    var refiner: String?
+
+    @Option(help: "With --refiner: the fraction of the schedule the base model denoises before the refiner takes over, in (0, 1).")
+    var refinerSwitch: Double = 0.8
+
+    func validate() throws {
+        guard refinerSwitch > 0, refinerSwitch < 1 else { throw ValidationError("--refiner-switch must be in (0, 1), got \(refinerSwitch)") }
+        if let refiner, (try? ModelLocation.classify(refiner)) == nil {
+            throw ValidationError("--refiner: \(refiner) is not a folder, a single-file checkpoint or a Hub repo id (owner/name[@revision])")
+        }
+    }
+
+    /// Runs `base` (which loads the base model, completes the options with its family's defaults, runs it and
+    /// lets go of it) with the refiner after it, or alone. The base model is released before the refiner
+    /// loads, so the two are never in memory together. Returns the result and the options the base ran with.
+    func run(_ options: GenerationOptions, args: GenerationArguments,
+             base: (GenerationOptions) throws -> (GenerationResult, ModelFamily, GenerationOptions)) throws -> (GenerationResult, GenerationOptions) {
+        guard let refiner else {
+            let (result, _, used) = try base(options)
+            return (result, used)
+        }
+        var first = options
+        first.denoisingEnd = refinerSwitch
+        first.outputType = .latents
+        let (handOver, family, used) = try base(first)
+        guard family == .stableDiffusionXL else {
+            throw PipelineError.invalidArgument("--refiner needs an SDXL base model; --model \(args.model) is an SD 1.x/2.x model")
+        }
+        let location = try ModelLocation.classify(refiner)
+        let components = try StableDiffusionComponents(
+            location: location, includeVAEEncoder: false, hubProgress: DownloadProgressBar.forStderr()?.update, precision: args.precision)
+        guard components.family == .stableDiffusionXL else {
+            throw PipelineError.invalidArgument("--refiner \(refiner) is an SD 1.x/2.x model; it must be an SDXL model (its latents are SDXL's)")
+        }
+        args.reportLoad(components)
+        var second = used
+        second.denoisingEnd = nil
+        second.outputType = .images
+        second.denoisingStart = refinerSwitch
+        second.seed = handOver.seed
+        let result = try StableDiffusionImg2ImgPipeline(components: components)(second, image: handOver.latents, progress: ProgressBar().update)
+        return (result, second)
+    }
+
+    /// AUTOMATIC1111's infotext fields for a refined picture.
+    var infotext: [(String, String)] {
+        guard let refiner else { return [] }
+        return [("Refiner", URL(fileURLWithPath: refiner).lastPathComponent), ("Refiner switch at", String(refinerSwitch))]
+    }
+}

@@ -12,6 +12,7 @@ final class FakeHub {
     static let commitB = String(repeating: "b", count: 40)
     static let commitSharded = String(repeating: "c", count: 40)
     static let commitSafety = String(repeating: "d", count: 40)
+    static let commitSDXL = String(repeating: "e", count: 40)
     static let token = "hf_test_token_123"
 
     let root: URL
@@ -143,6 +144,20 @@ final class FakeHub {
         index["feature_extractor"] = ["transformers", "CLIPImageProcessor"]
         try JSONSerialization.data(withJSONObject: index, options: [.sortedKeys]).write(to: indexURL)
 
+        // SDXL's layout: text_encoder_2 and tokenizer_2, fp16 variants beside the plain weights, the fp16 UNet
+        // sharded, and vae_1_0 (not a component of model_index.json: never downloaded).
+        let x = root.appendingPathComponent("X")
+        try fm.copyItem(at: TinyModels.sdxl, to: x)
+        for (dir, stem) in [("unet", "diffusion_pytorch_model"), ("vae", "diffusion_pytorch_model"), ("text_encoder", "model"),
+                            ("text_encoder_2", "model")] {
+            try fm.copyItem(at: x.appendingPathComponent("\(dir)/\(stem).safetensors"), to: x.appendingPathComponent("\(dir)/\(stem).fp16.safetensors"))
+        }
+        try shard(x.appendingPathComponent("unet"), stem: "diffusion_pytorch_model", infix: ".fp16")
+        try fm.createDirectory(at: x.appendingPathComponent("vae_1_0"), withIntermediateDirectories: true)
+        for f in ["config.json", "diffusion_pytorch_model.fp16.safetensors"] {
+            try fm.copyItem(at: x.appendingPathComponent("vae/" + f), to: x.appendingPathComponent("vae_1_0/" + f))
+        }
+
         func repo(_ commit: String, _ folder: URL, refs: [String: String]) -> [String: Any] {
             ["commits": [commit: folder.path], "refs": refs]
         }
@@ -154,27 +169,30 @@ final class FakeHub {
             "tiny/sd1": tiny,
             "tiny/sd1-sharded": repo(commitSharded, s, refs: ["main": commitSharded]),
             "tiny/sd1-safety": repo(commitSafety, d, refs: ["main": commitSafety]),
+            "tiny/sdxl": repo(commitSDXL, x, refs: ["main": commitSDXL]),
             "gated/sd1": gated,
             "old/sd1": ["renamed_to": "tiny/sd1"],
         ]]
         try JSONSerialization.data(withJSONObject: spec).write(to: root.appendingPathComponent("spec.json"))
     }
 
-    /// `model.safetensors` -> two shards and `model.safetensors.index.json`, as transformers saves big models.
-    static func shard(_ dir: URL) throws {
-        let single = dir.appendingPathComponent("model.safetensors")
+    /// `model.safetensors` -> two shards and `model.safetensors.index.json`, as transformers saves big models
+    /// (`stem` "diffusion_pytorch_model" and a variant infix such as ".fp16" for diffusers' sharded UNets).
+    static func shard(_ dir: URL, stem: String = "model", infix: String = "") throws {
+        let single = dir.appendingPathComponent("\(stem)\(infix).safetensors")
         let file = try SafeTensorsFile(path: single.path)
         let names = file.tensorNames.sorted()
         let halves = [Array(names[..<(names.count / 2)]), Array(names[(names.count / 2)...])]
         var map: [String: String] = [:]
         for (i, half) in halves.enumerated() {
-            let shardName = String(format: "model-%05d-of-%05d.safetensors", i + 1, halves.count)
+            let shardName = String(format: "\(stem)\(infix)-%05d-of-%05d.safetensors", i + 1, halves.count)
             let entries: [SafeTensorsWriter.Entry] = try half.map { ($0, try file.tensor($0), file.info($0)?.dtype ?? .float32) }
             try SafeTensorsWriter.write(entries, to: dir.appendingPathComponent(shardName).path)
             for n in half { map[n] = shardName }
         }
         let index: [String: Any] = ["metadata": ["total_size": 0], "weight_map": map]
-        try JSONSerialization.data(withJSONObject: index, options: [.sortedKeys]).write(to: dir.appendingPathComponent("model.safetensors.index.json"))
+        try JSONSerialization.data(withJSONObject: index, options: [.sortedKeys])
+            .write(to: dir.appendingPathComponent("\(stem).safetensors.index\(infix).json"))
         try FileManager.default.removeItem(at: single)
     }
 }

@@ -238,6 +238,28 @@ final class HubTests: XCTestCase {
         XCTAssertEqual(try hub.client(cache: cache, offline: true).snapshot(repo: "tiny/sd1-safety"), safety)
     }
 
+    /// An SDXL repo as the real ones are laid out: both text encoders and tokenizers, --variant fp16 with the
+    /// sharded fp16 UNet. vae_1_0 is not a pipeline component, yet diffusers 0.42's `download` takes every
+    /// variant weight file in the repo (`allow_patterns = list(model_filenames)`), so its fp16 weights come
+    /// too, without its config; the snapshot is diffusers' and loads as SDXL, vae_1_0 unread.
+    func testSDXLRepoWithFP16VariantAndShardedUNet() throws {
+        let hub = try FakeHub(self)
+        let cache = try temporaryFolder(self)
+        let folder = try hub.client(cache: cache).snapshot(repo: "tiny/sdxl", variant: "fp16")
+        let files = filesUnder(folder)
+        XCTAssertEqual(files.filter { $0.hasSuffix(".safetensors") || $0.hasSuffix(".json") && $0.hasPrefix("unet/") },
+                       ["text_encoder/model.fp16.safetensors", "text_encoder_2/model.fp16.safetensors", "unet/config.json",
+                        "unet/diffusion_pytorch_model.fp16-00001-of-00002.safetensors",
+                        "unet/diffusion_pytorch_model.fp16-00002-of-00002.safetensors", "unet/diffusion_pytorch_model.safetensors.index.fp16.json",
+                        "vae/diffusion_pytorch_model.fp16.safetensors", "vae_1_0/diffusion_pytorch_model.fp16.safetensors"])
+        XCTAssertTrue(files.contains("tokenizer_2/vocab.json"), "\(files)")
+        XCTAssertFalse(files.contains("vae_1_0/config.json"), "\(files)")
+        let components = try StableDiffusionComponents(directory: folder, variant: "fp16")
+        XCTAssertEqual(components.family, .stableDiffusionXL)
+        let c = try PipelineCase("sdxl_txt2img_zero_negative")
+        assertImagesMatch(try StableDiffusionXLPipeline(components: components)(c.sdxlOptions), try c.expectedImages())
+    }
+
     func testDownloadedSnapshotGeneratesAnImage() throws {
         let hub = try FakeHub(self)
         let cache = try temporaryFolder(self)

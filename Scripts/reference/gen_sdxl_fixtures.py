@@ -132,13 +132,17 @@ def extra_config(pipe):
     return dict(requires_aesthetics_score=True, force_zeros_for_empty_prompt=False) if pipe.config.get("requires_aesthetics_score") else {}
 
 
-def run_case(case, base, seed, kwargs, pipe_cls=StableDiffusionXLPipeline, scheduler_cls=None, image=None):
+def run_case(case, base, seed, kwargs, pipe_cls=StableDiffusionXLPipeline, scheduler_cls=None, image=None, scheduler_dir=None):
     d = os.path.join(OUT, case)
     shutil.rmtree(d, ignore_errors=True)
     os.makedirs(d)
     pipe = pipe_cls(**base.components, add_watermarker=False, **extra_config(base))
     if scheduler_cls is not None:
         pipe.scheduler = scheduler_cls.from_config(base.scheduler.config)
+    if scheduler_dir is not None:
+        # A model's own scheduler config (SDXL-Turbo's), kept beside the case for the Swift test to load.
+        pipe.scheduler = EulerAncestralDiscreteScheduler.from_pretrained(scheduler_dir)
+        shutil.copy(os.path.join(scheduler_dir, "scheduler_config.json"), d)
     captured = []
 
     def capture(p, i, t, cb):
@@ -156,7 +160,7 @@ def run_case(case, base, seed, kwargs, pipe_cls=StableDiffusionXLPipeline, sched
         img.save(os.path.join(d, f"expected-{i}.png"))
         tensors[f"image{i}"] = torch.from_numpy(np.asarray(img).astype(np.float32))
     tensors["final_latents"] = captured[-1].permute(0, 2, 3, 1).contiguous()
-    tensors["first_step_latents"] = captured[0].permute(0, 2, 3, 1).contiguous()
+    tensors["first_step_latents"] = captured[0].permute(0, 2, 3, 1).contiguous().clone()
     cfg = kwargs.get("guidance_scale", 5.0) > 1
     pe, ne, pp, npp = pipe.encode_prompt(
         kwargs["prompt"], kwargs.get("prompt_2"), "cpu", kwargs.get("num_images_per_prompt", 1), cfg,
@@ -193,6 +197,15 @@ run_case("sdxl_txt2img_micro_cli", base, 9, dict(prompt=P, height=64, width=64, 
                                                   crops_coords_top_left=(16, 8), target_size=(96, 64)))
 run_case("sdxl_img2img", base, 3, dict(prompt=P, negative_prompt=N, strength=0.6, num_inference_steps=8, guidance_scale=5.0),
          pipe_cls=StableDiffusionXLImg2ImgPipeline, image=test_image(96, 64))
+
+# SDXL-Turbo: its Euler ancestral "trailing" scheduler, 1 and 4 steps, guidance 0 (no unconditional batch).
+TURBO = "../shared/reference-configs/stabilityai-sdxl-turbo/scheduler"
+run_case("sdxl_turbo_1step", base, 21, dict(prompt=P, height=64, width=64, num_inference_steps=1, guidance_scale=0.0),
+         scheduler_dir=TURBO)
+run_case("sdxl_turbo_4step", base, 22, dict(prompt=P, negative_prompt=N, height=64, width=96, num_inference_steps=4, guidance_scale=0.0),
+         scheduler_dir=TURBO)
+run_case("sdxl_turbo_img2img", base, 23, dict(prompt=P, strength=0.5, num_inference_steps=2, guidance_scale=0.0),
+         pipe_cls=StableDiffusionXLImg2ImgPipeline, image=test_image(64, 64), scheduler_dir=TURBO)
 
 refiner = build_refiner(base)
 run_case("sdxl_refiner_img2img", refiner, 13, dict(prompt=P, negative_prompt=N, strength=0.5, num_inference_steps=6, guidance_scale=5.0,

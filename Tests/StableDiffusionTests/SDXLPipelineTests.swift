@@ -72,6 +72,38 @@ final class SDXLPipelineTests: XCTestCase {
         assertImagesMatch(result, try c.expectedImages())
     }
 
+    /// SDXL-Turbo: the model's own scheduler config (Euler ancestral, "trailing" spacing) kept beside the case,
+    /// guidance 0 (no unconditional batch), 1 and 4 steps, and 2-step image-to-image at strength 0.5.
+    func turbo(_ name: String) throws -> (PipelineCase, StableDiffusionComponents) {
+        let c = try PipelineCase(name)
+        let config = try SchedulerConfig(contentsOf: c.directory.appendingPathComponent("scheduler_config.json"))
+        return (c, try Self.components.get().withScheduler(config))
+    }
+
+    func testTurboOneStepAndFourSteps() throws {
+        for name in ["sdxl_turbo_1step", "sdxl_turbo_4step"] {
+            let (c, comps) = try turbo(name)
+            XCTAssertEqual(c.options.guidanceScale, 0)
+            let result = try StableDiffusionXLPipeline(components: comps)(c.sdxlOptions)
+            assertImagesMatch(result, try c.expectedImages())
+            assertClose(result.latents, try c.tensors.tensor("final_latents"), tolerance: 1e-3, name)
+        }
+        // "leading" spacing (the base folder's) starts one step from pure noise: another picture.
+        let c = try PipelineCase("sdxl_turbo_1step")
+        var o = c.sdxlOptions
+        o.scheduler = "euler-a"
+        let leading = try StableDiffusionXLPipeline(components: Self.components.get())(o)
+        XCTAssertLessThan(psnr(leading.rgb8(0).map(Float.init), try c.expectedImages()[0].scalars).psnr, 40)
+    }
+
+    func testTurboImageToImage() throws {
+        let (c, comps) = try turbo("sdxl_turbo_img2img")
+        let input = try Image.load(path: c.directory.appendingPathComponent("input.png").path)
+        let result = try StableDiffusionXLImg2ImgPipeline(components: comps)(
+            c.sdxlOptions, image: try VaeImageProcessor().preprocess(input), strength: c.json["strength"]?.doubleValue)
+        assertImagesMatch(result, try c.expectedImages())
+    }
+
     /// The prompt embeddings (both encoders' penultimate states concatenated) and pooled embeddings agree,
     /// negative first; without a negative prompt the negatives are zeros.
     func testConditioningMatchesEncodePrompt() throws {

@@ -143,6 +143,17 @@ public final class StableDiffusionComponents: @unchecked Sendable {
         peakMemoryBytes = ProcessMemory.peakResidentBytes
     }
 
+    /// The same models with another scheduler config, as diffusers' `pipe.scheduler = X.from_config(...)`
+    /// (e.g. SDXL-Turbo's Euler ancestral "trailing" config on an SDXL folder). Nothing is reloaded.
+    public func withScheduler(_ config: SchedulerConfig) -> StableDiffusionComponents {
+        let copy = StableDiffusionComponents(index: index, tokenizer: tokenizer, textEncoder: textEncoder, unet: unet, vae: vae,
+                                             schedulerConfig: config, lowResSchedulerConfig: lowResSchedulerConfig, directory: directory,
+                                             adapters: adapters, precision: precision, tokenizer2: tokenizer2, textEncoder2: textEncoder2)
+        copy.singleFileDetection = singleFileDetection
+        copy.loadSeconds = loadSeconds
+        return copy
+    }
+
     /// The UNet's cross-attention width must be the text encoder's hidden size (SDXL: both encoders' summed).
     static func checkTextWidths(textEncoder: CLIPTextModel, textEncoder2: CLIPTextModel?, unet: UNet2DConditionConfig,
                                 aestheticScore: Bool, path: String) throws {

@@ -21,7 +21,9 @@ def unet_modules(cfg):
     """diffusers module prefix -> (original module prefix, kind)."""
     m = {"time_embedding.linear_1": ("time_embed.0", None), "time_embedding.linear_2": ("time_embed.2", None),
          "conv_in": ("input_blocks.0.0", None), "conv_norm_out": ("out.0", None), "conv_out": ("out.2", None),
-         "class_embedding": ("label_emb", None)}
+         "class_embedding": ("label_emb", None),
+         # SDXL's pooled-text + time-id MLP: SGM names it label_emb too.
+         "add_embedding.linear_1": ("label_emb.0.0", None), "add_embedding.linear_2": ("label_emb.0.2", None)}
     n = len(cfg["block_out_channels"])
     lpb = cfg["layers_per_block"]
     lpb = [lpb] * n if isinstance(lpb, int) else list(lpb)
@@ -109,23 +111,26 @@ def vae_to_original(state, cfg):
     return _apply(state, m, "first_stage_model.", ren)
 
 
-def clip_to_original(state):
+def clip_to_original(state, prefix="cond_stage_model.transformer."):
     """SD 1.x: transformers' CLIPTextModel under cond_stage_model.transformer. (with the text_model. level
-    that older transformers wrote), plus the position_ids buffer real files carry."""
+    that older transformers wrote), plus the position_ids buffer real files carry. SDXL keeps the same
+    model under conditioner.embedders.0.transformer."""
     out = {}
     for name, t in state.items():
         name = name if name.startswith("text_model.") else "text_model." + name
-        out["cond_stage_model.transformer." + name] = t
-    out["cond_stage_model.transformer.text_model.embeddings.position_ids"] = torch.arange(77, dtype=torch.int64)[None]
+        out[prefix + name] = t
+    out[prefix + "text_model.embeddings.position_ids"] = torch.arange(77, dtype=torch.int64, device=next(iter(state.values())).device)[None]
     return out
 
 
-def openclip_to_original(state, extra_layers=0, dtype=torch.float16):
+def openclip_to_original(state, extra_layers=0, dtype=torch.float16, prefix="cond_stage_model.model."):
     """SD 2.x: OpenCLIP's text tower (fused in_proj q/k/v, ln_1/ln_2, c_fc/c_proj, text_projection,
     logit_scale). `extra_layers` appends blocks the diffusers config leaves out (OpenCLIP ViT-H has 24,
-    SD 2 uses 23)."""
+    SD 2 uses 23). SDXL's bigG (conditioner.embedders.1.model., the refiner's 0.model.) keeps all its
+    layers, and its projection is the model's own: OpenCLIP applies it as x @ P, so P is the Linear
+    weight transposed."""
     s = {(k[len("text_model."):] if k.startswith("text_model.") else k): v for k, v in state.items()}
-    p = "cond_stage_model.model."
+    p = prefix
     out = {p + "token_embedding.weight": s["embeddings.token_embedding.weight"],
            p + "positional_embedding": s["embeddings.position_embedding.weight"],
            p + "ln_final.weight": s["final_layer_norm.weight"], p + "ln_final.bias": s["final_layer_norm.bias"]}
@@ -144,8 +149,11 @@ def openclip_to_original(state, extra_layers=0, dtype=torch.float16):
         g = torch.Generator().manual_seed(100 + e)
         for k, v in like.items():
             out[f"{p}transformer.resblocks.{layers[-1] + 1 + e}.{k}"] = (torch.randn(v.shape, generator=g) * 0.02).to(v.dtype)
-    out[p + "text_projection"] = (torch.randn(hidden, hidden, generator=torch.Generator().manual_seed(7)) * 0.02).to(dtype)
-    out[p + "logit_scale"] = torch.tensor(4.6052, dtype=dtype)
+    if "text_projection.weight" in s:
+        out[p + "text_projection"] = s["text_projection.weight"].t().contiguous()
+    else:
+        out[p + "text_projection"] = (torch.randn(hidden, hidden, generator=torch.Generator().manual_seed(7)) * 0.02).to(dtype)
+    out[p + "logit_scale"] = torch.tensor(4.6052, dtype=dtype, device=s["final_layer_norm.weight"].device)
     return out
 
 

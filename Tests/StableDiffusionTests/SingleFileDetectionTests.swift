@@ -43,6 +43,9 @@ final class SingleFileDetectionTests: XCTestCase {
             ("sd2-inpainting", .sd2Inpainting, "stabilityai-stable-diffusion-2-inpainting", "epsilon"),
             ("sd2-depth", .sd2Depth, "stabilityai-stable-diffusion-2-depth", "epsilon"),
             ("x4-upscaler", .x4Upscaler, "stabilityai-stable-diffusion-x4-upscaler", "epsilon"),
+            ("sdxl-base", .sdxl, "stabilityai-stable-diffusion-xl-base-1.0", "epsilon"),
+            ("sdxl-refiner", .sdxlRefiner, "stabilityai-stable-diffusion-xl-refiner-1.0", "epsilon"),
+            ("sdxl-inpainting", .sdxlInpainting, "diffusers-stable-diffusion-xl-1.0-inpainting-0.1", "epsilon"),
         ]
         for (name, kind, config, prediction) in expected {
             let d = try CheckpointManifest(name).detect()
@@ -83,6 +86,33 @@ final class SingleFileDetectionTests: XCTestCase {
             XCTAssertEqual(mapped(vae), m.diffusers["vae"], "\(name) vae")
             let text = try convert.textEncoder(CLIPTextConfig.load(from: configs.textEncoderConfig))
             XCTAssertEqual(mapped(text, stripping: "text_model."), m.diffusers["text_encoder"], "\(name) text encoder")
+        }
+    }
+
+    /// SDXL base and refiner at full size: the UNet (label_emb to add_embedding), the VAE, CLIP ViT-L from
+    /// `conditioner.embedders.0.transformer.*` and OpenCLIP bigG (all 32 blocks, the projection transposed)
+    /// land on the names and shapes diffusers' converter gives the real configs' models.
+    func testFullSizeSDXLKeyMappingMatchesDiffusers() throws {
+        for (name, encoders) in [("sdxl-base", ["text_encoder", "text_encoder_2"]), ("sdxl-refiner", ["text_encoder_2"])] {
+            let m = try CheckpointManifest(name)
+            let configs = try DiffusersConfigFolder.bundled(try m.detect().configName)
+            let layout = try SingleFileDetector.layout(shapes: m.tensors, file: name)
+            XCTAssertTrue(layout.isSDXL)
+            XCTAssertFalse(layout.openCLIP)
+            XCTAssertEqual(layout.textEncoders.map(\.component), encoders, name)
+            let convert = OriginalCheckpointConverter(source: ShapeOnlySource(shapes: m.tensors, sourceDescription: name), layout: layout)
+            func mapped(_ s: RenamedTensorSource, stripping prefix: String = "") -> [String: [Int]] {
+                Dictionary(uniqueKeysWithValues: s.tensorNames.compactMap { n in
+                    n.hasSuffix("position_ids") ? nil : (String(n.dropFirst(n.hasPrefix(prefix) ? prefix.count : 0)), s.shape(of: n) ?? [])
+                })
+            }
+            let unetConfig = try UNet2DConditionConfig.load(configs.unetConfig)
+            XCTAssertEqual(mapped(try convert.unet(unetConfig)), m.diffusers["unet"], "\(name) unet")
+            XCTAssertEqual(mapped(try convert.vae(AutoencoderKLConfig.load(configs.vaeConfig))), m.diffusers["vae"], "\(name) vae")
+            for e in layout.textEncoders {
+                let text = try convert.textEncoder(CLIPTextConfig.load(from: configs.textEncoderConfig(e.component)), e)
+                XCTAssertEqual(mapped(text, stripping: e.hasProjection ? "" : "text_model."), m.diffusers[e.component], "\(name) \(e.component)")
+            }
         }
     }
 

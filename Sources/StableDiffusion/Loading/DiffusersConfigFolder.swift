@@ -58,12 +58,15 @@ public struct DiffusersConfigFolder: Sendable {
     public var unetConfig: URL { file("unet", "config.json") }
     public var vaeConfig: URL { file("vae", "config.json") }
     public var textEncoderConfig: URL { root.appendingPathComponent("text_encoder") }
+    /// A text encoder's config folder by component (`text_encoder`, SDXL's `text_encoder_2`).
+    public func textEncoderConfig(_ component: String) -> URL { root.appendingPathComponent(component) }
     public var schedulerConfig: URL { file("scheduler", "scheduler_config.json") }
     public var lowResSchedulerConfig: URL { file("low_res_scheduler", "scheduler_config.json") }
 
-    /// The tokenizer files: the folder's own, or its configs plus the shared CLIP BPE files.
-    public func tokenizerFiles() throws -> TokenizerFiles {
-        let dir = root.appendingPathComponent("tokenizer")
+    /// The tokenizer files: the folder's own, or its configs plus the shared CLIP BPE files (SDXL's two
+    /// tokenizers share that vocabulary; `tokenizer_2`'s config pads with "!").
+    public func tokenizerFiles(_ component: String = "tokenizer") throws -> TokenizerFiles {
+        let dir = root.appendingPathComponent(component)
         guard let bpe = sharedBPE else { return try TokenizerFiles(directory: dir) }
         func existing(_ name: String) -> URL? {
             let url = dir.appendingPathComponent(name)

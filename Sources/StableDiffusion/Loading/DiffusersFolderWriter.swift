@@ -36,27 +36,36 @@ public enum DiffusersFolderWriter {
         // Configs first: the weights are shaped by them, and a config problem should fail before the big writes.
         let unetConfig = try UNet2DConditionConfig.load(configs.unetConfig)
         let vaeConfig = try AutoencoderKLConfig.load(configs.vaeConfig)
-        let textConfig = try CLIPTextConfig.load(from: configs.textEncoderConfig)
+        let encoders = model.converter.layout.textEncoders
+        let textConfigs = try encoders.map { try CLIPTextConfig.load(from: configs.textEncoderConfig($0.component)) }
         try copy(configs.unetConfig, to: dir("unet").appendingPathComponent("config.json"))
         try copy(configs.vaeConfig, to: dir("vae").appendingPathComponent("config.json"))
-        try copy(configs.textEncoderConfig.appendingPathComponent("config.json"), to: dir("text_encoder").appendingPathComponent("config.json"))
+        for e in encoders {
+            try copy(configs.textEncoderConfig(e.component).appendingPathComponent("config.json"), to: dir(e.component).appendingPathComponent("config.json"))
+        }
         try writeJSON(model.schedulerConfig.values.mapValues(plain), to: dir("scheduler").appendingPathComponent("scheduler_config.json"))
         if model.lowResSchedulerConfig != nil {
             try copy(configs.lowResSchedulerConfig, to: dir("low_res_scheduler").appendingPathComponent("scheduler_config.json"))
         }
-        let tok = try configs.tokenizerFiles()
-        let tokDir = try dir("tokenizer")
-        for file in [tok.tokenizerJSON, tok.vocab, tok.merges, tok.tokenizerConfig, tok.specialTokensMap].compactMap({ $0 }) {
-            try copy(file, to: tokDir.appendingPathComponent(file.lastPathComponent))
+        for e in encoders {
+            let tok = try configs.tokenizerFiles(e.tokenizerComponent)
+            let tokDir = try dir(e.tokenizerComponent)
+            for file in [tok.tokenizerJSON, tok.vocab, tok.merges, tok.tokenizerConfig, tok.specialTokensMap].compactMap({ $0 }) {
+                try copy(file, to: tokDir.appendingPathComponent(file.lastPathComponent))
+            }
         }
         try writeModelIndex(from: configs.modelIndex, to: directory.appendingPathComponent("model_index.json"))
 
         let convert = model.converter
         try writeWeights(convert.unet(unetConfig), to: dir("unet").appendingPathComponent("diffusion_pytorch_model.safetensors"))
         try writeWeights(convert.vae(vaeConfig), to: dir("vae").appendingPathComponent("diffusion_pytorch_model.safetensors"))
-        // transformers 5 saves CLIPTextModel without the `text_model.` level; the position_ids buffer is not saved.
-        try writeWeights(convert.textEncoder(textConfig), to: dir("text_encoder").appendingPathComponent("model.safetensors"),
-                         rename: { $0.hasSuffix("position_ids") ? nil : String($0.dropFirst($0.hasPrefix("text_model.") ? "text_model.".count : 0)) })
+        // transformers 5 saves CLIPTextModel without the `text_model.` level (CLIPTextModelWithProjection keeps
+        // it, beside `text_projection`); the position_ids buffer is not saved.
+        for (e, textConfig) in zip(encoders, textConfigs) {
+            let strip = e.hasProjection ? "" : "text_model."
+            try writeWeights(convert.textEncoder(textConfig, e), to: dir(e.component).appendingPathComponent("model.safetensors"),
+                             rename: { $0.hasSuffix("position_ids") ? nil : String($0.dropFirst(!strip.isEmpty && $0.hasPrefix(strip) ? strip.count : 0)) })
+        }
     }
 
     /// fp16 tensors stay fp16 (exact); everything else is written as fp32, so nothing is rounded.

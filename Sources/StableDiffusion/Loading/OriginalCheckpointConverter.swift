@@ -35,10 +35,15 @@ public struct OriginalCheckpointConverter: Sendable {
         return RenamedTensorSource(base: source, entries: entries, description: "\(file) (VAE, \(prefix)*)")
     }
 
+    /// The (first) text encoder: SD's only one, SDXL base's CLIP ViT-L, the refiner's OpenCLIP bigG.
     public func textEncoder(_ config: CLIPTextConfig) throws -> RenamedTensorSource {
+        try textEncoder(config, layout.textEncoders[0])
+    }
+
+    public func textEncoder(_ config: CLIPTextConfig, _ encoder: OriginalTextEncoder) throws -> RenamedTensorSource {
         var entries: [String: RenamedTensorSource.Entry] = [:]
-        if layout.openCLIP {
-            let prefix = OriginalTextEncoderLayout.openCLIPPrefix
+        let prefix = encoder.prefix
+        if encoder.openCLIP {
             let modules = OriginalTextEncoderLayout.openCLIPModules(config)
             for name in source.tensorNames where name.hasPrefix(prefix) {
                 let rest = String(name.dropFirst(prefix.count))
@@ -46,12 +51,16 @@ public struct OriginalCheckpointConverter: Sendable {
                     entries[OriginalTextEncoderLayout.openCLIPPositional.1] = .init(name)
                     continue
                 }
-                // Blocks past the config's layer count, the projection and the logit scale are unused (see layout).
+                if rest == OriginalTextEncoderLayout.openCLIPProjection.0 {
+                    // SD 2 uses the hidden states only; SDXL's second encoder pools through the projection.
+                    if encoder.hasProjection { entries[OriginalTextEncoderLayout.openCLIPProjection.1] = .init(name, .transposed) }
+                    continue
+                }
+                // Blocks past the config's layer count and the logit scale are unused (see layout).
                 for (target, transform) in modules.map(rest) ?? [] { entries[target] = .init(name, transform) }
             }
             return RenamedTensorSource(base: source, entries: entries, description: "\(file) (OpenCLIP text encoder, \(prefix)*)")
         }
-        let prefix = OriginalTextEncoderLayout.clipPrefix
         for name in source.tensorNames where name.hasPrefix(prefix) {
             entries[OriginalTextEncoderLayout.clipName(String(name.dropFirst(prefix.count)))] = .init(name)
         }

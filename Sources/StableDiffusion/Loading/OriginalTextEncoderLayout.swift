@@ -7,6 +7,24 @@ enum OriginalTextEncoderLayout {
     static let clipPrefix = "cond_stage_model.transformer."
     /// SD 2.x: an OpenCLIP text tower under `cond_stage_model.model.`.
     static let openCLIPPrefix = "cond_stage_model.model."
+    /// SDXL (Stability's SGM): `conditioner.embedders.0.transformer.` (CLIP ViT-L) and
+    /// `conditioner.embedders.1.model.` (OpenCLIP ViT-bigG) in the base; the refiner has bigG alone at `0.model.`.
+    static let sdxlPrefix = "conditioner.embedders."
+
+    /// The encoders a checkpoint's tensor names show, or nil when none of the known layouts is there.
+    static func encoders(_ names: Dictionary<String, [Int]>.Keys) -> [OriginalTextEncoder]? {
+        func has(_ prefix: String) -> Bool { names.contains { $0.hasPrefix(prefix) } }
+        let base0 = sdxlPrefix + "0.transformer.", base1 = sdxlPrefix + "1.model.", refiner = sdxlPrefix + "0.model."
+        if has(base0), has(base1) {
+            return [.init(component: "text_encoder", prefix: base0, openCLIP: false),
+                    .init(component: "text_encoder_2", prefix: base1, openCLIP: true)]
+        }
+        if has(refiner) { return [.init(component: "text_encoder_2", prefix: refiner, openCLIP: true)] }
+        let clip = has(clipPrefix), open = has(openCLIPPrefix)
+        if clip { return [.init(component: "text_encoder", prefix: clipPrefix, openCLIP: false)] }
+        if open { return [.init(component: "text_encoder", prefix: openCLIPPrefix, openCLIP: true)] }
+        return nil
+    }
 
     /// SD 1.x names (relative to `clipPrefix`) to the `text_model.`-prefixed names CLIPTextModel reads.
     static func clipName(_ rest: String) -> String {
@@ -28,4 +46,7 @@ enum OriginalTextEncoderLayout {
 
     /// OpenCLIP stores the position table as a bare parameter, not a module.
     static let openCLIPPositional = ("positional_embedding", "text_model.embeddings.position_embedding.weight")
+    /// OpenCLIP's projection is a bare [hidden, projection] matrix applied as `x @ P`; transformers'
+    /// `text_projection` is a Linear, so its weight is the transpose (diffusers' converter does `.T`).
+    static let openCLIPProjection = ("text_projection", "text_projection.weight")
 }

@@ -11,10 +11,12 @@ enum OriginalUNetLayout {
         m.add("input_blocks.0.0", "conv_in")
         m.add("out.0", "conv_norm_out")
         m.add("out.2", "conv_out")
-        // The x4 upscaler's noise-level table; projection class embeddings are an MLP.
+        // The x4 upscaler's noise-level table; projection class embeddings are an MLP. SGM keeps SDXL's
+        // pooled-text + time-id MLP (diffusers' add_embedding) under the same name.
         m.add("label_emb", "class_embedding")
-        m.add("label_emb.0.0", "class_embedding.linear_1")
-        m.add("label_emb.0.2", "class_embedding.linear_2")
+        let mlp = c.textTimeEmbedding == nil ? "class_embedding" : "add_embedding"
+        m.add("label_emb.0.0", mlp + ".linear_1")
+        m.add("label_emb.0.2", mlp + ".linear_2")
 
         let n = c.blockOutChannels.count
         // input_blocks.0 is conv_in; each down block then contributes its layers and (but the last) a downsampler.

@@ -9,6 +9,8 @@ public enum TensorTransform: Sendable, Equatable {
     case dropTrailingUnitDims
     /// Part `index` of `parts` equal row blocks (OpenCLIP's fused q/k/v `in_proj`).
     case rowBlock(index: Int, parts: Int)
+    /// A 2-D matrix transposed (OpenCLIP's `text_projection`, applied as `x @ P`, to a Linear weight).
+    case transposed
 
     func shape(from shape: [Int]) -> [Int]? {
         switch self {
@@ -20,6 +22,9 @@ public enum TensorTransform: Sendable, Equatable {
         case .rowBlock(let index, let parts):
             guard let rows = shape.first, rows % parts == 0, index < parts else { return nil }
             return [rows / parts] + shape.dropFirst()
+        case .transposed:
+            guard shape.count == 2 else { return nil }
+            return [shape[1], shape[0]]
         }
     }
 }
@@ -59,7 +64,7 @@ public struct RenamedTensorSource: TensorSource {
         }
         let t = try base.tensor(e.sourceName)
         guard let shape = e.transform.shape(from: t.shape) else {
-            throw TensorError.badFile(file: sourceDescription, detail: "tensor \(e.sourceName) has shape \(t.shape), which cannot be split for \(name)")
+            throw TensorError.badFile(file: sourceDescription, detail: "tensor \(e.sourceName) has shape \(t.shape), which cannot be split or transposed for \(name)")
         }
         switch e.transform {
         case .identity: return t
@@ -67,6 +72,7 @@ public struct RenamedTensorSource: TensorSource {
         case .rowBlock(let index, _):
             let rows = shape[0]
             return try t.slice(axis: 0, (index * rows)..<((index + 1) * rows))
+        case .transposed: return try t.permuted([1, 0])
         }
     }
 }

@@ -17,6 +17,12 @@ extension StableDiffusionComponents {
         try precision.checkSupported()
         let start = Date()
         let loaded = try SingleFileModel(url: url, configDirectory: configDirectory, predictionType: predictionType, preferEMA: preferEMA)
+        if loaded.converter.layout.isSDXL {
+            try self.init(sdxl: loaded, url: url, includeVAEEncoder: includeVAEEncoder, adapters: adapters, precision: precision)
+            loadSeconds = Date().timeIntervalSince(start)
+            peakMemoryBytes = ProcessMemory.peakResidentBytes
+            return
+        }
         let configs = loaded.configs
         let convert = loaded.converter
         let textConfig = try CLIPTextConfig.load(from: configs.textEncoderConfig)
@@ -38,5 +44,36 @@ extension StableDiffusionComponents {
         singleFileDetection = loaded.detection
         loadSeconds = Date().timeIntervalSince(start)
         peakMemoryBytes = ProcessMemory.peakResidentBytes
+    }
+
+    /// SDXL: the text encoders the layout lists (base: CLIP ViT-L and OpenCLIP bigG with its projection;
+    /// refiner: bigG alone), each with its own tokenizer config over the shared CLIP vocabulary.
+    private convenience init(sdxl loaded: SingleFileModel, url: URL, includeVAEEncoder: Bool, adapters: ModelAdapters,
+                             precision: ComputePrecision) throws {
+        try Self.checkSDXLSupports(adapters: adapters, path: url.path)
+        let configs = loaded.configs
+        let convert = loaded.converter
+        var encoders: [(CLIPTokenizer, CLIPTextModel)] = []
+        for encoder in convert.layout.textEncoders {
+            let config = try CLIPTextConfig.load(from: configs.textEncoderConfig(encoder.component))
+            encoders.append((try CLIPTokenizer(files: configs.tokenizerFiles(encoder.tokenizerComponent)),
+                             try CLIPTextModel(config: config, weights: convert.textEncoder(config, encoder),
+                                               precision: precision.forModel(.textEncoder), withProjection: encoder.hasProjection)))
+        }
+        let unetConfig = try UNet2DConditionConfig.load(configs.unetConfig)
+        guard unetConfig.textTimeEmbedding != nil else {
+            throw PipelineError.badModel(path: configs.unetConfig.path, detail: "an SDXL checkpoint needs a UNet config with addition_embed_type \"text_time\"")
+        }
+        let unet = try UNet2DConditionModel(config: unetConfig, weights: convert.unet(unetConfig), precision: precision.forModel(.unet))
+        let vaeConfig = try AutoencoderKLConfig.load(configs.vaeConfig)
+        let vae = try AutoencoderKL(config: vaeConfig, weights: convert.vae(vaeConfig), includeEncoder: includeVAEEncoder,
+                                    precision: precision.forModel(.vae))
+        let second = encoders.count > 1 ? encoders[1] : nil
+        self.init(index: loaded.index, tokenizer: encoders[0].0, textEncoder: encoders[0].1, unet: unet, vae: vae,
+                  schedulerConfig: loaded.schedulerConfig, directory: url, adapters: adapters, precision: precision,
+                  tokenizer2: second?.0, textEncoder2: second?.1)
+        try Self.checkTextWidths(textEncoder: textEncoder, textEncoder2: textEncoder2, unet: unet.config,
+                                 aestheticScore: requiresAestheticsScore, path: url.path)
+        singleFileDetection = loaded.detection
     }
 }

@@ -11,6 +11,7 @@ import DiffusionTensor
 ///   file the 2.1 (768, v) configs, and its legacy scheduler loader reads `global_step == 875000` (the SD 2.0
 ///   512-base release) as epsilon. Here: 768 v unless a torch checkpoint says 875000, then 2.1-base configs;
 ///   other 512-base files (SD 2.1-base, any .safetensors) need the prediction type or a config folder.
+/// - SDXL (`conditioner.embedders.*`): see `detectSDXL`.
 /// - With more than 100 `model_ema.*` tensors the EMA copy of the UNet is used (`preferEMA`).
 public enum SingleFileDetector {
     static let unetPrefix = "model.diffusion_model."
@@ -31,13 +32,11 @@ public enum SingleFileDetector {
         guard shapes.keys.contains(where: { $0.hasPrefix(vaePrefix) }) else {
             throw fail("has a UNet but no VAE (\(vaePrefix)*); expected a full Stable Diffusion checkpoint (UNet, VAE and text encoder)")
         }
-        let hasCLIP = shapes.keys.contains { $0.hasPrefix(OriginalTextEncoderLayout.clipPrefix) }
-        let hasOpenCLIP = shapes.keys.contains { $0.hasPrefix(OriginalTextEncoderLayout.openCLIPPrefix) }
-        guard hasCLIP || hasOpenCLIP else {
-            throw fail("has no text encoder (\(OriginalTextEncoderLayout.clipPrefix)* or \(OriginalTextEncoderLayout.openCLIPPrefix)*); expected a full Stable Diffusion checkpoint")
+        guard let encoders = OriginalTextEncoderLayout.encoders(shapes.keys) else {
+            throw fail("has no text encoder (\(OriginalTextEncoderLayout.clipPrefix)*, \(OriginalTextEncoderLayout.openCLIPPrefix)* or SDXL's \(OriginalTextEncoderLayout.sdxlPrefix)*); expected a full Stable Diffusion checkpoint")
         }
         let emaCount = shapes.keys.lazy.filter { $0.hasPrefix("model_ema.") }.count
-        return SingleFileLayout(openCLIP: hasOpenCLIP && !hasCLIP, usesEMA: preferEMA && emaCount > 100)
+        return SingleFileLayout(textEncoders: encoders, usesEMA: preferEMA && emaCount > 100)
     }
 
     public static func detect(shapes: [String: [Int]], globalStep: Int? = nil, predictionType: String? = nil,
@@ -46,6 +45,7 @@ public enum SingleFileDetector {
         let layout = try layout(shapes: shapes, preferEMA: preferEMA, file: file)
         let inChannels = shapes[convIn]?[1] ?? 0
         let context = crossAttentionKeys.lazy.compactMap { shapes[$0]?.last }.first
+        if layout.isSDXL { return try detectSDXL(layout, inChannels: inChannels, predictionType: predictionType, file: file) }
         let kind: SingleFileModelKind
         switch (inChannels, context) {
         case (9, 768?): kind = .sd1Inpainting
@@ -73,6 +73,7 @@ public enum SingleFileDetector {
         case .sd2Inpainting: (configName, prediction) = ("stabilityai-stable-diffusion-2-inpainting", "epsilon")
         case .sd2Depth: (configName, prediction) = ("stabilityai-stable-diffusion-2-depth", "epsilon")
         case .x4Upscaler: (configName, prediction) = ("stabilityai-stable-diffusion-x4-upscaler", "epsilon")
+        case .sdxl, .sdxlRefiner, .sdxlInpainting: throw fail("SDXL UNet without SDXL's text encoders")
         case .sd2:
             let guess = globalStep == sd2BaseGlobalStep ? "epsilon" : "v_prediction"
             prediction = predictionType ?? guess
@@ -80,6 +81,30 @@ public enum SingleFileDetector {
         }
         if let predictionType { prediction = predictionType }
         return SingleFileDetection(kind: kind, predictionType: prediction, configName: configName, usesEMA: layout.usesEMA)
+    }
+
+    /// SDXL as diffusers tells it: both encoders (`conditioner.embedders.1.model.*`) and 9 input channels is
+    /// inpainting, 4 the base layout (SDXL-Turbo and community fine-tunes have the same tensors); bigG alone
+    /// at `conditioner.embedders.0.model.*` is the refiner. All are epsilon models unless told otherwise.
+    static func detectSDXL(_ layout: SingleFileLayout, inChannels: Int, predictionType: String?, file: String) throws -> SingleFileDetection {
+        let refiner = layout.textEncoders.count == 1
+        let kind: SingleFileModelKind
+        switch (inChannels, refiner) {
+        case (4, false): kind = .sdxl
+        case (9, false): kind = .sdxlInpainting
+        case (4, true): kind = .sdxlRefiner
+        default:
+            throw PipelineError.badModel(path: file, detail: "unknown SDXL architecture: UNet with \(inChannels) input channels and \(refiner ? "the refiner's" : "the base's") text encoders; supported: SDXL base (4 channels), inpainting (9), refiner (4, OpenCLIP bigG only)")
+        }
+        if let p = predictionType, p != "epsilon", p != "v_prediction" {
+            throw PipelineError.invalidArgument("prediction type must be epsilon or v_prediction, got \(p)")
+        }
+        let configName = switch kind {
+        case .sdxlRefiner: "stabilityai-stable-diffusion-xl-refiner-1.0"
+        case .sdxlInpainting: "diffusers-stable-diffusion-xl-1.0-inpainting-0.1"
+        default: "stabilityai-stable-diffusion-xl-base-1.0"
+        }
+        return SingleFileDetection(kind: kind, predictionType: predictionType ?? "epsilon", configName: configName, usesEMA: layout.usesEMA)
     }
 
     public static func detect(_ source: any TensorSource, globalStep: Int? = nil, predictionType: String? = nil,
@@ -95,7 +120,7 @@ public enum SingleFileDetector {
         let names = shapes.keys
         func any(_ prefix: String) -> Bool { names.contains { $0.hasPrefix(prefix) } }
         if names.isEmpty { return "holds no tensors" }
-        if any("conditioner.embedders.") { return "looks like an SDXL checkpoint (conditioner.embedders.*), which is not supported" }
+        if any(OriginalTextEncoderLayout.sdxlPrefix) && !any(unetPrefix) { return "has SDXL text encoders (conditioner.embedders.*) but no UNet" }
         if any(vaePrefix) && !any(unetPrefix) { return "holds only a VAE (first_stage_model.*), no UNet" }
         if names.contains("encoder.conv_in.weight") || names.contains("decoder.conv_in.weight") {
             return "looks like a standalone VAE file (encoder.*/decoder.*), not a full model"

@@ -22,7 +22,7 @@ REF = "../shared/reference-configs"
 OUT = "Tests/StableDiffusionTests/Fixtures/pipelines"
 torch.set_num_threads(2)
 
-from tiny_models import randomise, test_image, write_small_vocab  # noqa: E402
+from tiny_models import randomise, test_image, test_mask, write_small_vocab  # noqa: E402
 
 
 def tiny_dpt():
@@ -221,13 +221,6 @@ run_case("sd2_txt2img", StableDiffusionPipeline, pipe2, None,
          dict(prompt=P, negative_prompt=N, num_images_per_prompt=2, height=64, width=96, num_inference_steps=6, guidance_scale=7.5))
 run_case("sd2_txt2img_nocfg", StableDiffusionPipeline, pipe2, None,
          dict(prompt=P, num_inference_steps=4, guidance_scale=1.0, height=48, width=48))
-
-
-def test_mask(w, h, box):
-    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
-    cx, cy, rx, ry = box
-    inside = ((x - cx) / rx) ** 2 + ((y - cy) / ry) ** 2 <= 1
-    return Image.fromarray((inside * 255).astype(np.uint8), mode="L")
 
 
 root3, pipe3 = build_tiny("tiny-sd-inpainting", sd2=False, in_channels=9, seed=12, pipeline_cls=StableDiffusionInpaintPipeline)

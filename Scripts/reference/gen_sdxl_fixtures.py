@@ -13,12 +13,12 @@ import sys
 import numpy as np
 import torch
 from diffusers import (AutoencoderKL, EulerAncestralDiscreteScheduler, EulerDiscreteScheduler, StableDiffusionXLImg2ImgPipeline,
-                       StableDiffusionXLPipeline, UNet2DConditionModel)
+                       StableDiffusionXLInpaintPipeline, StableDiffusionXLPipeline, UNet2DConditionModel)
 from safetensors.torch import save_file
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
 sys.path.insert(0, os.path.dirname(__file__))
-from tiny_models import randomise, test_image, write_small_vocab  # noqa: E402
+from tiny_models import randomise, test_image, test_mask, write_small_vocab  # noqa: E402
 
 REF = "../shared/reference-configs/stabilityai-stable-diffusion-xl-base-1.0"
 OUT = "Tests/StableDiffusionTests/Fixtures/pipelines"
@@ -132,7 +132,27 @@ def extra_config(pipe):
     return dict(requires_aesthetics_score=True, force_zeros_for_empty_prompt=False) if pipe.config.get("requires_aesthetics_score") else {}
 
 
-def run_case(case, base, seed, kwargs, pipe_cls=StableDiffusionXLPipeline, scheduler_cls=None, image=None, scheduler_dir=None):
+def build_inpainting(base):
+    """SDXL inpainting's layout: the base with a 9-channel UNet (latents + mask + masked-image latents)."""
+    torch.manual_seed(29)
+    root = ROOT + "-inpainting"
+    shutil.rmtree(root, ignore_errors=True)
+    config = dict(base.unet.config)
+    config["in_channels"] = 9
+    unet = randomise(UNet2DConditionModel.from_config(config))
+    comps = dict(base.components, unet=unet)
+    pipe = StableDiffusionXLInpaintPipeline(**comps, add_watermarker=False)
+    pipe.to(torch.float16)
+    pipe.save_pretrained(root, safe_serialization=True)
+    for sub in ("tokenizer", "tokenizer_2"):
+        shutil.rmtree(os.path.join(root, sub))
+        shutil.copytree(os.path.join(ROOT, sub), os.path.join(root, sub))
+    base.to(torch.float32)
+    return StableDiffusionXLInpaintPipeline.from_pretrained(root, torch_dtype=torch.float32, add_watermarker=False)
+
+
+def run_case(case, base, seed, kwargs, pipe_cls=StableDiffusionXLPipeline, scheduler_cls=None, image=None, scheduler_dir=None,
+             mask=None):
     d = os.path.join(OUT, case)
     shutil.rmtree(d, ignore_errors=True)
     os.makedirs(d)
@@ -154,6 +174,9 @@ def run_case(case, base, seed, kwargs, pipe_cls=StableDiffusionXLPipeline, sched
     if image is not None:
         image.save(os.path.join(d, "input.png"))
         call["image"] = image
+    if mask is not None:
+        mask.save(os.path.join(d, "mask.png"))
+        call["mask_image"] = mask
     out = pipe(**call, generator=torch.Generator("cpu").manual_seed(seed), callback_on_step_end=capture,
                callback_on_step_end_tensor_inputs=["latents"])
     for i, img in enumerate(out.images):
@@ -213,3 +236,13 @@ run_case("sdxl_refiner_img2img", refiner, 13, dict(prompt=P, negative_prompt=N, 
          pipe_cls=StableDiffusionXLImg2ImgPipeline, image=test_image(64, 64))
 run_ensemble("sdxl_base_refiner_ensemble", base, refiner, 17, dict(prompt=P, negative_prompt=N, num_inference_steps=10, height=64,
                                                                    width=64, guidance_scale=5.0), switch=0.7)
+
+# Inpainting: the 9-channel model at diffusers' default strength (0.9999: the first step is skipped), and the
+# 4-channel base (known latents blended back every step) with a padding-mask crop and strength 0.75.
+inpainting = build_inpainting(base)
+run_case("sdxl_inpaint9", inpainting, 41, dict(prompt=P, negative_prompt=N, height=64, width=64, num_inference_steps=6,
+                                               guidance_scale=5.0), pipe_cls=StableDiffusionXLInpaintPipeline,
+         image=test_image(64, 64), mask=test_mask(64, 64, (30, 34, 16, 12)))
+run_case("sdxl_inpaint4_crop", base, 42, dict(prompt=P, height=64, width=64, num_inference_steps=6, guidance_scale=6.0,
+                                              strength=0.75, padding_mask_crop=8), pipe_cls=StableDiffusionXLInpaintPipeline,
+         image=test_image(112, 80), mask=test_mask(112, 80, (70, 36, 18, 14)))

@@ -53,3 +53,11 @@ def test_image(w, h):
     g = 127 + 120 * np.cos(y / 5.0)
     b = 255 * ((x // 16 + y // 16) % 2)
     return Image.fromarray(np.stack([r, g, b], -1).clip(0, 255).astype(np.uint8))
+
+
+def test_mask(w, h, box):
+    """A white ellipse (centre x, y, radii x, y) on black: the region to repaint."""
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    cx, cy, rx, ry = box
+    inside = ((x - cx) / rx) ** 2 + ((y - cy) / ry) ** 2 <= 1
+    return Image.fromarray((inside * 255).astype(np.uint8), mode="L")

@@ -68,11 +68,11 @@ struct InpaintCommand: ParsableCommand {
     @Option(help: "Inpaint only the mask's bounding box plus this margin, then paste it back.")
     var paddingMaskCrop: Int?
 
-    @Option(help: "How much to change the masked region, in [0, 1].")
-    var strength: Double = 1.0
+    @Option(help: "How much to change the masked region, in [0, 1] (default 1; 0.9999 for SDXL, as diffusers).")
+    var strength: Double?
 
     func validate() throws {
-        guard strength >= 0, strength <= 1 else { throw ValidationError("--strength must be in [0, 1], got \(strength)") }
+        if let strength, !(strength >= 0 && strength <= 1) { throw ValidationError("--strength must be in [0, 1], got \(strength)") }
         if let p = paddingMaskCrop, p < 0 { throw ValidationError("--padding-mask-crop must be >= 0, got \(p)") }
     }
 
@@ -82,6 +82,7 @@ struct InpaintCommand: ParsableCommand {
         let pipe = try StableDiffusionInpaintPipeline(components: args.loadComponents())
         args.reportLoad(pipe.components)
         let options = args.options(for: pipe.components)
+        let strength = self.strength ?? StableDiffusionInpaintPipeline.defaultStrength(pipe.components.family)
         let result = try pipe(options, image: input, mask: maskImage, strength: strength,
                               paddingMaskCrop: paddingMaskCrop, progress: ProgressBar().update)
         try args.save(result, options: options, pipeline: "inpaint", extra: [("Denoising strength", String(strength))])

@@ -30,7 +30,7 @@ extension StableDiffusionInpaintPipeline {
     ///     working size, so it may differ in size from the image.
     ///   - paddingMaskCrop: inpaint only the mask's bounding box plus this margin (grown to the working
     ///     aspect ratio) at the working resolution, then paste the result back over the untouched original.
-    public func callAsFunction(_ options: GenerationOptions, image: Image, mask: Image, strength: Double = 1.0,
+    public func callAsFunction(_ options: GenerationOptions, image: Image, mask: Image, strength: Double? = nil,
                                paddingMaskCrop: Int? = nil, progress: ProgressHandler? = nil) throws -> GenerationResult {
         let height = options.height ?? defaultSize.height
         let width = options.width ?? defaultSize.width

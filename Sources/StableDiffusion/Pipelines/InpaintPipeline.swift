@@ -1,16 +1,14 @@
 import Foundation
 import DiffusionTensor
 
-/// diffusers' `StableDiffusionInpaintPipeline`, for 9-channel inpainting UNets (latents + mask +
-/// masked-image latents) and for ordinary 4-channel UNets (known regions re-noised and blended back
-/// after every step).
+/// diffusers' `StableDiffusionInpaintPipeline` and `StableDiffusionXLInpaintPipeline`, for 9-channel
+/// inpainting UNets (latents + mask + masked-image latents) and for ordinary 4-channel UNets (known regions
+/// re-noised and blended back after every step). With SDXL components the UNet gets SDXL's conditioning
+/// and `denoisingStart`/`denoisingEnd` work as in image-to-image.
 public final class StableDiffusionInpaintPipeline: @unchecked Sendable {
     public let components: StableDiffusionComponents
 
     public init(components: StableDiffusionComponents) throws {
-        guard components.family == .stableDiffusion else {
-            throw PipelineError.badModel(path: components.directory.path, detail: "inpainting is not supported for SDXL models yet")
-        }
         let ch = components.unet.config.inChannels
         guard ch == 4 || ch == 9 else {
             throw PipelineError.badModel(path: components.directory.path, detail: "inpainting needs a UNet with 4 or 9 input channels, this one has \(ch)")
@@ -36,10 +34,12 @@ public final class StableDiffusionInpaintPipeline: @unchecked Sendable {
     /// - Parameters:
     ///   - image: NHWC `[1 or n, height, width, 3]` in [-1, 1] at the working size.
     ///   - mask: NHWC `[1 or n, height, width, 1]`, binarised (1 = repaint).
-    ///   - strength: 1 starts from pure noise; less starts from the noised image.
-    public func callAsFunction(_ options: GenerationOptions, image: Tensor, mask: Tensor, strength: Double = 1.0,
+    ///   - strength: 1 starts from pure noise; less starts from the noised image. nil: diffusers' default,
+    ///     1 (0.9999 for SDXL, which skips the first step of the schedule as diffusers does).
+    public func callAsFunction(_ options: GenerationOptions, image: Tensor, mask: Tensor, strength: Double? = nil,
                                progress: ProgressHandler? = nil) throws -> GenerationResult {
         let c = components
+        let strength = strength ?? Self.defaultStrength(c.family)
         try options.validate(vaeScaleFactor: c.vaeScaleFactor)
         guard strength >= 0, strength <= 1 else { throw PipelineError.invalidArgument("strength must be in [0, 1], got \(strength)") }
         guard image.rank == 4, image.shape[3] == 3 else { throw PipelineError.invalidArgument("image must be NHWC RGB, got \(image.shape)") }
@@ -53,9 +53,11 @@ public final class StableDiffusionInpaintPipeline: @unchecked Sendable {
         let batch = options.batchSize
         let cfg = options.classifierFreeGuidance
         var scheduler = try PipelineSupport.makeScheduler(c, options)
-        let embeddings = try c.encodePrompt(options)
+        let conditioning = try c.unetConditioning(options, height: height, width: width)
         try scheduler.setTimesteps(options.numInferenceSteps)
-        let timesteps = try LatentPreparation.truncatedTimesteps(&scheduler, steps: options.numInferenceSteps, strength: strength)
+        var timesteps = try options.denoisingStart.map { try LatentPreparation.timesteps(startingAt: $0, &scheduler) }
+            ?? LatentPreparation.truncatedTimesteps(&scheduler, steps: options.numInferenceSteps, strength: strength)
+        timesteps = try PipelineSupport.endingAt(options.denoisingEnd, timesteps, scheduler: scheduler)
         var (generators, seed) = try options.makeGenerator()
         let fullStrength = strength == 1.0
         let unetChannels = c.unet.config.inChannels
@@ -75,7 +77,11 @@ public final class StableDiffusionInpaintPipeline: @unchecked Sendable {
             noise = try generators.randnNHWC(batch: batch, channels: latentShape[3], height: latentShape[1], width: latentShape[2])
         }
         var latents: Tensor
-        if fullStrength || options.latents != nil {
+        if options.denoisingStart != nil, options.latents == nil {
+            // diffusers' add_noise=False: the (already noised) image latents as they are; the noise is still drawn.
+            guard let imageLatents else { throw PipelineError.invalidArgument("image latents missing") }
+            latents = imageLatents
+        } else if fullStrength || options.latents != nil {
             latents = noise * scheduler.initNoiseSigma
         } else {
             guard let imageLatents else { throw PipelineError.invalidArgument("image latents missing") }
@@ -117,10 +123,13 @@ public final class StableDiffusionInpaintPipeline: @unchecked Sendable {
         let start = Date()
         var generator: RandomGenerators? = generators
         let out = try PipelineSupport.loop(c, options, classifierFreeGuidance: cfg)
-            .run(latents: latents, timesteps: timesteps, scheduler: &scheduler, conditioning: UNetConditioning(encoderHiddenStates: embeddings), generator: &generator,
+            .run(latents: latents, timesteps: timesteps, scheduler: &scheduler, conditioning: conditioning, generator: &generator,
                  extraChannels: extra, progress: progress, afterStep: blend)
-        return try PipelineSupport.result(out, vae: c.vae, seed: seed, scheduler: scheduler, start: start)
+        return try PipelineSupport.result(out, vae: c.vae, seed: seed, scheduler: scheduler, start: start, outputType: options.outputType)
     }
+
+    /// diffusers' default strength: 1 for SD, 0.9999 for SDXL's inpainting pipeline.
+    public static func defaultStrength(_ family: ModelFamily) -> Double { family == .stableDiffusionXL ? 0.9999 : 1.0 }
 
     /// `(1 - mask) * known + mask * generated`, the mask broadcast over channels.
     static func blend(known: Tensor, generated: Tensor, mask: Tensor) throws -> Tensor {
@@ -142,3 +151,6 @@ public final class StableDiffusionInpaintPipeline: @unchecked Sendable {
         return out
     }
 }
+
+/// diffusers' `StableDiffusionXLInpaintPipeline` is this pipeline with SDXL components.
+public typealias StableDiffusionXLInpaintPipeline = StableDiffusionInpaintPipeline

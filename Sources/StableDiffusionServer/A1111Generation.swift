@@ -68,8 +68,11 @@ extension StableDiffusionServer {
         }
         f.steps = r.int("steps", default: 50, in: 1...limits.maxSteps)
         f.cfg = r.double("cfg_scale", default: 7.0, in: 0...50)
-        f.width = readSide(&r, "width", default: 512)
-        f.height = readSide(&r, "height", default: 512)
+        // A1111's default is 512 whatever the model; SDXL models are trained at their own size (1024), so
+        // for them the model's default size is used instead (capped by the server's limit).
+        let side = model.components.family == .stableDiffusionXL ? min(model.defaultSide, configuration.limits.maxSide) : 512
+        f.width = readSide(&r, "width", default: side)
+        f.height = readSide(&r, "height", default: side)
         f.batchSize = r.int("batch_size", default: 1, in: 1...limits.maxImages)
         f.nIter = r.int("n_iter", default: 1, in: 1...limits.maxImages)
         if f.batchSize * f.nIter > limits.maxImages {
@@ -84,6 +87,8 @@ extension StableDiffusionServer {
         r.unsupported("tiling", when: { $0.boolValue == true }, "tiling is not supported")
         r.unsupported("subseed_strength", when: { ($0.doubleValue ?? 0) != 0 }, "variation seeds are not supported")
         r.unsupported("script_name", when: { !($0.stringValue ?? "").isEmpty }, "scripts are not supported")
+        r.unsupported("refiner_checkpoint", when: { !($0.stringValue ?? "").isEmpty && $0.stringValue != "None" },
+                      "a refiner is not supported by sd serve yet (sd txt2img --refiner runs the base + refiner ensemble)")
         if let checkpoint = r.object["override_settings"]?.objectValue?["sd_model_checkpoint"]?.stringValue, !matchesModel(checkpoint) {
             r.fail("override_settings", "model \"\(checkpoint)\" is not loaded; this server has \(model.name)")
         }

@@ -26,7 +26,8 @@ public final class ServedModel: @unchecked Sendable {
 
         init(_ c: StableDiffusionComponents, kind: Kind, variant: String?) throws {
             components = c
-            txt2img = kind == .standard ? try StableDiffusionPipeline(components: c) : nil
+            // An SDXL refiner only refines: image-to-image and inpainting.
+            txt2img = kind == .standard && !c.hasOnlySecondTextEncoder ? try StableDiffusionPipeline(components: c) : nil
             img2img = kind == .standard ? try StableDiffusionImg2ImgPipeline(components: c) : nil
             inpaint = kind == .standard || kind == .inpainting ? try StableDiffusionInpaintPipeline(components: c) : nil
             depth = kind == .depth ? try StableDiffusionDepth2ImgPipeline(loadingEstimatorFor: c, variant: variant) : nil

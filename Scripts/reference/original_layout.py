@@ -69,6 +69,24 @@ def _apply(state, modules, prefix, renamer):
     return out
 
 
+def unet_module_to_original(module, cfg):
+    """One diffusers UNet module name (e.g. down_blocks.1.resnets.0.conv1) to its original (SGM/LDM) name
+    (input_blocks.4.0.in_layers.2), as kohya's SDXL LoRA files name them."""
+    modules = unet_modules(cfg)
+    parts = module.split(".")
+    for d in range(len(parts), 0, -1):
+        key = ".".join(parts[:d])
+        if key in modules:
+            orig, kind = modules[key]
+            rest = ".".join(parts[d:])
+            if kind == "resnet":
+                rest = _rename_head(rest, RESNET_UNET)
+            elif kind == "down":
+                rest = _rename_head(rest, [("conv", "op")])
+            return orig + ("." + rest if rest else "")
+    raise KeyError(module)
+
+
 def unet_to_original(state, cfg):
     def ren(rest, kind, t):
         if kind == "resnet":

@@ -18,12 +18,18 @@ struct PipelineCase {
     let json: [String: JSONValue]
     let tensors: SafeTensorsFile
 
-    init(_ name: String) throws {
-        directory = try FixturePaths.url("pipelines/\(name)")
+    init(_ name: String) throws { try self.init(fixture: "pipelines/\(name)") }
+
+    /// A case folder under Fixtures/ (case.json + tensors.safetensors).
+    init(fixture path: String) throws {
+        directory = try FixturePaths.url(path)
         let data = try Data(contentsOf: directory.appendingPathComponent("case.json"))
-        json = try JSONValue.parse(data, file: name).objectValue ?? [:]
+        json = try JSONValue.parse(data, file: path).objectValue ?? [:]
         tensors = try SafeTensorsFile(path: directory.appendingPathComponent("tensors.safetensors").path)
     }
+
+    /// A case under Fixtures/lora/.
+    init(lora name: String) throws { try self.init(fixture: "lora/\(name)") }
 
     var options: GenerationOptions {
         var o: GenerationOptions

@@ -9,10 +9,5 @@ enum SingleFileFixtures {
 
 extension PipelineCase {
     /// A case under Fixtures/single_file/ (case.json + tensors.safetensors with image0).
-    init(singleFile name: String) throws {
-        directory = try FixturePaths.url("single_file/\(name)")
-        let data = try Data(contentsOf: directory.appendingPathComponent("case.json"))
-        json = try JSONValue.parse(data, file: name).objectValue ?? [:]
-        tensors = try SafeTensorsFile(path: directory.appendingPathComponent("tensors.safetensors").path)
-    }
+    init(singleFile name: String) throws { try self.init(fixture: "single_file/\(name)") }
 }

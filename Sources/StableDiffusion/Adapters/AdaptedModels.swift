@@ -1,42 +1,78 @@
 import Foundation
 import DiffusionTensor
 
-/// The models LoRAs and embeddings change (tokenizer, text encoder, UNet), built from base weights with
+/// The models LoRAs and embeddings change (tokenizer, text encoder(s), UNet), built from base weights with
 /// the adapters applied on the way in. The weights can come from a model folder or a converted single file.
 struct AdaptedModels {
     let tokenizer: CLIPTokenizer
     let textEncoder: CLIPTextModel
     let unet: UNet2DConditionModel
+    /// SDXL's second tokenizer and text encoder (CLIPTextModelWithProjection), when the model has both.
+    let tokenizer2: CLIPTokenizer?
+    let textEncoder2: CLIPTextModel?
 
-    init(tokenizer baseTokenizer: CLIPTokenizer, textConfig: CLIPTextConfig, textWeights: any TensorSource,
-         unetConfig: UNet2DConditionConfig, unetWeights: any TensorSource, adapters: ModelAdapters,
-         precision: ComputePrecision) throws {
-        // Each LoRA file is read once for both models.
+    /// A text encoder's parts before adapters: tokenizer, config and weights.
+    struct TextParts {
+        var tokenizer: CLIPTokenizer
+        var config: CLIPTextConfig
+        var weights: any TensorSource
+    }
+
+    /// - Parameters:
+    ///   - firstTarget: which LoRA layers the first encoder takes: `.textEncoder`, or `.textEncoder2` for
+    ///     an SDXL refiner, whose only encoder is `text_encoder_2`.
+    ///   - second: SDXL base's `text_encoder_2`.
+    init(text: TextParts, firstTarget: LoRATarget = .textEncoder, second: TextParts? = nil, unetConfig: UNet2DConditionConfig,
+         unetWeights: any TensorSource, adapters: ModelAdapters, precision: ComputePrecision, path: String) throws {
+        // Each LoRA file is read once for all the models.
         let loras = try adapters.loraFiles()
+        let targets = Set([firstTarget, .unet] + (second == nil ? [] : [LoRATarget.textEncoder2]))
+        for (file, _) in loras {
+            if let missing = file.layers.keys.first(where: { !targets.contains($0) }), let layer = file.layers[missing]?.values.first {
+                throw file.bad("\(layer.key): the file has layers for a \(missing.rawValue), which \(path) does not have (a LoRA for another model family?)")
+            }
+        }
         func merged(_ base: any TensorSource, _ target: LoRATarget) throws -> any TensorSource {
-            loras.isEmpty ? base : try LoRATensorSource(base: base, target: target, files: loras)
+            loras.isEmpty ? base : try LoRATensorSource(base: base, target: target, files: loras, unetConfig: target == .unet ? unetConfig : nil)
         }
         let (tok, config, weightsWithEmbeddings) = try adapters.addEmbeddings(
-            tokenizer: baseTokenizer, config: textConfig, weights: try merged(textWeights, .textEncoder))
+            tokenizer: text.tokenizer, config: text.config, weights: try merged(text.weights, firstTarget))
         tokenizer = tok
         textEncoder = try CLIPTextModel(config: config, weights: weightsWithEmbeddings, precision: precision.forModel(.textEncoder))
+        if let second {
+            tokenizer2 = second.tokenizer
+            textEncoder2 = try CLIPTextModel(config: second.config, weights: try merged(second.weights, .textEncoder2),
+                                             precision: precision.forModel(.textEncoder), withProjection: true)
+        } else {
+            tokenizer2 = nil
+            textEncoder2 = nil
+        }
         unet = try UNet2DConditionModel(config: unetConfig, weights: try merged(unetWeights, .unet), precision: precision.forModel(.unet))
     }
 
-    /// From a model folder's component folders.
-    init(tokenizer tokenizerDir: URL, textEncoder textDir: URL, unet unetDir: URL, variant: String?, adapters: ModelAdapters,
+    /// From a model folder's component folders: `text_encoder` and `tokenizer` (SDXL: `text_encoder_2` and
+    /// `tokenizer_2` too; a refiner has only those), `unet`.
+    init(directory: URL, family: ModelFamily, hasFirstEncoder: Bool, variant: String?, adapters: ModelAdapters,
          precision: ComputePrecision) throws {
-        try self.init(tokenizer: try CLIPTokenizer(directory: tokenizerDir), textConfig: CLIPTextConfig.load(from: textDir),
-                      textWeights: try WeightFiles.open(directory: textDir, stems: ["model", "pytorch_model"], variant: variant),
+        func parts(_ suffix: String) throws -> TextParts {
+            let textDir = directory.appendingPathComponent("text_encoder" + suffix)
+            return TextParts(tokenizer: try CLIPTokenizer(directory: directory.appendingPathComponent("tokenizer" + suffix)),
+                             config: try CLIPTextConfig.load(from: textDir),
+                             weights: try WeightFiles.open(directory: textDir, stems: ["model", "pytorch_model"], variant: variant))
+        }
+        let xl = family == .stableDiffusionXL
+        let unetDir = directory.appendingPathComponent("unet")
+        try self.init(text: try parts(hasFirstEncoder ? "" : "_2"), firstTarget: hasFirstEncoder ? .textEncoder : .textEncoder2,
+                      second: xl && hasFirstEncoder ? try parts("_2") : nil,
                       unetConfig: UNet2DConditionConfig.load(unetDir.appendingPathComponent("config.json")),
                       unetWeights: try WeightFiles.open(directory: unetDir, stems: ["diffusion_pytorch_model"], variant: variant),
-                      adapters: adapters, precision: precision)
+                      adapters: adapters, precision: precision, path: directory.path)
     }
 }
 
 extension StableDiffusionComponents {
     /// The same model folder with another set of LoRAs and embeddings (an empty set: the plain model).
-    /// Tokenizer, text encoder and UNet are built again from the base files, so nothing is unmerged and
+    /// Tokenizer, text encoder(s) and UNet are built again from the base files, so nothing is unmerged and
     /// no earlier adapter lingers; the VAE and scheduler configs are shared with `self`, and the precision
     /// is `self`'s.
     /// - Parameter variant: the weight variant `self` was loaded with.
@@ -44,18 +80,12 @@ extension StableDiffusionComponents {
         guard singleFileDetection == nil, FileManager.default.fileExists(atPath: directory.appendingPathComponent("model_index.json").path) else {
             throw PipelineError.invalidArgument("switching LoRAs and embeddings needs a model folder; load \(directory.path) again with the new adapters")
         }
-        if family == .stableDiffusionXL {
-            // No adapters for SDXL yet: the only set there is is the empty one these were loaded with.
-            try Self.checkSDXLSupports(adapters: adapters, path: directory.path)
-            return self
-        }
-        let adapted = try AdaptedModels(tokenizer: directory.appendingPathComponent("tokenizer"),
-                                        textEncoder: directory.appendingPathComponent("text_encoder"),
-                                        unet: directory.appendingPathComponent("unet"), variant: variant, adapters: adapters,
-                                        precision: precision)
+        if family == .stableDiffusionXL { try Self.checkSDXLSupports(adapters: adapters, path: directory.path) }
+        let adapted = try AdaptedModels(directory: directory, family: family, hasFirstEncoder: !hasOnlySecondTextEncoder, variant: variant,
+                                        adapters: adapters, precision: precision)
         return StableDiffusionComponents(index: index, tokenizer: adapted.tokenizer, textEncoder: adapted.textEncoder, unet: adapted.unet,
                                          vae: vae, schedulerConfig: schedulerConfig, lowResSchedulerConfig: lowResSchedulerConfig,
                                          directory: directory, adapters: adapters, precision: precision,
-                                         tokenizer2: tokenizer2, textEncoder2: textEncoder2)
+                                         tokenizer2: adapted.tokenizer2, textEncoder2: adapted.textEncoder2)
     }
 }

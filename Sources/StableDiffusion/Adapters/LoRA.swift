@@ -30,4 +30,8 @@ public struct LoRA: Sendable, Hashable {
 public enum LoRATarget: String, Sendable {
     case unet = "UNet"
     case textEncoder = "text encoder"
+    /// SDXL's `text_encoder_2` (kohya `lora_te2_`, diffusers `text_encoder_2.`).
+    case textEncoder2 = "second text encoder"
+
+    var isTextEncoder: Bool { self != .unet }
 }

@@ -14,7 +14,7 @@ struct LoRAAdapterConfig {
         func bad(_ detail: String) -> PipelineError { .badModel(path: path, detail: "lora_adapter_metadata: \(detail)") }
         guard let json = try? JSONValue.parse(Data(raw.utf8), file: path).objectValue else { throw bad("not a JSON object") }
         var out: [LoRATarget: LoRAAdapterConfig] = [:]
-        for (prefix, target) in [("unet.", LoRATarget.unet), ("text_encoder.", .textEncoder)] {
+        for (prefix, target) in [("unet.", LoRATarget.unet), ("text_encoder.", .textEncoder), ("text_encoder_2.", .textEncoder2)] {
             let entries = json.filter { $0.key.hasPrefix(prefix) }
             guard !entries.isEmpty else { continue }
             var c = LoRAAdapterConfig()

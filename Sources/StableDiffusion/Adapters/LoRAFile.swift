@@ -46,7 +46,7 @@ struct LoRAFile {
             layers[target, default: [:]][module] = layer
         }
         guard unsupported.isEmpty else {
-            throw bad("\(unsupported.count) key(s) are not LoRA weights this engine reads (kohya lora_down/lora_up/alpha or diffusers lora_A/lora_B for the UNet and text encoder; LoHa, LoKr, DoRA and SDXL's second text encoder are not supported): \(Self.list(unsupported))")
+            throw bad("\(unsupported.count) key(s) are not LoRA weights this engine reads (kohya lora_down/lora_up/alpha or diffusers lora_A/lora_B for the UNet and text encoders; LoHa, LoKr and DoRA are not supported): \(Self.list(unsupported))")
         }
         for layer in layers.values.flatMap(\.values) {
             guard let down = layer.down, let up = layer.up else {
@@ -85,7 +85,7 @@ struct LoRAFile {
 
     /// The target, module name and role of a key; nil when it is not a LoRA key this reader knows.
     static func classify(_ key: String) -> (LoRATarget, String, Bool, Role)? {
-        for (prefix, target) in [("lora_unet_", LoRATarget.unet), ("lora_te_", .textEncoder), ("lora_te1_", .textEncoder)]
+        for (prefix, target) in [("lora_unet_", LoRATarget.unet), ("lora_te_", .textEncoder), ("lora_te1_", .textEncoder), ("lora_te2_", .textEncoder2)]
         where key.hasPrefix(prefix) {
             for (suffix, role) in kohyaSuffixes where key.hasSuffix(suffix) {
                 let module = key.dropFirst(prefix.count).dropLast(suffix.count)
@@ -100,7 +100,7 @@ struct LoRAFile {
         var rest = Substring(key)
         if key.hasPrefix("unet.") { rest = rest.dropFirst(5) }
         else if key.hasPrefix("text_encoder.") { target = .textEncoder; rest = rest.dropFirst(13) }
-        else if key.hasPrefix("text_encoder_2.") { return nil }
+        else if key.hasPrefix("text_encoder_2.") { target = .textEncoder2; rest = rest.dropFirst(15) }
         for (suffix, role) in diffusersSuffixes where rest.hasSuffix(suffix) {
             var module = String(rest.dropLast(suffix.count))
             if suffix.hasPrefix("_lora") { module = attentionProcessorModule(module, target) }
@@ -113,7 +113,7 @@ struct LoRAFile {
     /// `to_out.0`; in the text encoder `self_attn.to_q` is `self_attn.q_proj`, `to_out` is `out_proj`.
     private static func attentionProcessorModule(_ module: String, _ target: LoRATarget) -> String {
         var m = module.replacingOccurrences(of: ".processor.", with: ".")
-        if target == .textEncoder {
+        if target.isTextEncoder {
             for (from, to) in [("to_q", "q_proj"), ("to_k", "k_proj"), ("to_v", "v_proj"), ("to_out", "out_proj")] where m.hasSuffix("." + from) {
                 m = String(m.dropLast(from.count)) + to
             }

@@ -10,9 +10,12 @@ struct LoRATensorSource: TensorSource {
 
     /// Matches every layer of `files` for `target` to a weight of `base`; an unknown module or a shape
     /// that does not fit is an error naming the file and key.
-    init(base: any TensorSource, target: LoRATarget, files: [(file: LoRAFile, scale: Float)]) throws {
+    /// - Parameter unetConfig: the UNet's config, so kohya's SDXL files, which name UNet modules as the
+    ///   original (SGM) model does (`input_blocks_4_1_...`), find them too.
+    init(base: any TensorSource, target: LoRATarget, files: [(file: LoRAFile, scale: Float)], unetConfig: UNet2DConditionConfig? = nil) throws {
         self.base = base
-        let names = Self.moduleNames(base, target)
+        var names = Self.moduleNames(base, target)
+        if target == .unet, let unetConfig { Self.addOriginalNames(&names.underscored, unetConfig) }
         var deltas: [String: [(up: Tensor, down: Tensor, scale: Float)]] = [:]
         for (file, userScale) in files {
             guard let layers = file.layers[target] else { continue }
@@ -39,7 +42,7 @@ struct LoRATensorSource: TensorSource {
                     try up.reshaped([out, rank]), try down.reshaped([rank, inner]), userScale * scaling))
             }
             guard unknown.isEmpty else {
-                throw file.bad("\(unknown.count) key(s) name no layer of the \(target.rawValue): \(LoRAFile.list(unknown))")
+                throw file.bad("\(unknown.count) key(s) name no layer of the \(target.rawValue) (a LoRA for another model family? SD 1.x/2.x and SDXL LoRAs are not interchangeable): \(LoRAFile.list(unknown))")
             }
         }
         self.deltas = deltas
@@ -65,7 +68,7 @@ struct LoRATensorSource: TensorSource {
         var dotted: [String: String] = [:], underscored: [String: String] = [:]
         for name in base.tensorNames where name.hasSuffix(".weight") {
             var module = String(name.dropLast(".weight".count))
-            if target == .textEncoder, !module.hasPrefix("text_model.") { module = "text_model." + module }
+            if target.isTextEncoder, !module.hasPrefix("text_model.") { module = "text_model." + module }
             dotted[module] = name
             underscored[module.replacingOccurrences(of: ".", with: "_")] = name
         }
@@ -76,7 +79,20 @@ struct LoRATensorSource: TensorSource {
     /// transformers 5 leave out.
     private static func canonical(_ layer: LoRALayer, _ target: LoRATarget) -> String {
         let prefix = layer.underscored ? "text_model_" : "text_model."
-        return target == .textEncoder && !layer.module.hasPrefix(prefix) ? prefix + layer.module : layer.module
+        return target.isTextEncoder && !layer.module.hasPrefix(prefix) ? prefix + layer.module : layer.module
+    }
+
+    /// kohya's original-layout UNet names, underscored, for every module the diffusers names list.
+    private static func addOriginalNames(_ underscored: inout [String: String], _ config: UNet2DConditionConfig) {
+        let layout = OriginalUNetLayout.modules(config)
+        var added: [String: String] = [:]
+        for weight in underscored.values {
+            let module = String(weight.dropLast(".weight".count))
+            guard let original = layout.original(of: module) else { continue }
+            let key = original.replacingOccurrences(of: ".", with: "_")
+            if underscored[key] == nil { added[key] = weight }
+        }
+        underscored.merge(added) { a, _ in a }
     }
 
     /// The value occurring most often, the first seen winning ties (Python's `Counter.most_common`).

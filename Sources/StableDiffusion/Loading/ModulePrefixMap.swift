@@ -41,6 +41,32 @@ struct ModulePrefixMap {
         return nil
     }
 
+    /// The original module name of a diffusers module (the inverse of `map` for the UNet's kinds), e.g.
+    /// `down_blocks.1.resnets.0.conv1` to `input_blocks.4.0.in_layers.2`: kohya's SDXL LoRAs name the
+    /// UNet's modules this way. nil when no module claims it or its kind has no plain inverse.
+    func original(of diffusersModule: String) -> String? {
+        var best: (original: String, target: String, kind: Kind)?
+        for (original, (target, kind)) in modules where diffusersModule == target || diffusersModule.hasPrefix(target + ".") {
+            if best == nil || target.count > best!.target.count { best = (original, target, kind) }
+        }
+        guard let best else { return nil }
+        let rest = String(diffusersModule.dropFirst(best.target.count)).drop { $0 == "." }
+        func back(_ table: [(String, String)]) -> String {
+            for (new, old) in table where rest == old || rest.hasPrefix(old + ".") { return new + rest.dropFirst(old.count) }
+            return String(rest)
+        }
+        let renamed: String
+        switch best.kind {
+        case .plain: renamed = String(rest)
+        case .unetResnet:
+            renamed = back([("in_layers.0", "norm1"), ("in_layers.2", "conv1"), ("emb_layers.1", "time_emb_proj"),
+                            ("out_layers.0", "norm2"), ("out_layers.3", "conv2"), ("skip_connection", "conv_shortcut")])
+        case .unetDownsampler: renamed = back([("op", "conv")])
+        default: return nil
+        }
+        return renamed.isEmpty ? best.original : best.original + "." + renamed
+    }
+
     private static func rename(_ rest: String, _ kind: Kind) -> [(String, TensorTransform)] {
         func replacingHead(_ table: [(String, String)]) -> String {
             for (old, new) in table where rest == old || rest.hasPrefix(old + ".") {

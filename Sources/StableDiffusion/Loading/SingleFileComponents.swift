@@ -27,9 +27,10 @@ extension StableDiffusionComponents {
         let convert = loaded.converter
         let textConfig = try CLIPTextConfig.load(from: configs.textEncoderConfig)
         let unetConfig = try UNet2DConditionConfig.load(configs.unetConfig)
-        let adapted = try AdaptedModels(tokenizer: try CLIPTokenizer(files: configs.tokenizerFiles()), textConfig: textConfig,
-                                        textWeights: try convert.textEncoder(textConfig), unetConfig: unetConfig,
-                                        unetWeights: try convert.unet(unetConfig), adapters: adapters, precision: precision)
+        let adapted = try AdaptedModels(text: .init(tokenizer: try CLIPTokenizer(files: configs.tokenizerFiles()), config: textConfig,
+                                                    weights: try convert.textEncoder(textConfig)),
+                                        unetConfig: unetConfig, unetWeights: try convert.unet(unetConfig), adapters: adapters,
+                                        precision: precision, path: url.path)
         let (tokenizer, textEncoder, unet) = (adapted.tokenizer, adapted.textEncoder, adapted.unet)
         let vaeConfig = try AutoencoderKLConfig.load(configs.vaeConfig)
         let vae = try AutoencoderKL(config: vaeConfig, weights: convert.vae(vaeConfig), includeEncoder: includeVAEEncoder,
@@ -53,25 +54,25 @@ extension StableDiffusionComponents {
         try Self.checkSDXLSupports(adapters: adapters, path: url.path)
         let configs = loaded.configs
         let convert = loaded.converter
-        var encoders: [(CLIPTokenizer, CLIPTextModel)] = []
-        for encoder in convert.layout.textEncoders {
+        let encoders = try convert.layout.textEncoders.map { encoder in
             let config = try CLIPTextConfig.load(from: configs.textEncoderConfig(encoder.component))
-            encoders.append((try CLIPTokenizer(files: configs.tokenizerFiles(encoder.tokenizerComponent)),
-                             try CLIPTextModel(config: config, weights: convert.textEncoder(config, encoder),
-                                               precision: precision.forModel(.textEncoder), withProjection: encoder.hasProjection)))
+            return AdaptedModels.TextParts(tokenizer: try CLIPTokenizer(files: configs.tokenizerFiles(encoder.tokenizerComponent)),
+                                           config: config, weights: try convert.textEncoder(config, encoder))
         }
         let unetConfig = try UNet2DConditionConfig.load(configs.unetConfig)
         guard unetConfig.textTimeEmbedding != nil else {
             throw PipelineError.badModel(path: configs.unetConfig.path, detail: "an SDXL checkpoint needs a UNet config with addition_embed_type \"text_time\"")
         }
-        let unet = try UNet2DConditionModel(config: unetConfig, weights: convert.unet(unetConfig), precision: precision.forModel(.unet))
+        // The refiner's only encoder is text_encoder_2 (with its projection, from its config's architecture).
+        let adapted = try AdaptedModels(text: encoders[0], firstTarget: encoders.count > 1 ? .textEncoder : .textEncoder2,
+                                        second: encoders.count > 1 ? encoders[1] : nil, unetConfig: unetConfig,
+                                        unetWeights: try convert.unet(unetConfig), adapters: adapters, precision: precision, path: url.path)
         let vaeConfig = try AutoencoderKLConfig.load(configs.vaeConfig)
         let vae = try AutoencoderKL(config: vaeConfig, weights: convert.vae(vaeConfig), includeEncoder: includeVAEEncoder,
                                     precision: precision.forModel(.vae))
-        let second = encoders.count > 1 ? encoders[1] : nil
-        self.init(index: loaded.index, tokenizer: encoders[0].0, textEncoder: encoders[0].1, unet: unet, vae: vae,
+        self.init(index: loaded.index, tokenizer: adapted.tokenizer, textEncoder: adapted.textEncoder, unet: adapted.unet, vae: vae,
                   schedulerConfig: loaded.schedulerConfig, directory: url, adapters: adapters, precision: precision,
-                  tokenizer2: second?.0, textEncoder2: second?.1)
+                  tokenizer2: adapted.tokenizer2, textEncoder2: adapted.textEncoder2)
         try Self.checkTextWidths(textEncoder: textEncoder, textEncoder2: textEncoder2, unet: unet.config,
                                  aestheticScore: requiresAestheticsScore, path: url.path)
         singleFileDetection = loaded.detection

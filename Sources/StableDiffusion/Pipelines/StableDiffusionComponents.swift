@@ -86,21 +86,17 @@ public final class StableDiffusionComponents: @unchecked Sendable {
         }
         self.adapters = adapters
         self.precision = precision
-        let adapted = try AdaptedModels(tokenizer: try sub("tokenizer" + firstEncoder), textEncoder: try sub("text_encoder" + firstEncoder),
-                                        unet: try sub("unet"), variant: variant, adapters: adapters, precision: precision)
+        // Each component folder is checked here, so a missing one is named before any weight is read.
+        var folders = ["unet", "tokenizer" + firstEncoder, "text_encoder" + firstEncoder]
+        if family == .stableDiffusionXL { folders += ["tokenizer_2", "text_encoder_2"] }
+        for name in folders { _ = try sub(name) }
+        let adapted = try AdaptedModels(directory: directory, family: family, hasFirstEncoder: firstEncoder.isEmpty, variant: variant,
+                                        adapters: adapters, precision: precision)
         tokenizer = adapted.tokenizer
         textEncoder = adapted.textEncoder
         unet = adapted.unet
-        if family == .stableDiffusionXL, firstEncoder.isEmpty {
-            let textDir = try sub("text_encoder_2")
-            tokenizer2 = try CLIPTokenizer(directory: try sub("tokenizer_2"))
-            textEncoder2 = try CLIPTextModel(config: CLIPTextConfig.load(from: textDir),
-                                             weights: WeightFiles.open(directory: textDir, stems: ["model", "pytorch_model"], variant: variant),
-                                             precision: precision.forModel(.textEncoder), withProjection: true)
-        } else {
-            tokenizer2 = nil
-            textEncoder2 = nil
-        }
+        tokenizer2 = adapted.tokenizer2
+        textEncoder2 = adapted.textEncoder2
         forceZerosForEmptyPrompt = index.settings["force_zeros_for_empty_prompt"]?.boolValue ?? true
         requiresAestheticsScore = index.settings["requires_aesthetics_score"]?.boolValue ?? false
         let vaeDir = try sub("vae")
@@ -180,8 +176,8 @@ public final class StableDiffusionComponents: @unchecked Sendable {
 
     /// What SDXL support does not cover yet, refused at load with the file named.
     static func checkSDXLSupports(adapters: ModelAdapters, path: String) throws {
-        if let file = adapters.loras.first?.file ?? adapters.embeddings.first?.file {
-            throw PipelineError.invalidArgument("\(file.path): LoRAs and embeddings are not supported for SDXL models yet (\(path))")
+        if let file = adapters.embeddings.first?.file {
+            throw PipelineError.invalidArgument("\(file.path): textual-inversion embeddings are not supported for SDXL models yet (\(path))")
         }
     }
 

@@ -137,5 +137,31 @@ def main():
         print(name, "fused within", worst)
 
 
+def embedding_case():
+    """An SDXL embedding file as AUTOMATIC1111 and civitai ship them: clip_l (first encoder) and clip_g
+    (second) vectors, 2 each; loaded into diffusers the documented way, one load_textual_inversion per encoder."""
+    pipe = StableDiffusionXLPipeline.from_pretrained(ROOT, torch_dtype=torch.float32, add_watermarker=False)
+    g = torch.Generator().manual_seed(61)
+    std_l = pipe.text_encoder.get_input_embeddings().weight.std().item()
+    std_g = pipe.text_encoder_2.get_input_embeddings().weight.std().item()
+    state = {"clip_l": torch.randn(2, pipe.text_encoder.config.hidden_size, generator=g) * std_l * 3,
+             "clip_g": torch.randn(2, pipe.text_encoder_2.config.hidden_size, generator=g) * std_g * 3}
+    path = os.path.join(OUT, "sdxl_embedding.safetensors")
+    save_file(state, path)
+    pipe.load_textual_inversion(state["clip_l"], token="sdxl_embedding", text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer)
+    pipe.load_textual_inversion(state["clip_g"], token="sdxl_embedding", text_encoder=pipe.text_encoder_2, tokenizer=pipe.tokenizer_2)
+    kwargs = dict(prompt="a photograph of sdxl_embedding riding a horse", negative_prompt="blurry", height=64, width=64,
+                  num_inference_steps=4, guidance_scale=5.0)
+    images = pipe(**kwargs, generator=torch.Generator("cpu").manual_seed(62)).images
+    d = os.path.join(OUT, "sdxl_embedding")
+    os.makedirs(d, exist_ok=True)
+    images[0].save(os.path.join(d, "expected-0.png"))
+    save_file({"image0": torch.from_numpy(np.asarray(images[0]).astype(np.float32))}, os.path.join(d, "tensors.safetensors"))
+    with open(os.path.join(d, "case.json"), "w") as f:
+        json.dump(dict(kwargs, seed=62, embedding="sdxl_embedding.safetensors"), f, indent=1)
+    print("sdxl_embedding")
+
+
 if __name__ == "__main__":
     main()
+    embedding_case()

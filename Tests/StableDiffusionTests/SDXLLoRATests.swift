@@ -56,4 +56,24 @@ final class SDXLLoRATests: XCTestCase {
             XCTAssertTrue("\($0)".contains(xlLoRA.path), "\($0)")
         }
     }
+
+    /// An SDXL embedding (clip_l + clip_g, two vectors each) added to both tokenizers and encoders, as
+    /// diffusers' two load_textual_inversion calls; the token is the file name.
+    func testSDXLEmbeddingFile() throws {
+        let c = try PipelineCase(lora: "sdxl_embedding")
+        let file = try FixturePaths.url("lora/sdxl_embedding.safetensors")
+        let comps = try StableDiffusionComponents(directory: TinyModels.sdxl, includeVAEEncoder: false,
+                                                  adapters: ModelAdapters(embeddings: [TextualInversion(file: file)]))
+        XCTAssertNotNil(comps.tokenizer.tokenID(for: "sdxl_embedding_1"))
+        XCTAssertNotNil(comps.tokenizer2?.tokenID(for: "sdxl_embedding_1"))
+        assertImagesMatch(try StableDiffusionXLPipeline(components: comps)(c.options), try c.expectedImages())
+        // An SD embedding on SDXL, and the SDXL one on SD: errors naming the file.
+        let sd = try FixturePaths.url("lora/learned_embeds.safetensors")
+        XCTAssertThrowsError(try StableDiffusionComponents(directory: TinyModels.sdxl, adapters: ModelAdapters(embeddings: [TextualInversion(file: sd)]))) {
+            XCTAssertTrue("\($0)".contains(sd.path) && "\($0)".contains("clip_l"), "\($0)")
+        }
+        XCTAssertThrowsError(try StableDiffusionComponents(directory: TinyModels.sd1, adapters: ModelAdapters(embeddings: [TextualInversion(file: file)]))) {
+            XCTAssertTrue("\($0)".contains(file.path) && "\($0)".contains("SDXL"), "\($0)")
+        }
+    }
 }

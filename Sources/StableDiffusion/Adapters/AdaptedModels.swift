@@ -35,14 +35,18 @@ struct AdaptedModels {
         func merged(_ base: any TensorSource, _ target: LoRATarget) throws -> any TensorSource {
             loras.isEmpty ? base : try LoRATensorSource(base: base, target: target, files: loras, unetConfig: target == .unet ? unetConfig : nil)
         }
+        // SDXL embeddings carry vectors per encoder: clip_l for text_encoder, clip_g for text_encoder_2.
+        let xl = second != nil || firstTarget == .textEncoder2 || unetConfig.textTimeEmbedding != nil
         let (tok, config, weightsWithEmbeddings) = try adapters.addEmbeddings(
-            tokenizer: text.tokenizer, config: text.config, weights: try merged(text.weights, firstTarget))
+            tokenizer: text.tokenizer, config: text.config, weights: try merged(text.weights, firstTarget),
+            part: xl ? (firstTarget == .textEncoder2 ? "clip_g" : "clip_l") : nil)
         tokenizer = tok
         textEncoder = try CLIPTextModel(config: config, weights: weightsWithEmbeddings, precision: precision.forModel(.textEncoder))
         if let second {
-            tokenizer2 = second.tokenizer
-            textEncoder2 = try CLIPTextModel(config: second.config, weights: try merged(second.weights, .textEncoder2),
-                                             precision: precision.forModel(.textEncoder), withProjection: true)
+            let (tok2, config2, weights2) = try adapters.addEmbeddings(
+                tokenizer: second.tokenizer, config: second.config, weights: try merged(second.weights, .textEncoder2), part: "clip_g")
+            tokenizer2 = tok2
+            textEncoder2 = try CLIPTextModel(config: config2, weights: weights2, precision: precision.forModel(.textEncoder), withProjection: true)
         } else {
             tokenizer2 = nil
             textEncoder2 = nil
@@ -80,7 +84,6 @@ extension StableDiffusionComponents {
         guard singleFileDetection == nil, FileManager.default.fileExists(atPath: directory.appendingPathComponent("model_index.json").path) else {
             throw PipelineError.invalidArgument("switching LoRAs and embeddings needs a model folder; load \(directory.path) again with the new adapters")
         }
-        if family == .stableDiffusionXL { try Self.checkSDXLSupports(adapters: adapters, path: directory.path) }
         let adapted = try AdaptedModels(directory: directory, family: family, hasFirstEncoder: !hasOnlySecondTextEncoder, variant: variant,
                                         adapters: adapters, precision: precision)
         return StableDiffusionComponents(index: index, tokenizer: adapted.tokenizer, textEncoder: adapted.textEncoder, unet: adapted.unet,

@@ -31,12 +31,13 @@ public struct ModelAdapters: Sendable, Hashable {
     /// Adds the embeddings, as diffusers' `load_textual_inversion`: returns the tokenizer with the new
     /// tokens (`tok`, `tok_1`, … for a multi-vector embedding, `tok` standing for all of them) and the
     /// text-encoder config and weights with the new rows.
-    func addEmbeddings(tokenizer: CLIPTokenizer, config: CLIPTextConfig, weights: any TensorSource)
+    /// - Parameter part: SDXL's `clip_l` or `clip_g` (see `TextualInversion.load(part:)`), nil for SD.
+    func addEmbeddings(tokenizer: CLIPTokenizer, config: CLIPTextConfig, weights: any TensorSource, part: String? = nil)
         throws -> (CLIPTokenizer, CLIPTextConfig, any TensorSource) {
         guard !embeddings.isEmpty else { return (tokenizer, config, weights) }
         var groups: [[String]] = [], vectors: [Tensor] = []
         for e in embeddings {
-            let (token, v) = try e.load()
+            let (token, v) = try e.load(part: part)
             let n = v.shape[0]
             let names = [token] + (1..<max(n, 1)).map { "\(token)_\($0)" }
             guard v.shape[1] == config.hiddenSize else {

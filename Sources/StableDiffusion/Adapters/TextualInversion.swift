@@ -7,7 +7,8 @@ import DiffusionTensor
 ///
 /// Formats: AUTOMATIC1111 `.pt` (`string_to_param["*"]`, a dict or in early files a torch ParameterDict; token
 /// default: its `name`) and `.safetensors` (`emb_params`, token default: the file name without extension),
-/// diffusers `learned_embeds.safetensors` / `.bin` (`{token: vectors}`, token default: that key).
+/// diffusers `learned_embeds.safetensors` / `.bin` (`{token: vectors}`, token default: that key), and SDXL
+/// embeddings (`clip_l` and `clip_g`, one set of vectors per text encoder; token default: the file name).
 public struct TextualInversion: Sendable, Hashable {
     public var file: URL
     /// Overrides the token stored in the file.
@@ -29,7 +30,9 @@ public struct TextualInversion: Sendable, Hashable {
     }
 
     /// The token and its vectors (`[n, dim]`) as stored in the file.
-    package func load() throws -> (token: String, vectors: Tensor) {
+    /// - Parameter part: for SDXL models, which encoder's vectors: `clip_l` (text_encoder) or `clip_g`
+    ///   (text_encoder_2); nil for SD 1.x/2.x models.
+    package func load(part: String? = nil) throws -> (token: String, vectors: Tensor) {
         let path = file.path
         func bad(_ detail: String) -> PipelineError { .badModel(path: path, detail: detail) }
         guard FileManager.default.fileExists(atPath: path) else { throw bad("embedding file not found") }
@@ -37,7 +40,13 @@ public struct TextualInversion: Sendable, Hashable {
         var stored: (String, Tensor)
         if path.hasSuffix(".safetensors") {
             let f = try SafeTensorsFile(path: path)
-            if f.tensorNames.contains("emb_params") {
+            let isXL = f.tensorNames.contains("clip_l") && f.tensorNames.contains("clip_g")
+            if let part {
+                guard isXL else { throw bad("is an SD 1.x/2.x embedding; an SDXL model needs one with clip_l and clip_g vectors") }
+                stored = (stem, try f.tensor(part))
+            } else if isXL {
+                throw bad("is an SDXL embedding (clip_l and clip_g); this is an SD 1.x/2.x model")
+            } else if f.tensorNames.contains("emb_params") {
                 stored = (stem, try f.tensor("emb_params"))
             } else if f.tensorNames.count == 1, let name = f.tensorNames.first {
                 stored = (name, try f.tensor(name))
@@ -45,6 +54,7 @@ public struct TextualInversion: Sendable, Hashable {
                 throw bad("expected one tensor {token: vectors} or \"emb_params\", found keys \(f.tensorNames.prefix(8).joined(separator: ", "))")
             }
         } else {
+            if part != nil { throw bad("is an SD 1.x/2.x embedding; an SDXL model needs one with clip_l and clip_g vectors (.safetensors)") }
             // A pickle naming a global outside the allow-list (a code-execution payload) throws here.
             let root = try TorchCheckpoint.load(path: path)
             if let params = root["string_to_param"] {

@@ -51,7 +51,6 @@ extension StableDiffusionComponents {
     /// refiner: bigG alone), each with its own tokenizer config over the shared CLIP vocabulary.
     private convenience init(sdxl loaded: SingleFileModel, url: URL, includeVAEEncoder: Bool, adapters: ModelAdapters,
                              precision: ComputePrecision) throws {
-        try Self.checkSDXLSupports(adapters: adapters, path: url.path)
         let configs = loaded.configs
         let convert = loaded.converter
         let encoders = try convert.layout.textEncoders.map { encoder in

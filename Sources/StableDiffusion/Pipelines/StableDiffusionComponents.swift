@@ -79,7 +79,6 @@ public final class StableDiffusionComponents: @unchecked Sendable {
             if let textClass = index.components["text_encoder_2"]?.className, textClass != CLIPTextConfig.architectureWithProjection {
                 throw PipelineError.badModel(path: directory.path, detail: "text_encoder_2 class \(textClass) is not supported (CLIPTextModelWithProjection is)")
             }
-            try Self.checkSDXLSupports(adapters: adapters, path: directory.path)
         }
         if let textClass = index.components["text_encoder"]?.className, textClass != "CLIPTextModel" {
             throw PipelineError.badModel(path: directory.path, detail: "text encoder class \(textClass) is not supported (CLIPTextModel is)")
@@ -171,13 +170,6 @@ public final class StableDiffusionComponents: @unchecked Sendable {
                     : "a refiner needs requires_aesthetics_score: true in model_index.json"
                 throw PipelineError.badModel(path: path, detail: "UNet projection_class_embeddings_input_dim \(added.inputDim) is not text_encoder_2's projection_dim \(projection) + \(ids) time ids x addition_time_embed_dim \(added.timeEmbedDim) (\(hint))")
             }
-        }
-    }
-
-    /// What SDXL support does not cover yet, refused at load with the file named.
-    static func checkSDXLSupports(adapters: ModelAdapters, path: String) throws {
-        if let file = adapters.embeddings.first?.file {
-            throw PipelineError.invalidArgument("\(file.path): textual-inversion embeddings are not supported for SDXL models yet (\(path))")
         }
     }
 

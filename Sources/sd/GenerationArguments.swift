@@ -40,6 +40,9 @@ struct GenerationArguments: ParsableArguments {
     @Option(help: "Scheduler, keeping the model's scheduler config: \(Schedulers.cliNames.joined(separator: ", ")).")
     var scheduler: String?
 
+    @Option(help: "Override the scheduler config's timestep spacing: linspace, leading or trailing (Turbo/Lightning/Hyper recipes use trailing).")
+    var timestepSpacing: String?
+
     @Option(help: "Weights variant to load, e.g. fp16 for *.fp16.safetensors.")
     var variant: String?
 
@@ -74,6 +77,9 @@ struct GenerationArguments: ParsableArguments {
         guard numImages >= 1 else { throw ValidationError("--num-images must be >= 1, got \(numImages)") }
         if let s = scheduler, !Schedulers.cliNames.contains(s) {
             throw ValidationError("--scheduler must be one of \(Schedulers.cliNames.joined(separator: ", ")), got \(s)")
+        }
+        if let s = timestepSpacing, !GenerationOptions.timestepSpacings.contains(s) {
+            throw ValidationError("--timestep-spacing must be one of \(GenerationOptions.timestepSpacings.joined(separator: ", ")), got \(s)")
         }
         let dir = URL(fileURLWithPath: output).deletingLastPathComponent().path
         var isDir: ObjCBool = false
@@ -141,6 +147,7 @@ struct GenerationArguments: ParsableArguments {
         o.numImagesPerPrompt = numImages
         o.seed = seed
         o.scheduler = scheduler
+        o.timestepSpacing = timestepSpacing
         sdxl.apply(to: &o)
         applyAdapterOptions(&o)
         return o

@@ -21,6 +21,23 @@ final class SDXLCLITests: XCTestCase {
         try assertMatches(out.appendingPathComponent("a.png"), c)
     }
 
+    /// SDXL-Turbo's recipe on a plain SDXL folder: Euler ancestral with "trailing" spacing, 1 step, guidance 0,
+    /// gives the picture diffusers makes with Turbo's own scheduler config; a bad spacing is refused by name.
+    func testTurboRecipeWithTimestepSpacing() throws {
+        let out = try temporaryFolder(self)
+        let c = try PipelineCase("sdxl_turbo_1step")
+        var r = try SDProcess.run(["txt2img", "--model", TinyModels.sdxl.path, "--prompt", c.json["prompt"]?.stringValue ?? "",
+                                   "--height", "64", "--width", "64", "--steps", "1", "--guidance-scale", "0", "--seed", "21",
+                                   "--scheduler", "euler-a", "--timestep-spacing", "trailing", "--output", out.appendingPathComponent("t.png").path])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        try assertMatches(out.appendingPathComponent("t.png"), c)
+        r = try SDProcess.run(["txt2img", "--model", TinyModels.sdxl.path, "--prompt", "x", "--timestep-spacing", "karras",
+                               "--output", out.appendingPathComponent("u.png").path])
+        XCTAssertEqual(r.status, 1)
+        XCTAssertTrue(r.stderr.contains("--timestep-spacing"), r.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: out.appendingPathComponent("u.png").path))
+    }
+
     func testTxt2ImgSecondPromptsAndSchedulerSwitch() throws {
         let out = try temporaryFolder(self)
         var c = try PipelineCase("sdxl_txt2img_zero_negative")

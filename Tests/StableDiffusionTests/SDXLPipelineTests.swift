@@ -96,6 +96,21 @@ final class SDXLPipelineTests: XCTestCase {
         XCTAssertLessThan(psnr(leading.rgb8(0).map(Float.init), try c.expectedImages()[0].scalars).psnr, 40)
     }
 
+    /// The library's `timestepSpacing` override: the base folder's config switched to Euler ancestral with
+    /// "trailing" spacing is Turbo's scheduler; an unknown spacing is an error naming it.
+    func testTimestepSpacingOverrideGivesTurbosScheduler() throws {
+        let c = try PipelineCase("sdxl_turbo_1step")
+        var o = c.sdxlOptions
+        o.scheduler = "euler-a"
+        o.timestepSpacing = "trailing"
+        let result = try StableDiffusionXLPipeline(components: Self.components.get())(o)
+        assertImagesMatch(result, try c.expectedImages())
+        o.timestepSpacing = "karras"
+        XCTAssertThrowsError(try StableDiffusionXLPipeline(components: Self.components.get())(o)) {
+            XCTAssertTrue("\($0)".contains("timestep spacing"), "\($0)")
+        }
+    }
+
     func testTurboImageToImage() throws {
         let (c, comps) = try turbo("sdxl_turbo_img2img")
         let input = try Image.load(path: c.directory.appendingPathComponent("input.png").path)

@@ -31,6 +31,10 @@ public struct GenerationOptions: Sendable {
     public var promptSyntax: PromptSyntax = .plain
     /// Replace the model's scheduler class, keeping its config (CLI names: `pndm`, `ddim`, `euler-a`, ...).
     public var scheduler: String?
+    /// Overrides the scheduler config's `timestep_spacing` (`linspace`, `leading`, `trailing`), as
+    /// `X.from_config(config, timestep_spacing=...)` in the recipes of SDXL-Turbo, Lightning and Hyper-SD.
+    public var timestepSpacing: String?
+    public static let timestepSpacings = ["linspace", "leading", "trailing"]
     /// Start from these latents (NHWC, `[batch*images, h/8, w/8, 4]`) instead of drawing them (text-to-image).
     public var latents: Tensor?
     /// diffusers' `denoising_end` (SDXL base in an ensemble of expert denoisers): stop once this fraction of
@@ -66,6 +70,9 @@ public struct GenerationOptions: Sendable {
         guard !prompts.isEmpty else { throw PipelineError.invalidArgument("prompt must not be empty (give at least one prompt)") }
         if let h = height, h <= 0 || h % 8 != 0 { throw PipelineError.invalidArgument("height must be a positive multiple of 8, got \(h)") }
         if let w = width, w <= 0 || w % 8 != 0 { throw PipelineError.invalidArgument("width must be a positive multiple of 8, got \(w)") }
+        if let s = timestepSpacing, !Self.timestepSpacings.contains(s) {
+            throw PipelineError.invalidArgument("timestep spacing must be one of \(Self.timestepSpacings.joined(separator: ", ")), got \(s)")
+        }
         guard numInferenceSteps >= 1 else { throw PipelineError.invalidArgument("number of inference steps must be >= 1, got \(numInferenceSteps)") }
         guard numImagesPerPrompt >= 1 else { throw PipelineError.invalidArgument("number of images per prompt must be >= 1, got \(numImagesPerPrompt)") }
         guard guidanceScale.isFinite else { throw PipelineError.invalidArgument("guidance scale must be a finite number") }

@@ -5,8 +5,10 @@ import DiffusionTensor
 enum PipelineSupport {
     /// The model's scheduler, or the class named by `options.scheduler` with the model's config; DDIM gets eta.
     static func makeScheduler(_ c: StableDiffusionComponents, _ options: GenerationOptions) throws -> any Scheduler {
-        var s = try options.scheduler.map { try Schedulers.make(cliName: $0, config: c.schedulerConfig) }
-            ?? Schedulers.make(config: c.schedulerConfig)
+        var config = c.schedulerConfig
+        if let spacing = options.timestepSpacing { config.values["timestep_spacing"] = .string(spacing) }
+        var s = try options.scheduler.map { try Schedulers.make(cliName: $0, config: config) }
+            ?? Schedulers.make(config: config)
         if var ddim = s as? DDIMScheduler { ddim.eta = options.eta; s = ddim }
         return s
     }

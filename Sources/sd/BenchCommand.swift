@@ -12,9 +12,9 @@ struct BenchCommand: ParsableCommand {
         commandName: "bench",
         abstract: "Measure kernels, or the SD 1.5 architecture with random weights (min and median of several runs).")
 
-    enum Suite: String, ExpressibleByArgument, CaseIterable { case ops, sd15 }
+    enum Suite: String, ExpressibleByArgument, CaseIterable { case ops, sd15, sdxl }
 
-    @Option(help: "ops: conv2d, GEMM and attention (fp32, and bf16 where the CPU has it) GFLOP/s; sd15: UNet 256/512, text encoder, VAE decode 512, 20-step txt2img 512.")
+    @Option(help: "ops: conv2d, GEMM and attention (fp32, and bf16 where the CPU has it) GFLOP/s; sd15: UNet 256/512, text encoder, VAE decode 512, 20-step txt2img 512; sdxl: UNet 1024 (batch 2), both text encoders, VAE decode 1024.")
     var suite: Suite = .ops
 
     @Option(help: "Timed runs per case (after one warm-up run).")
@@ -54,6 +54,7 @@ struct BenchCommand: ParsableCommand {
         switch suite {
         case .ops: results = try opsSuite()
         case .sd15: results = try sd15Suite()
+        case .sdxl: results = try sdxlSuite()
         }
         let peak = ProcessMemory.peakResidentBytes
         if json {
@@ -153,6 +154,45 @@ struct BenchCommand: ParsableCommand {
             options.width = 512
             options.seed = 0
             results.append(("txt2img_20_512", try measure(runs: max(1, runs - 1)) { _ = try pipe(options) }))
+        }
+        return results
+    }
+
+    /// SDXL base 1.0's architecture from its bundled configs (or `--configs`), random weights: the UNet step at
+    /// 1024x1024 with guidance (batch 2: 128x128 latents, 2048-wide context, pooled embeds and 6 time ids),
+    /// CLIP ViT-L and OpenCLIP bigG (with projection) on 77 tokens, the VAE decode of a 1024x1024 picture.
+    private func sdxlSuite() throws -> [(String, Measurement)] {
+        let root = try configs.map { URL(fileURLWithPath: $0) } ?? DiffusersConfigFolder.bundled("stabilityai-stable-diffusion-xl-base-1.0").root
+        let weights = RandomTensorSource()
+        let log = { (s: String) in if !json { FileHandle.standardError.write(Data((s + "\n").utf8)) } }
+        var results: [(String, Measurement)] = []
+        let start = Date()
+        let unetConfig = try UNet2DConditionConfig.load(root.appendingPathComponent("unet/config.json"))
+        if wanted("unet_1024") {
+            let unet = try UNet2DConditionModel(config: unetConfig, weights: weights, precision: precision.forModel(.unet))
+            log(String(format: "built the SDXL UNet with random weights in %.1f s (%@)", Date().timeIntervalSince(start), precision.rawValue))
+            let random = RandomTensorSource(seed: 1, scale: 1)
+            let x = random.makeTensor("x", shape: [2, 128, 128, unetConfig.inChannels])
+            let context = random.makeTensor("ctx", shape: [2, 77, unetConfig.crossAttentionDim[0]])
+            let pooled = random.makeTensor("pooled", shape: [2, (unetConfig.textTimeEmbedding?.inputDim ?? 2816) - 6 * (unetConfig.textTimeEmbedding?.timeEmbedDim ?? 256)])
+            let ids = try Tensor(shape: [2, 6], scalars: [1024, 1024, 0, 0, 1024, 1024, 1024, 1024, 0, 0, 1024, 1024])
+            let conditioning = UNetConditioning(encoderHiddenStates: context, textTime: .init(textEmbeds: pooled, timeIds: ids))
+            results.append(("unet_1024", try measure { _ = try unet(sample: x, timesteps: [500], conditioning: conditioning) }))
+            log("unet_1024 done")
+        }
+        for (name, folder, projection) in [("text_encoder", "text_encoder", false), ("text_encoder_2", "text_encoder_2", true)] where wanted(name) {
+            let encoder = try CLIPTextModel(config: CLIPTextConfig.load(from: root.appendingPathComponent(folder)), weights: weights,
+                                            precision: precision.forModel(.textEncoder), withProjection: projection)
+            let ids = (0..<2).map { r in (0..<77).map { ($0 * 131 + r * 7) % encoder.config.vocabSize } }
+            results.append((name, try measure { _ = try encoder(inputIds: ids) }))
+        }
+        if wanted("vae_decode_1024") {
+            let vae = try AutoencoderKL(config: AutoencoderKLConfig.load(root.appendingPathComponent("vae/config.json")), weights: weights,
+                                        includeEncoder: false, precision: precision.forModel(.vae))
+            let z = RandomTensorSource(seed: 3, scale: 1).makeTensor("z", shape: [1, 128, 128, 4])
+            // Whole, as a pipeline decodes 1024x1024 (tiling starts above TiledDecoding's 1024x1024 threshold).
+            results.append(("vae_decode_1024", try measure { _ = try vae.decode(z) }))
+            log("vae_decode_1024 done")
         }
         return results
     }

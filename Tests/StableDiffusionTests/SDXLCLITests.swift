@@ -117,3 +117,15 @@ final class SDXLCLITests: XCTestCase {
         }
     }
 }
+
+/// `sd bench --suite sdxl` runs every SDXL case (here on the tiny SDXL configs) and reports them as JSON.
+final class SDXLBenchTests: XCTestCase {
+    func testSDXLSuiteOnTinyConfigs() throws {
+        let r = try SDProcess.run(["bench", "--suite", "sdxl", "--configs", TinyModels.sdxl.path, "--runs", "1", "--json"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let object = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any]
+        let results = object?["results"] as? [String: Any] ?? [:]
+        XCTAssertEqual(Set(results.keys), ["unet_1024", "text_encoder", "text_encoder_2", "vae_decode_1024"], r.stdout)
+        XCTAssertGreaterThan(((results["unet_1024"] as? [String: Any])?["gflop"] as? Double) ?? 0, 0)
+    }
+}

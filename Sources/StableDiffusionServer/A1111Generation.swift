@@ -47,11 +47,12 @@ extension StableDiffusionServer {
     struct CommonFields {
         var prompt = "", negativePrompt: String?, steps = 50, cfg = 7.0, width = 512, height = 512
         var scheduler: String?, eta: Float?, seed: UInt64?, batchSize = 1, nIter = 1, sendImages = true, taskID: String?
+        var refinerSwitch: Double?
 
         func request(_ task: GenerationRequest.Task) -> GenerationRequest {
             GenerationRequest(task: task, prompt: prompt, negativePrompt: negativePrompt, steps: steps, guidanceScale: Float(cfg),
                               width: width, height: height, scheduler: scheduler, eta: eta,
-                              seed: GenerationRequest.resolveSeed(seed), count: batchSize * nIter, taskID: taskID)
+                              seed: GenerationRequest.resolveSeed(seed), count: batchSize * nIter, taskID: taskID, refinerSwitch: refinerSwitch)
         }
     }
 
@@ -87,8 +88,13 @@ extension StableDiffusionServer {
         r.unsupported("tiling", when: { $0.boolValue == true }, "tiling is not supported")
         r.unsupported("subseed_strength", when: { ($0.doubleValue ?? 0) != 0 }, "variation seeds are not supported")
         r.unsupported("script_name", when: { !($0.stringValue ?? "").isEmpty }, "scripts are not supported")
-        r.unsupported("refiner_checkpoint", when: { !($0.stringValue ?? "").isEmpty && $0.stringValue != "None" },
-                      "a refiner is not supported by sd serve yet (sd txt2img --refiner runs the base + refiner ensemble)")
+        if let checkpoint = r.optionalString("refiner_checkpoint"), !checkpoint.isEmpty, checkpoint.lowercased() != "none" {
+            if let refiner = model.refiner, Self.names(checkpoint, refiner.name) {
+                f.refinerSwitch = r.double("refiner_switch_at", default: 0.8, in: 0.01...0.99)
+            } else {
+                r.fail("refiner_checkpoint", "refiner \"\(checkpoint)\" is not loaded; \(model.refiner.map { "this server's refiner is \($0.name)" } ?? "start sd serve with --refiner MODEL")")
+            }
+        }
         if let checkpoint = r.object["override_settings"]?.objectValue?["sd_model_checkpoint"]?.stringValue, !matchesModel(checkpoint) {
             r.fail("override_settings", "model \"\(checkpoint)\" is not loaded; this server has \(model.name)")
         }
@@ -101,8 +107,11 @@ extension StableDiffusionServer {
         return v
     }
 
-    func matchesModel(_ name: String) -> Bool {
-        [model.name, model.name + ".safetensors", model.name + ".ckpt"].contains(name) || name.hasPrefix(model.name + " [")
+    func matchesModel(_ name: String) -> Bool { Self.names(name, model.name) }
+
+    /// Whether a client's checkpoint title names `model` (A1111 titles add an extension or " [hash]").
+    static func names(_ title: String, _ model: String) -> Bool {
+        [model, model + ".safetensors", model + ".ckpt"].contains(title) || title.hasPrefix(model + " [")
     }
 
     /// img2img's inputs, routed by the model: inpainting when a mask is sent or the model is an inpainting

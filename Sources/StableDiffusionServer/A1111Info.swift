@@ -18,9 +18,12 @@ extension StableDiffusionServer {
         router.get("/sdapi/v1/samplers") { _, _ -> Response in .json(Self.samplerList()) }
         router.get("/sdapi/v1/schedulers") { _, _ -> Response in .json(Self.schedulerList()) }
         router.get("/sdapi/v1/sd-models") { _, _ -> Response in
-            let name = JSON.string(self.model.name)
-            let entry: JSON = .object([("title", name), ("model_name", name), ("hash", .null), ("sha256", .null), ("filename", name), ("config", .null)])
-            return .json(.array([entry]))
+            // The refiner is listed too: clients pick `refiner_checkpoint` from this list.
+            let entries: [JSON] = ([self.model.name] + (self.model.refiner.map { [$0.name] } ?? [])).map { n in
+                let name = JSON.string(n)
+                return .object([("title", name), ("model_name", name), ("hash", .null), ("sha256", .null), ("filename", name), ("config", .null)])
+            }
+            return .json(.array(entries))
         }
         router.get("/sdapi/v1/options") { _, _ -> Response in .json(self.options()) }
         router.post("/sdapi/v1/options") { request, _ -> Response in

@@ -40,6 +40,8 @@ struct GenerationRequest: Sendable {
     var count: Int
     /// The client's name for this job (A1111's `force_task_id`), for /internal/progress.
     var taskID: String? = nil
+    /// A1111's `refiner_switch_at`, when the request asked for the loaded refiner (`refiner_checkpoint`).
+    var refinerSwitch: Double? = nil
 
     /// Picks a random seed the way A1111 does (below 2^32 - 1) when the client sent -1.
     static func resolveSeed(_ seed: UInt64?) -> UInt64 { seed ?? UInt64.random(in: 0..<4_294_967_294) }
@@ -92,6 +94,12 @@ extension ServedModel {
         var output = GenerationOutput()
         let (prompt, loras) = try promptLoRAs(request.prompt)
         let pipes = try pipelines(adding: loras)
+        if request.refinerSwitch != nil {
+            switch request.task {
+            case .txt2img, .img2img: break
+            default: throw APIError.invalid("refiner_checkpoint", "the refiner follows txt2img and img2img only, not \(request.task.pipelineName)")
+            }
+        }
         for i in 0..<request.count {
             if i > 0, interruption?.isInterrupted == true {
                 output.interrupted = true
@@ -103,7 +111,13 @@ extension ServedModel {
             options.interruption = interruption
             let result: GenerationResult
             do {
-                result = try run(request.task, on: pipes, options: options) { progress(i, $0) }
+                if let switchAt = request.refinerSwitch, let refiner {
+                    result = try RefinerEnsemble.run(options, switchAt: switchAt, base: pipes.components, refiner: refiner.pipeline,
+                                                     runBase: { try self.run(request.task, on: pipes, options: $0) { progress(i, $0) } },
+                                                     progress: { progress(i, $0) })
+                } else {
+                    result = try run(request.task, on: pipes, options: options) { progress(i, $0) }
+                }
             } catch PipelineError.cancelled {
                 output.interrupted = true
                 return output
@@ -113,7 +127,7 @@ extension ServedModel {
                 let info = GenerationInfotext(prompt: request.prompt, negativePrompt: request.negativePrompt, steps: options.numInferenceSteps,
                                               sampler: result.schedulerName, guidanceScale: options.guidanceScale, seed: result.seed,
                                               width: image.width, height: image.height, model: name,
-                                              pipeline: request.task.pipelineName, extra: request.extraInfo)
+                                              pipeline: request.task.pipelineName, extra: request.extraInfo + refinerInfo(request))
                 output.images.append(GeneratedImage(png: try info.png(image), seed: result.seed, infotext: info.text,
                                                     width: image.width, height: image.height))
             }
@@ -123,6 +137,12 @@ extension ServedModel {
             }
         }
         return output
+    }
+
+    /// AUTOMATIC1111's infotext fields for a refined picture (the CLI's `--refiner` writes the same).
+    private func refinerInfo(_ request: GenerationRequest) -> [(String, String)] {
+        guard let switchAt = request.refinerSwitch, let refiner else { return [] }
+        return [("Refiner", refiner.name), ("Refiner switch at", String(switchAt))]
     }
 
     /// The prompt without its `<lora:NAME:SCALE>` tags and the LoRAs they name (in `--lora-dir`). Problems

@@ -35,8 +35,16 @@ public final class ServedModel: @unchecked Sendable {
         }
     }
 
+    /// An SDXL refiner loaded beside an SDXL base (`sd serve --refiner`), for A1111's `refiner_checkpoint`.
+    public struct Refiner: Sendable {
+        /// How A1111 lists it (the folder or file name, or the Hub repo id).
+        public let name: String
+        let pipeline: StableDiffusionImg2ImgPipeline
+    }
+
     /// The components as loaded at start (with the server's own --lora/--embedding adapters).
     public let components: StableDiffusionComponents
+    public let refiner: Refiner?
     public let kind: Kind
     /// How A1111 lists the checkpoint: the folder or file name, or the Hub repo id (never a server path).
     public let name: String
@@ -51,22 +59,36 @@ public final class ServedModel: @unchecked Sendable {
     /// The single place the server loads weights: anything `--model` accepts (folder, single file, Hub repo id).
     public static func load(model: String, variant: String? = nil, configDirectory: URL? = nil, predictionType: String? = nil,
                             adapters: ModelAdapters = ModelAdapters(), loraDirectory: URL? = nil, promptSyntax: PromptSyntax = .plain,
-                            hubProgress: HubProgressHandler? = nil, precision: ComputePrecision = .fp32) throws -> ServedModel {
+                            hubProgress: HubProgressHandler? = nil, precision: ComputePrecision = .fp32,
+                            refiner: String? = nil) throws -> ServedModel {
         let location = try ModelLocation.classify(model)
         let components = try StableDiffusionComponents(location: location, variant: variant, configDirectory: configDirectory,
                                                        predictionType: predictionType, adapters: adapters, hubProgress: hubProgress,
                                                        precision: precision)
-        let name: String
-        switch location {
-        case .hubRepository(let repo): name = repo.id
-        case .folder(let url), .singleFile(let url): name = url.lastPathComponent
+        var loadedRefiner: Refiner?
+        if let refiner {
+            let refinerLocation = try ModelLocation.classify(refiner)
+            // Only the ensemble's second half runs on it: from latents, so without the VAE encoder.
+            let c = try StableDiffusionComponents(location: refinerLocation, variant: variant, includeVAEEncoder: false,
+                                                  hubProgress: hubProgress, precision: precision)
+            loadedRefiner = try Refiner(name: displayName(refinerLocation), components: c, base: components)
         }
-        return try ServedModel(components: components, variant: variant, name: name, loraDirectory: loraDirectory, promptSyntax: promptSyntax)
+        return try ServedModel(components: components, variant: variant, name: displayName(location), loraDirectory: loraDirectory,
+                               promptSyntax: promptSyntax, refiner: loadedRefiner)
+    }
+
+    /// The folder or file name, or the Hub repo id: never a server path.
+    static func displayName(_ location: ModelLocation) -> String {
+        switch location {
+        case .hubRepository(let repo): return repo.id
+        case .folder(let url), .singleFile(let url): return url.lastPathComponent
+        }
     }
 
     public init(components c: StableDiffusionComponents, variant: String? = nil, name: String? = nil, loraDirectory: URL? = nil,
-                promptSyntax: PromptSyntax = .plain) throws {
+                promptSyntax: PromptSyntax = .plain, refiner: Refiner? = nil) throws {
         components = c
+        self.refiner = refiner
         self.name = name ?? c.directory.lastPathComponent
         self.variant = variant
         self.loraDirectory = loraDirectory
@@ -98,5 +120,19 @@ public final class ServedModel: @unchecked Sendable {
         let c = wanted == components.adapters ? components : try components.withAdapters(wanted, variant: variant)
         active = try Pipelines(c, kind: kind, variant: variant)
         return active
+    }
+}
+
+extension ServedModel.Refiner {
+    /// A refiner for `base`: both SDXL, or an error naming the refiner.
+    public init(name: String, components: StableDiffusionComponents, base: StableDiffusionComponents) throws {
+        guard base.family == .stableDiffusionXL else {
+            throw PipelineError.invalidArgument("--refiner needs an SDXL base model; this model is SD 1.x/2.x")
+        }
+        guard components.family == .stableDiffusionXL else {
+            throw PipelineError.invalidArgument("--refiner \(name) is an SD 1.x/2.x model; it must be an SDXL model (its latents are SDXL's)")
+        }
+        self.name = name
+        pipeline = try StableDiffusionImg2ImgPipeline(components: components)
     }
 }

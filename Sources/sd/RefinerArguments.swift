@@ -28,10 +28,7 @@ struct RefinerArguments: ParsableArguments {
             let (result, _, used) = try base(options)
             return (result, used)
         }
-        var first = options
-        first.denoisingEnd = refinerSwitch
-        first.outputType = .latents
-        let (handOver, family, used) = try base(first)
+        let (handOver, family, used) = try base(RefinerEnsemble.baseOptions(options, switchAt: refinerSwitch))
         guard family == .stableDiffusionXL else {
             throw PipelineError.invalidArgument("--refiner needs an SDXL base model; --model \(args.model) is an SD 1.x/2.x model")
         }
@@ -42,11 +39,7 @@ struct RefinerArguments: ParsableArguments {
             throw PipelineError.invalidArgument("--refiner \(refiner) is an SD 1.x/2.x model; it must be an SDXL model (its latents are SDXL's)")
         }
         args.reportLoad(components)
-        var second = used
-        second.denoisingEnd = nil
-        second.outputType = .images
-        second.denoisingStart = refinerSwitch
-        second.seed = handOver.seed
+        let second = RefinerEnsemble.refinerOptions(used, switchAt: refinerSwitch, base: handOver)
         let result = try StableDiffusionImg2ImgPipeline(components: components)(second, image: handOver.latents, progress: ProgressBar().update)
         return (result, second)
     }

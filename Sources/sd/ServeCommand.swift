@@ -34,6 +34,9 @@ struct ServeCommand: ParsableCommand {
     @Option(help: "How request prompts are read: plain (diffusers' exact picture, 77 tokens; the CLI's default) or a1111 ((word:1.2), [word], BREAK, long prompts).")
     var promptSyntax = "plain"
 
+    @Option(help: "SDXL: a refiner (folder, single file or Hub repo id) loaded beside the model, for A1111's refiner_checkpoint / refiner_switch_at.")
+    var refiner: String?
+
     @Option(help: "fp32 (diffusers' picture) or bf16 (convolutions and linear layers in bf16: faster, half the weight memory; needs AVX512_BF16 or AMX).")
     var precision: ComputePrecision = .fp32
 
@@ -106,7 +109,7 @@ struct ServeCommand: ParsableCommand {
                                           predictionType: predictionType, adapters: adapters,
                                           loraDirectory: loraDir.map { URL(fileURLWithPath: $0, isDirectory: true) },
                                           promptSyntax: PromptSyntax(rawValue: promptSyntax) ?? .plain,
-                                          hubProgress: DownloadProgressBar.forStderr()?.update, precision: precision)
+                                          hubProgress: DownloadProgressBar.forStderr()?.update, precision: precision, refiner: refiner)
         logger.info("model loaded", metadata: ["model": "\(served.name)", "kind": "\(served.kind.rawValue)",
                                                "seconds": "\(String(format: "%.2f", served.components.loadSeconds))"])
         let server = StableDiffusionServer(model: served, configuration: config, logger: logger)

@@ -45,4 +45,46 @@ final class SDXLServerTests: XCTestCase {
         XCTAssertEqual(img.status, 200, img.text)
         try await r.stop()
     }
+
+    /// `sd serve --refiner`: A1111's refiner_checkpoint / refiner_switch_at run the base + refiner ensemble,
+    /// the library's picture with A1111's Refiner fields in the infotext; the refiner is listed in sd-models;
+    /// a refiner it does not have, or one after inpainting, is refused by name.
+    func testRefinerCheckpointRunsTheEnsemble() async throws {
+        let base = try ServerModels.load("tiny-sdxl").components
+        let refinerComponents = try StableDiffusionComponents(directory: ServerModels.root.appendingPathComponent("tiny-sdxl-refiner"),
+                                                              includeVAEEncoder: false)
+        let served = try ServedModel(components: base, name: "tiny-sdxl",
+                                     refiner: ServedModel.Refiner(name: "tiny-sdxl-refiner", components: refinerComponents, base: base))
+        let s = try await TestServer.start(served: served)
+        let models = try await s.get("/sdapi/v1/sd-models")
+        XCTAssertTrue(models.text.contains("tiny-sdxl-refiner"), models.text)
+        let reply = try await s.post("/sdapi/v1/txt2img", ["prompt": "a red cube", "negative_prompt": "blurry", "seed": 17, "steps": 10,
+                                                          "cfg_scale": 5, "width": 64, "height": 64,
+                                                          "refiner_checkpoint": "tiny-sdxl-refiner.safetensors", "refiner_switch_at": 0.7])
+        XCTAssertEqual(reply.status, 200, reply.text)
+        var o = GenerationOptions(prompt: "a red cube", negativePrompt: "blurry")
+        (o.numInferenceSteps, o.guidanceScale, o.width, o.height, o.seed) = (10, 5, 64, 64, 17)
+        let pipe = try StableDiffusionXLPipeline(components: base)
+        let refiner = try StableDiffusionXLImg2ImgPipeline(components: refinerComponents)
+        let expected = try libraryPNG(served, o, pipeline: "txt2img", extra: [("Refiner", "tiny-sdxl-refiner"), ("Refiner switch at", "0.7")]) {
+            try RefinerEnsemble.run($0, switchAt: 0.7, base: base, refiner: refiner, runBase: { try pipe($0) })
+        }
+        assertSamePNG(reply.images.first, expected.png, "the served ensemble differs from the library's")
+        XCTAssertTrue((reply.info["infotexts"] as? [String])?.first?.contains("Refiner: tiny-sdxl-refiner, Refiner switch at: 0.7") ?? false,
+                      reply.text)
+        // Without the refiner the picture is the base's alone: another one.
+        let plain = try await s.post("/sdapi/v1/txt2img", ["prompt": "a red cube", "negative_prompt": "blurry", "seed": 17, "steps": 10,
+                                                          "cfg_scale": 5, "width": 64, "height": 64])
+        XCTAssertNotEqual(plain.images.first, reply.images.first)
+
+        let unknown = try await s.post("/sdapi/v1/txt2img", ["prompt": "x", "steps": 2, "refiner_checkpoint": "other-refiner"])
+        XCTAssertEqual(unknown.status, 422, unknown.text)
+        XCTAssertTrue(unknown.text.contains("tiny-sdxl-refiner"), unknown.text)
+        let image = TestImages.base64(TestImages.pattern())
+        let inpaint = try await s.post("/sdapi/v1/img2img", ["prompt": "x", "steps": 2, "width": 64, "height": 64, "init_images": [image],
+                                                            "mask": image, "refiner_checkpoint": "tiny-sdxl-refiner"])
+        XCTAssertEqual(inpaint.status, 422, inpaint.text)
+        XCTAssertTrue(inpaint.text.contains("refiner_checkpoint"), inpaint.text)
+        try await s.stop()
+    }
 }

@@ -22,6 +22,8 @@ enum Samplers {
         Entry(name: "PLMS", aliases: ["PNDM"], engine: "pndm", options: []),
         Entry(name: "UniPC", aliases: [], engine: "unipc", options: []),
         Entry(name: "DDPM", aliases: [], engine: "ddpm", options: []),
+        // A1111 1.7+'s LCM sampler: for LCM-distilled models and LCM-LoRA (few steps, low CFG).
+        Entry(name: "LCM", aliases: ["k_lcm"], engine: "lcm", options: []),
     ]
 
     /// A1111's default when neither sampler_name nor sampler_index is sent.

@@ -37,7 +37,7 @@ extension Scheduler {
 
 /// The supported scheduler classes, by diffusers `_class_name` and by CLI name.
 public enum SchedulerKind: String, CaseIterable, Sendable {
-    case pndm, ddim, ddpm, lms, euler, eulerAncestral, heun, dpmSolverMultistep, unipc
+    case pndm, ddim, ddpm, lms, euler, eulerAncestral, heun, dpmSolverMultistep, unipc, lcm
 
     public var className: String {
         switch self {
@@ -50,6 +50,7 @@ public enum SchedulerKind: String, CaseIterable, Sendable {
         case .heun: return "HeunDiscreteScheduler"
         case .dpmSolverMultistep: return "DPMSolverMultistepScheduler"
         case .unipc: return "UniPCMultistepScheduler"
+        case .lcm: return "LCMScheduler"
         }
     }
 
@@ -64,6 +65,7 @@ public enum SchedulerKind: String, CaseIterable, Sendable {
         case .heun: return "heun"
         case .dpmSolverMultistep: return "dpm++2m"
         case .unipc: return "unipc"
+        case .lcm: return "lcm"
         }
     }
 }
@@ -71,7 +73,7 @@ public enum SchedulerKind: String, CaseIterable, Sendable {
 /// Creating schedulers from configs, like diffusers' `SchedulerClass.from_config(config)`.
 public enum Schedulers {
     /// The names `sd --scheduler` accepts.
-    public static let cliNames = ["pndm", "ddim", "ddpm", "lms", "euler", "euler-a", "heun", "dpm++2m", "dpm++2m-karras", "unipc"]
+    public static let cliNames = ["pndm", "ddim", "ddpm", "lms", "euler", "euler-a", "heun", "dpm++2m", "dpm++2m-karras", "unipc", "lcm"]
 
     /// The scheduler named by the config's `_class_name`.
     public static func make(config: SchedulerConfig) throws -> any Scheduler {
@@ -96,10 +98,11 @@ public enum Schedulers {
         case .lms: return try LMSDiscreteScheduler(config: config)
         case .heun: return try HeunDiscreteScheduler(config: config)
         case .unipc: return try UniPCMultistepScheduler(config: config)
+        case .lcm: return try LCMScheduler(config: config)
         }
     }
 
-    /// A CLI name (`pndm ddim ddpm lms euler euler-a heun dpm++2m dpm++2m-karras unipc`) applied to the
+    /// A CLI name (`pndm ddim ddpm lms euler euler-a heun dpm++2m dpm++2m-karras unipc lcm`) applied to the
     /// model's config. `dpm++2m` is DPMSolverMultistep with `algorithm_type` dpmsolver++ and
     /// `solver_order` 2; `dpm++2m-karras` adds `use_karras_sigmas`.
     public static func make(cliName: String, config: SchedulerConfig) throws -> any Scheduler {

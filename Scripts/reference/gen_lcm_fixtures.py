@@ -3,6 +3,10 @@ LCMScheduler.from_config (the LCM-LoRA recipe: few steps, guidance 1 so no uncon
 with one), two images per prompt, so the noise LCM draws between steps is checked per image.
 
     ~/.sd-ref-venv/bin/python Scripts/reference/gen_lcm_fixtures.py
+Also builds Models/tiny-lcm: an LCM-distilled layout (LatentConsistencyModelPipeline, LCM_Dreamshaper_v7's
+scheduler config, a UNet with time_cond_proj_dim taking the guidance-scale embedding) sharing tiny-sd1's text
+encoder, tokenizer and VAE, and records diffusers' pictures for it.
+
 Writes Tests/StableDiffusionTests/Fixtures/pipelines/lcm_*.
 """
 import json
@@ -10,16 +14,25 @@ import os
 
 import numpy as np
 import torch
-from diffusers import LCMScheduler, StableDiffusionPipeline
+import shutil
+import sys
+
+from diffusers import LatentConsistencyModelPipeline, LCMScheduler, StableDiffusionImg2ImgPipeline, StableDiffusionPipeline, UNet2DConditionModel
+
+sys.path.insert(0, os.path.dirname(__file__))
+from tiny_models import randomise, test_image  # noqa: E402
 from safetensors.torch import save_file
 
 OUT = "Tests/StableDiffusionTests/Fixtures/pipelines"
 torch.set_num_threads(2)
 
 
-def run_case(case, pipe, seed, kwargs):
+def run_case(case, pipe, seed, kwargs, model="tiny-sd1", image=None):
     d = os.path.join(OUT, case)
     os.makedirs(d, exist_ok=True)
+    if image is not None:
+        image.save(os.path.join(d, "input.png"))
+        kwargs = dict(kwargs, image=image)
     captured = []
 
     def capture(p, i, t, cb):
@@ -34,7 +47,8 @@ def run_case(case, pipe, seed, kwargs):
     tensors["final_latents"] = captured[-1].permute(0, 2, 3, 1).contiguous()
     save_file(tensors, os.path.join(d, "tensors.safetensors"))
     with open(os.path.join(d, "case.json"), "w") as f:
-        json.dump(dict(kwargs, seed=seed, model="tiny-sd1", scheduler="LCMScheduler"), f, indent=1)
+        json.dump(dict({k: v for k, v in kwargs.items() if k != "image"}, seed=seed, model=model, scheduler="LCMScheduler",
+                       pipeline=type(pipe).__name__), f, indent=1)
     print(case, [t.item() for t in pipe.scheduler.timesteps])
 
 
@@ -46,3 +60,34 @@ run_case("lcm_sd1_4steps_noguidance", pipe, 71, dict(prompt=P, height=64, width=
                                                       num_images_per_prompt=2))
 run_case("lcm_sd1_6steps_guidance", pipe, 72, dict(prompt=P, negative_prompt="blurry", height=64, width=64, num_inference_steps=6,
                                                     guidance_scale=2.0))
+
+
+def build_lcm():
+    """tiny-sd1 with an LCM-distilled UNet (time_cond_proj_dim 16) and LCM_Dreamshaper_v7's scheduler."""
+    torch.manual_seed(73)
+    root = "Models/tiny-lcm"
+    shutil.rmtree(root, ignore_errors=True)
+    base = StableDiffusionPipeline.from_pretrained("Models/tiny-sd1", torch_dtype=torch.float32, safety_checker=None,
+                                                   requires_safety_checker=False)
+    config = dict(base.unet.config)
+    config["time_cond_proj_dim"] = 16
+    unet = randomise(UNet2DConditionModel.from_config(config))
+    scheduler = LCMScheduler.from_pretrained("../shared/reference-configs/SimianLuo-LCM_Dreamshaper_v7/scheduler")
+    pipe = LatentConsistencyModelPipeline(vae=base.vae, text_encoder=base.text_encoder, tokenizer=base.tokenizer, unet=unet,
+                                          scheduler=scheduler, safety_checker=None, feature_extractor=None,
+                                          requires_safety_checker=False)
+    pipe.save_pretrained(root, safe_serialization=True)
+    shutil.rmtree(os.path.join(root, "tokenizer"))
+    shutil.copytree("Models/tiny-sd1/tokenizer", os.path.join(root, "tokenizer"))
+    return LatentConsistencyModelPipeline.from_pretrained(root, torch_dtype=torch.float32, safety_checker=None,
+                                                          requires_safety_checker=False)
+
+
+lcm = build_lcm()
+# The LCM pipeline's defaults: 4 steps, guidance 8.5 (embedded as w = 7.5; no unconditional batch).
+run_case("lcm_distilled_default", lcm, 74, dict(prompt=P, height=64, width=64, num_inference_steps=4, guidance_scale=8.5,
+                                                 num_images_per_prompt=2), model="tiny-lcm")
+# The same UNet in diffusers' StableDiffusionImg2ImgPipeline (time_cond_proj_dim turns its CFG off there too).
+img2img = StableDiffusionImg2ImgPipeline(**{k: v for k, v in lcm.components.items()}, requires_safety_checker=False)
+run_case("lcm_distilled_img2img", img2img, 75, dict(prompt=P, negative_prompt="blurry", num_inference_steps=6, guidance_scale=4.0,
+                                                     strength=0.7), model="tiny-lcm", image=test_image(64, 64))

@@ -130,10 +130,12 @@ struct GenerationArguments: ParsableArguments {
         withFamilyDefaults(options(), components)
     }
 
-    /// `o` with the guidance default of the components' family where no --guidance-scale was given.
+    /// `o` with the model's own defaults (diffusers' for its pipeline class) where --steps or
+    /// --guidance-scale was not given.
     func withFamilyDefaults(_ o: GenerationOptions, _ components: StableDiffusionComponents) -> GenerationOptions {
         var o = o
-        if guidanceScale == nil { o.guidanceScale = components.family == .stableDiffusionXL ? 5.0 : 7.5 }
+        if guidanceScale == nil { o.guidanceScale = components.defaultGuidanceScale }
+        if steps == nil { o.numInferenceSteps = components.defaultSteps }
         return o
     }
 

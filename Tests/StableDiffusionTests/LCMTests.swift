@@ -45,3 +45,53 @@ final class LCMTests: XCTestCase {
         XCTAssertLessThanOrEqual(m, 16)
     }
 }
+
+extension TinyModels {
+    static var lcm: URL { root.appendingPathComponent("tiny-lcm") }
+}
+
+/// An LCM-distilled folder (LatentConsistencyModelPipeline: a UNet with time_cond_proj_dim and LCMScheduler):
+/// the guidance scale goes in as an embedding and there is no unconditional batch, as diffusers does.
+final class LCMDistilledTests: XCTestCase {
+    func testLCMPipelineDefaultsAndGuidanceEmbedding() throws {
+        let c = try PipelineCase("lcm_distilled_default")
+        let components = try StableDiffusionComponents(directory: TinyModels.lcm, includeVAEEncoder: false)
+        XCTAssertEqual(components.unet.config.timeCondProjDim, 16)
+        XCTAssertEqual(components.defaultSteps, 4)
+        XCTAssertEqual(components.defaultGuidanceScale, 8.5)
+        let result = try StableDiffusionPipeline(components: components)(c.options)
+        XCTAssertEqual(result.schedulerName, "LCMScheduler")
+        assertImagesMatch(result, try c.expectedImages())
+        assertClose(result.latents, try c.tensors.tensor("final_latents"), tolerance: 1e-3, "lcm_distilled_default")
+        // The scale reaches the UNet (through the embedding): the latents move well past the parity tolerance.
+        var o = c.options
+        o.guidanceScale = 2
+        let other = try StableDiffusionPipeline(components: components)(o)
+        let moved = zip(other.latents.scalars, result.latents.scalars).map { abs($0 - $1) }.max() ?? 0
+        XCTAssertGreaterThan(moved, 0.01)
+    }
+
+    func testImageToImageWithTheLCMUNet() throws {
+        let c = try PipelineCase("lcm_distilled_img2img")
+        let input = try Image.load(path: c.directory.appendingPathComponent("input.png").path)
+        let pipe = try StableDiffusionImg2ImgPipeline(modelDirectory: TinyModels.lcm)
+        let result = try pipe(c.options, image: try VaeImageProcessor().preprocess(input), strength: c.json["strength"]?.doubleValue)
+        assertImagesMatch(result, try c.expectedImages())
+    }
+
+    /// `sd txt2img` on the folder takes the LCM pipeline's defaults (4 steps, guidance 8.5).
+    func testCLIUsesTheLCMDefaults() throws {
+        let out = try temporaryFolder(self)
+        let c = try PipelineCase("lcm_distilled_default")
+        let png = out.appendingPathComponent("a.png")
+        let r = try SDProcess.run(["txt2img", "--model", TinyModels.lcm.path, "--prompt", c.json["prompt"]?.stringValue ?? "",
+                                   "--height", "64", "--width", "64", "--seed", "74", "--num-images", "2", "--output", png.path])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let first = out.appendingPathComponent("a-0.png")
+        let (p, m) = psnr(try Image.load(path: first.path).pixels.map(Float.init), try c.expectedImages()[0].scalars)
+        XCTAssertGreaterThanOrEqual(p, 40)
+        XCTAssertLessThanOrEqual(m, 16)
+        let text = try PNGCodec.textChunks(Array(try Data(contentsOf: first)))
+        XCTAssertTrue(text["parameters"]?.contains("Steps: 4, Sampler: LCMScheduler, CFG scale: 8.5") ?? false, "\(text)")
+    }
+}

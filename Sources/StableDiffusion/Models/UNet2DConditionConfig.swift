@@ -49,6 +49,9 @@ public struct UNet2DConditionConfig: Sendable, Equatable {
     public var convOutKernel: Int
     public var timeEmbeddingDim: Int
     public var textTimeEmbedding: TextTimeEmbedding?
+    /// `time_cond_proj_dim`: LCM-distilled UNets take the guidance scale as an embedding of this width
+    /// (`timestep_cond`), added to the timestep features through `time_embedding.cond_proj`.
+    public var timeCondProjDim: Int?
 
     /// Reads `unet/config.json`; unsupported values are errors naming the key.
     public init(_ c: ConfigReader) throws {
@@ -137,7 +140,12 @@ public struct UNet2DConditionConfig: Sendable, Equatable {
         }
         try c.require("encoder_hid_dim", oneOf: [])
         try c.require("encoder_hid_dim_type", oneOf: [])
-        try c.require("time_cond_proj_dim", oneOf: [])
+        if let d = try c.int("time_cond_proj_dim") {
+            guard d > 0 else { throw c.error("time_cond_proj_dim", "must be positive, got \(d)") }
+            timeCondProjDim = d
+        } else {
+            timeCondProjDim = nil
+        }
         try c.require("timestep_post_act", oneOf: [])
         try c.require("time_embedding_act_fn", oneOf: [])
         try c.require("class_embeddings_concat", oneOf: [.bool(false)])

@@ -12,6 +12,8 @@ public final class UNet2DConditionModel: @unchecked Sendable {
     let classLinear1: Linear?, classLinear2: Linear?
     /// SDXL's `add_embedding` (a `TimestepEmbedding` of the pooled text embedding and time-id features).
     let addLinear1: Linear?, addLinear2: Linear?
+    /// LCM's `time_embedding.cond_proj` (no bias): the guidance embedding onto the timestep features.
+    let timeCondProj: Linear?
     let downBlocks: [UNetDownBlock]
     let midBlock: UNetMidBlock?
     let upBlocks: [UNetUpBlock]
@@ -28,6 +30,7 @@ public final class UNet2DConditionModel: @unchecked Sendable {
         convIn = try r.conv2d("conv_in", in: c.inChannels, out: ch0, kernel: c.convInKernel)
         timeLinear1 = try r.linear("time_embedding.linear_1", in: ch0, out: temb)
         timeLinear2 = try r.linear("time_embedding.linear_2", in: temb, out: temb)
+        timeCondProj = try c.timeCondProjDim.map { try r.linear("time_embedding.cond_proj", in: $0, out: ch0, bias: false) }
         switch c.classEmbedding {
         case .table(let count)?:
             classTable = try r.tensor("class_embedding.weight", shape: [count, temb])
@@ -96,8 +99,9 @@ public final class UNet2DConditionModel: @unchecked Sendable {
         }
         let encoderHiddenStates = conditioning.encoderHiddenStates
         let steps = timesteps.count == 1 ? [Float](repeating: timesteps[0], count: b) : timesteps
-        var emb = try timeLinear2(try timeLinear1(
-            timestepFeatures(steps, dim: c.blockOutChannels[0], flipSinToCos: c.flipSinToCos, freqShift: c.freqShift), activation: .silu))
+        var features = try timestepFeatures(steps, dim: c.blockOutChannels[0], flipSinToCos: c.flipSinToCos, freqShift: c.freqShift)
+        if let timeCondProj, let cond = conditioning.timestepCondition { features = try features + timeCondProj(cond) }
+        var emb = try timeLinear2(try timeLinear1(features, activation: .silu))
         if let classEmbedding = c.classEmbedding, let labels = conditioning.classLabels {
             let perSample = labels.count == 1 ? [Float](repeating: labels[0], count: b) : labels
             emb = try emb + classEmbeddings(perSample, kind: classEmbedding)

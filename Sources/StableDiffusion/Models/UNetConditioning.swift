@@ -1,3 +1,4 @@
+import Foundation
 import DiffusionTensor
 
 /// What conditions one UNet call besides the noisy sample and its timestep, as one value: a model family
@@ -26,11 +27,33 @@ public struct UNetConditioning: Sendable {
     }
     /// Needed by UNets with `addition_embed_type: "text_time"` (SDXL).
     public var textTime: TextTime?
+    /// diffusers' `timestep_cond` `[batch, time_cond_proj_dim]`: LCM-distilled UNets' guidance-scale
+    /// embedding (`guidanceScaleEmbedding`). Needed exactly when the config has `time_cond_proj_dim`.
+    public var timestepCondition: Tensor?
 
-    public init(encoderHiddenStates: Tensor, classLabels: [Float]? = nil, textTime: TextTime? = nil) {
+    public init(encoderHiddenStates: Tensor, classLabels: [Float]? = nil, textTime: TextTime? = nil, timestepCondition: Tensor? = nil) {
         self.encoderHiddenStates = encoderHiddenStates
         self.classLabels = classLabels
         self.textTime = textTime
+        self.timestepCondition = timestepCondition
+    }
+
+    /// diffusers' `get_guidance_scale_embedding(w, embedding_dim)` for each `w` (LCM pipelines pass
+    /// `guidance_scale - 1`): sin and cos of `1000 w` times `exp(-i log(10000) / (dim/2 - 1))`, in float32.
+    public static func guidanceScaleEmbedding(_ w: [Float], dim: Int) throws -> Tensor {
+        let half = dim / 2
+        guard half >= 2 else { throw TensorError.invalidArgument("guidance embedding width must be at least 4, got \(dim)") }
+        let step = Float(log(Float(10000))) / Float(half - 1)
+        let freqs = (0..<half).map { Float(exp(Float($0) * -step)) }
+        var rows: [Float] = []
+        rows.reserveCapacity(w.count * dim)
+        for value in w {
+            let scaled = value * 1000
+            let args = freqs.map { scaled * $0 }
+            rows += args.map { sin($0) } + args.map { cos($0) }
+            if dim % 2 == 1 { rows.append(0) }
+        }
+        return try Tensor(shape: [w.count, dim], scalars: rows)
     }
 
     /// The batch size these inputs are for.
@@ -44,6 +67,14 @@ public struct UNetConditioning: Sendable {
         if config.classEmbedding != nil {
             guard let labels = classLabels, labels.count == batch || labels.count == 1 else {
                 throw TensorError.invalidArgument("this UNet needs class labels (one per sample)")
+            }
+        }
+        if let width = config.timeCondProjDim {
+            guard let cond = timestepCondition else {
+                throw TensorError.invalidArgument("this UNet (time_cond_proj_dim \(width), LCM-distilled) needs the guidance-scale embedding (timestep_cond)")
+            }
+            guard cond.rank == 2, cond.shape[0] == batch, cond.shape[1] == width else {
+                throw TensorError.shapeMismatch("UNet timestep_cond must be [\(batch), \(width)], got \(cond.shape)")
             }
         }
         if let added = config.textTimeEmbedding {

@@ -62,7 +62,12 @@ public struct GenerationOptions: Sendable {
     /// What a pipeline call returns.
     public enum OutputType: Sendable { case images, latents }
 
-    var classifierFreeGuidance: Bool { guidanceScale > 1 }
+    /// Set by `StableDiffusionComponents.resolvingGuidance` for a UNet that takes the guidance scale as an
+    /// embedding (LCM-distilled, `time_cond_proj_dim`): then there is no unconditional batch, as diffusers'
+    /// `do_classifier_free_guidance` is false for such UNets.
+    var guidanceEmbedded = false
+    /// diffusers' `do_classifier_free_guidance`: guidance above 1, unless the UNet embeds it.
+    var classifierFreeGuidance: Bool { guidanceScale > 1 && !guidanceEmbedded }
     var batchSize: Int { prompts.count * numImagesPerPrompt }
 
     /// The checks diffusers' `check_inputs` makes, before any work.

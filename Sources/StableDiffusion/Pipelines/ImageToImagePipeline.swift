@@ -31,6 +31,7 @@ public final class StableDiffusionImg2ImgPipeline: @unchecked Sendable {
         let c = components
         let strength = strength ?? (c.family == .stableDiffusionXL ? 0.3 : 0.8)
         try options.validate(vaeScaleFactor: c.vaeScaleFactor)
+        let options = c.resolvingGuidance(options)
         guard strength >= 0, strength <= 1 else { throw PipelineError.invalidArgument("strength must be in [0, 1], got \(strength)") }
         let isLatents = image.rank == 4 && image.shape[3] == c.vae.config.latentChannels
         guard image.rank == 4, isLatents || (image.shape[3] == 3 && image.shape[1] % c.vaeScaleFactor == 0 && image.shape[2] % c.vaeScaleFactor == 0) else {

@@ -41,6 +41,7 @@ public final class StableDiffusionInpaintPipeline: @unchecked Sendable {
         let c = components
         let strength = strength ?? Self.defaultStrength(c.family)
         try options.validate(vaeScaleFactor: c.vaeScaleFactor)
+        let options = c.resolvingGuidance(options)
         guard strength >= 0, strength <= 1 else { throw PipelineError.invalidArgument("strength must be in [0, 1], got \(strength)") }
         guard image.rank == 4, image.shape[3] == 3 else { throw PipelineError.invalidArgument("image must be NHWC RGB, got \(image.shape)") }
         let (height, width) = (image.shape[1], image.shape[2])

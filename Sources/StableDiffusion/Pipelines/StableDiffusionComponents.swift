@@ -187,6 +187,14 @@ public final class StableDiffusionComponents: @unchecked Sendable {
         }
     }
 
+    /// `options` as this model applies guidance: an LCM-distilled UNet (`time_cond_proj_dim`) embeds the
+    /// scale (`timestep_cond`) and runs one batch; every other UNet does classifier-free guidance above 1.
+    func resolvingGuidance(_ options: GenerationOptions) -> GenerationOptions {
+        var o = options
+        o.guidanceEmbedded = unet.config.timeCondProjDim != nil
+        return o
+    }
+
     /// Everything the UNet is conditioned on for `options` and an image of `height` x `width` pixels, for the
     /// batch the denoising loop runs (doubled, negative first, with guidance): the prompt embeddings and,
     /// for SDXL, the pooled embeddings and the micro-conditioning time ids.
@@ -199,8 +207,15 @@ public final class StableDiffusionComponents: @unchecked Sendable {
                 throw PipelineError.invalidArgument("original size, target size, crop coordinates and aesthetic scores need an SDXL model; this is an SD 1.x/2.x model")
             }
         }
+        let options = resolvingGuidance(options)
         let text = try textConditioner.encode(options)
-        guard let pooled = text.pooled else { return UNetConditioning(encoderHiddenStates: text.hiddenStates) }
+        // LCM-distilled UNets: w = guidance_scale - 1 per sample, embedded (diffusers' timestep_cond).
+        let timestepCondition = try unet.config.timeCondProjDim.map { dim in
+            try UNetConditioning.guidanceScaleEmbedding([Float](repeating: options.guidanceScale - 1, count: text.hiddenStates.shape[0]), dim: dim)
+        }
+        guard let pooled = text.pooled else {
+            return UNetConditioning(encoderHiddenStates: text.hiddenStates, timestepCondition: timestepCondition)
+        }
         let ids = options.microConditioning.timeIds(height: height, width: width, aestheticScores: requiresAestheticsScore)
         let batch = options.batchSize
         // Negative rows for the negative half of a guided batch, positive rows for the rest.
@@ -208,7 +223,16 @@ public final class StableDiffusionComponents: @unchecked Sendable {
         if options.classifierFreeGuidance { for _ in 0..<batch { rows += ids.negative } }
         for _ in 0..<batch { rows += ids.positive }
         let timeIds = try Tensor(shape: [rows.count / ids.positive.count, ids.positive.count], scalars: rows)
-        return UNetConditioning(encoderHiddenStates: text.hiddenStates, textTime: .init(textEmbeds: pooled, timeIds: timeIds))
+        return UNetConditioning(encoderHiddenStates: text.hiddenStates, textTime: .init(textEmbeds: pooled, timeIds: timeIds),
+                                timestepCondition: timestepCondition)
+    }
+
+    /// diffusers' `__call__` defaults for this model's pipeline class: 50 steps and guidance 7.5 (SDXL 5.0);
+    /// an LCM-distilled folder (`LatentConsistencyModelPipeline`) 4 steps and 8.5.
+    public var defaultSteps: Int { index.pipelineClass.hasPrefix("LatentConsistencyModel") ? 4 : 50 }
+    public var defaultGuidanceScale: Float {
+        if index.pipelineClass.hasPrefix("LatentConsistencyModel") { return 8.5 }
+        return family == .stableDiffusionXL ? 5.0 : 7.5
     }
 
     /// Pixels per latent (8 for SD, 4 for the x4 upscaler).

@@ -28,6 +28,7 @@ public final class StableDiffusionPipeline: @unchecked Sendable {
     public func callAsFunction(_ options: GenerationOptions, progress: ProgressHandler? = nil) throws -> GenerationResult {
         let c = components
         try options.validate(vaeScaleFactor: c.vaeScaleFactor)
+        let options = c.resolvingGuidance(options)
         guard options.denoisingStart == nil else {
             throw PipelineError.invalidArgument("denoising start applies to image-to-image (the refiner's part of an ensemble), not text-to-image")
         }

@@ -26,7 +26,7 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "A tokenizer folder for the txt2img case (any CLIP tokenizer; ids stay within the vocabulary).")
     var tokenizer: String = "Models/tiny-sd1/tokenizer"
 
-    @Option(parsing: .upToNextOption, help: "Run only these cases (sd15: unet_256 unet_512 text_encoder vae_decode_512 txt2img_20_512; ops: the names it prints).")
+    @Option(parsing: .upToNextOption, help: "Run only these cases (sd15: unet_256 unet_512 text_encoder vae_decode_512 taesd_decode_512 txt2img_20_512; sdxl: unet_1024 text_encoder text_encoder_2 vae_decode_1024; ops: the names it prints).")
     var only: [String] = []
 
     @Option(help: "fp32 or bf16: what the convolutions and linear layers compute in (sd15: each model as a pipeline loads it).")
@@ -139,6 +139,13 @@ struct BenchCommand: ParsableCommand {
             let z = RandomTensorSource(seed: 3, scale: 1).makeTensor("z", shape: [1, 64, 64, 4])
             results.append(("vae_decode_512", try measure { _ = try vae.decode(z) }))
             log("vae_decode_512 done")
+        }
+        if wanted("taesd_decode_512") {
+            // AutoencoderTiny with TAESD's config (its defaults), the --vae choice for fast decodes.
+            let taesd = try AutoencoderTiny(config: AutoencoderTinyConfig(ConfigReader(file: "taesd", values: [:])), weights: weights,
+                                            includeEncoder: false, precision: precision.forModel(.vae))
+            let z = RandomTensorSource(seed: 3, scale: 1).makeTensor("z", shape: [1, 64, 64, 4])
+            results.append(("taesd_decode_512", try measure { _ = try taesd.decode(z) }))
         }
         if wanted("txt2img_20_512") {
             start = Date()

@@ -40,6 +40,9 @@ struct GenerationArguments: ParsableArguments {
     @Option(help: "Scheduler, keeping the model's scheduler config: \(Schedulers.cliNames.joined(separator: ", ")).")
     var scheduler: String?
 
+    @Option(help: "A VAE folder used instead of the model's: an AutoencoderKL (e.g. sd-vae-ft-mse) or an AutoencoderTiny (TAESD, TAESDXL), or a model folder's vae/.")
+    var vae: String?
+
     @Option(help: "Override the scheduler config's timestep spacing: linspace, leading or trailing (Turbo/Lightning/Hyper recipes use trailing).")
     var timestepSpacing: String?
 
@@ -77,6 +80,12 @@ struct GenerationArguments: ParsableArguments {
         guard numImages >= 1 else { throw ValidationError("--num-images must be >= 1, got \(numImages)") }
         if let s = scheduler, !Schedulers.cliNames.contains(s) {
             throw ValidationError("--scheduler must be one of \(Schedulers.cliNames.joined(separator: ", ")), got \(s)")
+        }
+        if let vae {
+            var isDir: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: vae, isDirectory: &isDir), isDir.boolValue else {
+                throw ValidationError("--vae: \(vae) is not a folder (a diffusers VAE folder with config.json, or a model folder)")
+            }
         }
         if let s = timestepSpacing, !GenerationOptions.timestepSpacings.contains(s) {
             throw ValidationError("--timestep-spacing must be one of \(GenerationOptions.timestepSpacings.joined(separator: ", ")), got \(s)")
@@ -119,10 +128,14 @@ struct GenerationArguments: ParsableArguments {
 
     /// The model's components, whatever kind of model string `--model` is (see `ModelLocation`).
     func loadComponents(includeVAEEncoder: Bool = true) throws -> StableDiffusionComponents {
-        try StableDiffusionComponents(location: resolvedLocation(), variant: variant,
-                                      configDirectory: config.map { URL(fileURLWithPath: $0, isDirectory: true) },
-                                      predictionType: predictionType, includeVAEEncoder: includeVAEEncoder, adapters: adapters(),
-                                      precision: precision)
+        let components = try StableDiffusionComponents(location: resolvedLocation(), variant: variant,
+                                                       configDirectory: config.map { URL(fileURLWithPath: $0, isDirectory: true) },
+                                                       predictionType: predictionType, includeVAEEncoder: includeVAEEncoder, adapters: adapters(),
+                                                       precision: precision)
+        guard let vae else { return components }
+        let url = URL(fileURLWithPath: vae, isDirectory: true)
+        return try components.withVAE(Autoencoders.load(directory: url, includeEncoder: includeVAEEncoder, precision: precision),
+                                      name: url.lastPathComponent)
     }
 
     /// Library options with the defaults of the model family's diffusers pipeline (SDXL's guidance is 5.0).
@@ -202,7 +215,8 @@ struct GenerationArguments: ParsableArguments {
                             size: (Int, Int)) -> String {
         GenerationInfotext(prompt: prompt, negativePrompt: negativePrompt, steps: options.numInferenceSteps, sampler: r.schedulerName,
                            guidanceScale: options.guidanceScale, seed: r.seed, width: size.0, height: size.1,
-                           model: modelURL.lastPathComponent, pipeline: pipeline, extra: extra).text
+                           model: modelURL.lastPathComponent, pipeline: pipeline,
+                           extra: extra + (vae.map { [("VAE", URL(fileURLWithPath: $0).lastPathComponent)] } ?? [])).text
     }
 }
 

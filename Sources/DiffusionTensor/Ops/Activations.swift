@@ -16,6 +16,8 @@ public enum Activation: Sendable, Hashable {
     case geluTanh
     /// `x * sigmoid(1.702 x)` (OpenAI CLIP's quick_gelu).
     case quickGelu
+    /// `max(x, 0)` (the tiny autoencoder's activation).
+    case relu
 
     @inline(__always)
     public func apply(_ x: Float) -> Float {
@@ -27,6 +29,7 @@ public enum Activation: Sendable, Hashable {
             let inner: Float = 0.7978845608028654 * (x + 0.044715 * x * x * x)
             return 0.5 * x * (1 + tanhf(inner))
         case .quickGelu: return x / (1 + expf(-1.702 * x))
+        case .relu: return x > 0 ? x : 0
         }
     }
 
@@ -37,6 +40,7 @@ public enum Activation: Sendable, Hashable {
         case .identity: return x
         case .silu: return x / (VectorMath.exp(-x) + 1)
         case .quickGelu: return x / (VectorMath.exp(x * -1.702) + 1)
+        case .relu: return x.replacing(with: 0, where: x .< 0)
         case .gelu: return x * 0.5 * (VectorMath.erf(x * 0.70710678118654752) + 1)
         case .geluTanh:
             // tanh(u) = 1 - 2 / (e^(2u) + 1)
@@ -53,6 +57,7 @@ public enum Activation: Sendable, Hashable {
         case .quickGelu: return Int32(SDK_QUICK_GELU)
         case .gelu: return Int32(SDK_GELU)
         case .geluTanh: return Int32(SDK_GELU_TANH)
+        case .relu: return nil  // the SIMD path: a compare and a select need no C kernel
         }
     }
 

@@ -267,6 +267,7 @@ public final class Conv2D: @unchecked Sendable {
         case .quickGelu: return (dnnl_eltwise_swish, 1.702)
         case .gelu: return (dnnl_eltwise_gelu_erf, 0)
         case .geluTanh: return (dnnl_eltwise_gelu_tanh, 0)
+        case .relu: return (dnnl_eltwise_relu, 0)
         }
     }
 

@@ -104,7 +104,8 @@ extension Tensor {
     @inline(__always)
     static func affineRows(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, rows: Int, channels c: Int,
                            scale a: UnsafePointer<Float>, shift b: UnsafePointer<Float>, activation: Activation) {
-        if KernelDispatch.native,
+        // The C kernel knows identity (0) and the activations with a native code; others take the loop below.
+        if KernelDispatch.native, activation == .identity || activation.nativeKind != nil,
            sdk_affine_rows(x, y, Int64(rows), Int64(c), a, b, activation.nativeKind ?? 0) != 0 { return }
         for p in 0..<rows {
             let xi = x + p * c, yo = y + p * c

@@ -36,7 +36,7 @@ enum LatentPreparation {
     /// With per-image generators, image-to-image first repeats the images to the batch and encodes each with
     /// its own generator (`repeatBeforeEncoding`), while inpainting encodes only the given images, image `i`
     /// with generator `i`; with one generator the whole input is encoded in one draw.
-    static func encodeImages(_ images: Tensor, vae: AutoencoderKL, batchSize: Int, generator: inout RandomGenerators,
+    static func encodeImages(_ images: Tensor, vae: any LatentAutoencoder, batchSize: Int, generator: inout RandomGenerators,
                              repeatBeforeEncoding: Bool = true) throws -> Tensor {
         let n = images.shape[0]
         guard n > 0, batchSize % n == 0 else {
@@ -47,17 +47,23 @@ enum LatentPreparation {
             let source = repeatBeforeEncoding ? try Tensor.concatenate([Tensor](repeating: images, count: batchSize / n), axis: 0) : images
             var parts: [Tensor] = []
             for i in 0..<source.shape[0] {
-                let dist = try vae.encode(try source.slice(axis: 0, i..<(i + 1)))
-                let m = dist.mean.shape
-                let noise = try generator.randnNHWC(generatorIndex: i, batch: 1, channels: m[3], height: m[1], width: m[2])
-                parts.append(try dist.sample(noise: noise))
+                switch try vae.encodeLatents(try source.slice(axis: 0, i..<(i + 1))) {
+                case .distribution(let dist):
+                    let m = dist.mean.shape
+                    let noise = try generator.randnNHWC(generatorIndex: i, batch: 1, channels: m[3], height: m[1], width: m[2])
+                    parts.append(try dist.sample(noise: noise))
+                case .latents(let l): parts.append(l)  // AutoencoderTiny: no draw
+                }
             }
             latents = try Tensor.concatenate(parts, axis: 0)
         } else {
-            let dist = try vae.encode(images)
-            let m = dist.mean.shape
-            let noise = try generator.randnNHWC(batch: m[0], channels: m[3], height: m[1], width: m[2])
-            latents = try dist.sample(noise: noise)
+            switch try vae.encodeLatents(images) {
+            case .distribution(let dist):
+                let m = dist.mean.shape
+                let noise = try generator.randnNHWC(batch: m[0], channels: m[3], height: m[1], width: m[2])
+                latents = try dist.sample(noise: noise)
+            case .latents(let l): latents = l
+            }
         }
         latents = latents * vae.config.scalingFactor
         return try repeatBatch(latents, to: batchSize)
@@ -65,7 +71,7 @@ enum LatentPreparation {
 
     /// The start of image-to-image style pipelines: the images' latents (`encodeImages`), noised to the
     /// first of `timesteps` with one more draw from the generator.
-    static func noisedImageLatents(_ images: Tensor, vae: AutoencoderKL, scheduler: any Scheduler, timesteps: [Double],
+    static func noisedImageLatents(_ images: Tensor, vae: any LatentAutoencoder, scheduler: any Scheduler, timesteps: [Double],
                                    batchSize: Int, generator: inout RandomGenerators) throws -> Tensor {
         let initLatents = try encodeImages(images, vae: vae, batchSize: batchSize, generator: &generator)
         let noise = try generator.randnLike(initLatents)

@@ -20,7 +20,7 @@ enum PipelineSupport {
     }
 
     /// Decodes the loop's latents into the call's result (also after an interruption: the denoised estimate).
-    static func result(_ out: DenoisingLoop.Output, vae: AutoencoderKL, seed: UInt64, scheduler: any Scheduler, start: Date,
+    static func result(_ out: DenoisingLoop.Output, vae: any LatentAutoencoder, seed: UInt64, scheduler: any Scheduler, start: Date,
                        tiledAbovePixels: Int = TiledDecoding.defaultThresholdPixels,
                        outputType: GenerationOptions.OutputType = .images) throws -> GenerationResult {
         let images = outputType == .latents ? Tensor(zeros: [out.latents.shape[0], 0, 0, 3])
@@ -47,7 +47,7 @@ enum PipelineSupport {
     }
 
     /// `vae.decode(latents / scaling_factor)`, then diffusers' postprocess to [0, 1].
-    static func decode(_ latents: Tensor, vae: AutoencoderKL, tiledAbovePixels: Int = TiledDecoding.defaultThresholdPixels) throws -> Tensor {
+    static func decode(_ latents: Tensor, vae: any LatentAutoencoder, tiledAbovePixels: Int = TiledDecoding.defaultThresholdPixels) throws -> Tensor {
         let scaled = latents * (1 / vae.config.scalingFactor)
         TensorStorage.releaseCachedBuffers()
         let pixels = latents.shape[1] * latents.shape[2] * vae.config.scaleFactor * vae.config.scaleFactor

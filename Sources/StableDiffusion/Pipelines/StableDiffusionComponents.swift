@@ -22,7 +22,8 @@ public final class StableDiffusionComponents: @unchecked Sendable {
     /// SDXL refiner: no `text_encoder`; `tokenizer`/`textEncoder` then hold `tokenizer_2`/`text_encoder_2`.
     public var hasOnlySecondTextEncoder: Bool { family == .stableDiffusionXL && textEncoder2 == nil }
     public let unet: UNet2DConditionModel
-    public let vae: AutoencoderKL
+    /// The model's `AutoencoderKL`, or another autoencoder put in its place (`withVAE`, `--vae`: TAESD...).
+    public let vae: any LatentAutoencoder
     public let schedulerConfig: SchedulerConfig
     /// The x4 upscaler's `low_res_scheduler`, when present.
     public let lowResSchedulerConfig: SchedulerConfig?
@@ -116,7 +117,7 @@ public final class StableDiffusionComponents: @unchecked Sendable {
 
     /// Components built in memory (benchmarks, tests): no folder is read.
     public init(index: ModelIndex, tokenizer: CLIPTokenizer, textEncoder: CLIPTextModel, unet: UNet2DConditionModel,
-                vae: AutoencoderKL, schedulerConfig: SchedulerConfig, lowResSchedulerConfig: SchedulerConfig? = nil,
+                vae: any LatentAutoencoder, schedulerConfig: SchedulerConfig, lowResSchedulerConfig: SchedulerConfig? = nil,
                 directory: URL = URL(fileURLWithPath: "<memory>"), adapters: ModelAdapters = ModelAdapters(),
                 precision: ComputePrecision = .fp32, tokenizer2: CLIPTokenizer? = nil, textEncoder2: CLIPTextModel? = nil) {
         self.directory = directory
@@ -140,10 +141,14 @@ public final class StableDiffusionComponents: @unchecked Sendable {
 
     /// The same models with another scheduler config, as diffusers' `pipe.scheduler = X.from_config(...)`
     /// (e.g. SDXL-Turbo's Euler ancestral "trailing" config on an SDXL folder). Nothing is reloaded.
-    public func withScheduler(_ config: SchedulerConfig) -> StableDiffusionComponents {
-        let copy = StableDiffusionComponents(index: index, tokenizer: tokenizer, textEncoder: textEncoder, unet: unet, vae: vae,
-                                             schedulerConfig: config, lowResSchedulerConfig: lowResSchedulerConfig, directory: directory,
-                                             adapters: adapters, precision: precision, tokenizer2: tokenizer2, textEncoder2: textEncoder2)
+    public func withScheduler(_ config: SchedulerConfig) -> StableDiffusionComponents { replacing(schedulerConfig: config) }
+
+    /// These components with some parts replaced; everything else (and the load record) shared.
+    func replacing(vae newVAE: (any LatentAutoencoder)? = nil, schedulerConfig newScheduler: SchedulerConfig? = nil) -> StableDiffusionComponents {
+        let copy = StableDiffusionComponents(index: index, tokenizer: tokenizer, textEncoder: textEncoder, unet: unet, vae: newVAE ?? vae,
+                                             schedulerConfig: newScheduler ?? schedulerConfig, lowResSchedulerConfig: lowResSchedulerConfig,
+                                             directory: directory, adapters: adapters, precision: precision, tokenizer2: tokenizer2,
+                                             textEncoder2: textEncoder2)
         copy.singleFileDetection = singleFileDetection
         copy.loadSeconds = loadSeconds
         return copy
@@ -240,7 +245,7 @@ public final class StableDiffusionComponents: @unchecked Sendable {
 
     /// The image side a pipeline uses when no size is given: the UNet's sample size (64 when unset) times
     /// the VAE scale factor, as diffusers. Both configs bound their parts, so this cannot overflow.
-    public static func defaultImageSide(unet: UNet2DConditionConfig, vae: AutoencoderKLConfig) -> Int {
+    public static func defaultImageSide(unet: UNet2DConditionConfig, vae: some LatentAutoencoderConfig) -> Int {
         (unet.sampleSize ?? 64) * vae.scaleFactor
     }
 

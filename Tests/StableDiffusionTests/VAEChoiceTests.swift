@@ -1,0 +1,82 @@
+import Foundation
+import XCTest
+import StableDiffusion
+
+extension TinyModels {
+    static var taesd: URL { root.appendingPathComponent("tiny-taesd") }
+    static var vaeKL: URL { root.appendingPathComponent("tiny-vae-kl") }
+}
+
+/// `--vae` / `withVAE` against diffusers' pipelines built with `vae=` (Scripts/reference/gen_vae_fixtures.py): an
+/// AutoencoderTiny (TAESD's architecture: no latent distribution, so image-to-image draws no encoder noise)
+/// and another AutoencoderKL, for text-to-image and image-to-image.
+final class VAEChoiceTests: XCTestCase {
+    func components(_ vae: URL, encoder: Bool = true) throws -> StableDiffusionComponents {
+        try StableDiffusionComponents(directory: TinyModels.sd1, includeVAEEncoder: encoder)
+            .withVAE(Autoencoders.load(directory: vae, includeEncoder: encoder), name: vae.lastPathComponent)
+    }
+
+    func testTinyAutoencoderTextToImage() throws {
+        let c = try PipelineCase("vae_taesd_txt2img")
+        let comps = try components(TinyModels.taesd, encoder: false)
+        XCTAssertTrue(comps.vae is AutoencoderTiny)
+        XCTAssertEqual(comps.vae.config.scalingFactor, 1)
+        assertImagesMatch(try StableDiffusionPipeline(components: comps)(c.options), try c.expectedImages())
+    }
+
+    func testTinyAutoencoderImageToImage() throws {
+        let c = try PipelineCase("vae_taesd_img2img")
+        let input = try Image.load(path: c.directory.appendingPathComponent("input.png").path)
+        let result = try StableDiffusionImg2ImgPipeline(components: components(TinyModels.taesd))(c.options, image: input,
+                                                                                                   strength: c.json["strength"]?.doubleValue)
+        assertImagesMatch(result, try c.expectedImages())
+    }
+
+    func testAnotherAutoencoderKL() throws {
+        var c = try PipelineCase("vae_kl_txt2img")
+        assertImagesMatch(try StableDiffusionPipeline(components: components(TinyModels.vaeKL, encoder: false))(c.options), try c.expectedImages())
+        c = try PipelineCase("vae_kl_img2img")
+        let input = try Image.load(path: c.directory.appendingPathComponent("input.png").path)
+        assertImagesMatch(try StableDiffusionImg2ImgPipeline(components: components(TinyModels.vaeKL))(c.options, image: input,
+                                                                                                         strength: c.json["strength"]?.doubleValue),
+                          try c.expectedImages())
+    }
+
+    /// A VAE of the other family (SDXL's scaling factor on an SD model), or of another scale (TAESD on the x4
+    /// upscaler): errors naming the VAE and the model.
+    func testMismatchedVAEsAreRefused() throws {
+        let sd1 = try StableDiffusionComponents(directory: TinyModels.sd1, includeVAEEncoder: false)
+        let xlVAE = try Autoencoders.load(directory: TinyModels.sdxl, includeEncoder: false)
+        XCTAssertThrowsError(try sd1.withVAE(xlVAE, name: "tiny-sdxl")) {
+            XCTAssertTrue("\($0)".contains("tiny-sdxl") && "\($0)".contains("SDXL") && "\($0)".contains("tiny-sd1"), "\($0)")
+        }
+        let upscaler = try StableDiffusionComponents(directory: TinyModels.root.appendingPathComponent("tiny-sd-x4-upscaler"))
+        XCTAssertThrowsError(try upscaler.withVAE(Autoencoders.load(directory: TinyModels.taesd), name: "tiny-taesd")) {
+            XCTAssertTrue("\($0)".contains("pixels per latent") && "\($0)".contains("tiny-taesd"), "\($0)")
+        }
+        XCTAssertThrowsError(try Autoencoders.load(directory: TinyModels.root.appendingPathComponent("nope"))) {
+            XCTAssertTrue("\($0)".contains("config.json"), "\($0)")
+        }
+    }
+
+    /// `sd txt2img --vae DIR`: diffusers' picture, and A1111's "VAE" field in the infotext.
+    func testCLIFlag() throws {
+        let out = try temporaryFolder(self)
+        let c = try PipelineCase("vae_taesd_txt2img")
+        let png = out.appendingPathComponent("a.png")
+        let r = try SDProcess.run(["txt2img", "--model", TinyModels.sd1.path, "--vae", TinyModels.taesd.path, "--prompt", c.json["prompt"]?.stringValue ?? "",
+                                   "--negative-prompt", "blurry", "--height", "64", "--width", "64", "--steps", "4", "--seed", "91",
+                                   "--num-images", "2", "--output", png.path])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let first = out.appendingPathComponent("a-0.png")
+        let (p, m) = psnr(try Image.load(path: first.path).pixels.map(Float.init), try c.expectedImages()[0].scalars)
+        XCTAssertGreaterThanOrEqual(p, 40)
+        XCTAssertLessThanOrEqual(m, 16)
+        let text = try PNGCodec.textChunks(Array(try Data(contentsOf: first)))
+        XCTAssertTrue(text["parameters"]?.contains("VAE: tiny-taesd") ?? false, "\(text)")
+        let bad = try SDProcess.run(["txt2img", "--model", TinyModels.sd1.path, "--vae", "/nonexistent/vae", "--prompt", "x",
+                                     "--output", out.appendingPathComponent("b.png").path])
+        XCTAssertEqual(bad.status, 1)
+        XCTAssertTrue(bad.stderr.contains("--vae"), bad.stderr)
+    }
+}

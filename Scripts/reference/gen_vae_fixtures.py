@@ -64,3 +64,15 @@ for name, vae in (("tiny-taesd", taesd), ("tiny-vae-kl", kl)):
     # With the tiny autoencoder the encode draws nothing: the noise is the only draw.
     run_case(f"vae_{tag}_img2img", img, 92, dict(prompt=P, num_inference_steps=6, guidance_scale=6.0, strength=0.6), name,
              image=test_image(64, 64))
+
+# A1111-style standalone VAE files of tiny-vae-kl (original layout, without and with first_stage_model.): their
+# pictures are vae_kl_*'s, the weights being the same.
+import original_layout as ol  # noqa: E402
+from safetensors.torch import load_file  # noqa: E402
+
+state = ol.vae_to_original(load_file("Models/tiny-vae-kl/diffusion_pytorch_model.safetensors"), json.load(open("Models/tiny-vae-kl/config.json")))
+bare = {k.removeprefix("first_stage_model."): v.contiguous() for k, v in state.items()}
+os.makedirs("Tests/StableDiffusionTests/Fixtures/single_file/vae", exist_ok=True)
+save_file(bare, "Tests/StableDiffusionTests/Fixtures/single_file/vae/tiny-vae-kl.safetensors")
+save_file({k: v.contiguous() for k, v in state.items()}, "Tests/StableDiffusionTests/Fixtures/single_file/vae/tiny-vae-kl-prefixed.safetensors")
+print("wrote single-file VAEs")

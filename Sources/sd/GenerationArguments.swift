@@ -40,7 +40,7 @@ struct GenerationArguments: ParsableArguments {
     @Option(help: "Scheduler, keeping the model's scheduler config: \(Schedulers.cliNames.joined(separator: ", ")).")
     var scheduler: String?
 
-    @Option(help: "A VAE folder used instead of the model's: an AutoencoderKL (e.g. sd-vae-ft-mse) or an AutoencoderTiny (TAESD, TAESDXL), or a model folder's vae/.")
+    @Option(help: "A VAE used instead of the model's: a folder (AutoencoderKL such as sd-vae-ft-mse, AutoencoderTiny such as TAESD, or a model folder's vae/) or an A1111 VAE file (.safetensors/.ckpt).")
     var vae: String?
 
     @Option(help: "Override the scheduler config's timestep spacing: linspace, leading or trailing (Turbo/Lightning/Hyper recipes use trailing).")
@@ -81,11 +81,8 @@ struct GenerationArguments: ParsableArguments {
         if let s = scheduler, !Schedulers.cliNames.contains(s) {
             throw ValidationError("--scheduler must be one of \(Schedulers.cliNames.joined(separator: ", ")), got \(s)")
         }
-        if let vae {
-            var isDir: ObjCBool = false
-            guard FileManager.default.fileExists(atPath: vae, isDirectory: &isDir), isDir.boolValue else {
-                throw ValidationError("--vae: \(vae) is not a folder (a diffusers VAE folder with config.json, or a model folder)")
-            }
+        if let vae, !FileManager.default.fileExists(atPath: vae) {
+            throw ValidationError("--vae: \(vae) does not exist (a diffusers VAE folder, a model folder or a VAE .safetensors/.ckpt file)")
         }
         if let s = timestepSpacing, !GenerationOptions.timestepSpacings.contains(s) {
             throw ValidationError("--timestep-spacing must be one of \(GenerationOptions.timestepSpacings.joined(separator: ", ")), got \(s)")
@@ -133,8 +130,8 @@ struct GenerationArguments: ParsableArguments {
                                                        predictionType: predictionType, includeVAEEncoder: includeVAEEncoder, adapters: adapters(),
                                                        precision: precision)
         guard let vae else { return components }
-        let url = URL(fileURLWithPath: vae, isDirectory: true)
-        return try components.withVAE(Autoencoders.load(directory: url, includeEncoder: includeVAEEncoder, precision: precision),
+        let url = URL(fileURLWithPath: vae)
+        return try components.withVAE(Autoencoders.load(url, for: components, includeEncoder: includeVAEEncoder, precision: precision),
                                       name: url.lastPathComponent)
     }
 

@@ -79,4 +79,22 @@ final class VAEChoiceTests: XCTestCase {
         XCTAssertEqual(bad.status, 1)
         XCTAssertTrue(bad.stderr.contains("--vae"), bad.stderr)
     }
+
+    /// AUTOMATIC1111 VAE files (original layout, with and without `first_stage_model.`) read with the model's
+    /// own VAE config: the same weights as tiny-vae-kl, so diffusers' vae= picture.
+    func testA1111VAEFiles() throws {
+        let c = try PipelineCase("vae_kl_txt2img")
+        let sd1 = try StableDiffusionComponents(directory: TinyModels.sd1, includeVAEEncoder: false)
+        for name in ["tiny-vae-kl.safetensors", "tiny-vae-kl-prefixed.safetensors"] {
+            let file = try FixturePaths.url("single_file/vae/\(name)")
+            let vae = try Autoencoders.load(file, for: sd1, includeEncoder: false)
+            let result = try StableDiffusionPipeline(components: sd1.withVAE(vae, name: name))(c.options)
+            assertImagesMatch(result, try c.expectedImages())
+        }
+        // A model checkpoint is not a VAE file: named as such.
+        let notVAE = try SingleFileFixtures.checkpoint("tiny-sdxl.safetensors")
+        XCTAssertNoThrow(try Autoencoders.load(notVAE, for: sd1, includeEncoder: false), "a full checkpoint holds a VAE under first_stage_model.")
+        let unet = try TinyModels.sd1.appendingPathComponent("unet/diffusion_pytorch_model.safetensors")
+        XCTAssertThrowsError(try Autoencoders.load(unet, for: sd1)) { XCTAssertTrue("\($0)".contains("decoder.conv_in.weight"), "\($0)") }
+    }
 }

@@ -31,6 +31,38 @@ public enum Autoencoders {
     }
 }
 
+extension Autoencoders {
+    /// A standalone VAE file in the original layout, as AUTOMATIC1111 loads them
+    /// (`vae-ft-mse-840000-ema-pruned.safetensors`, `sdxl_vae.safetensors`; `encoder.*`/`decoder.*`, with or
+    /// without `first_stage_model.`). The file has no config: the model's own VAE config shapes it, as the
+    /// web UI keeps the model's scaling factor.
+    public static func load(singleFile url: URL, config: AutoencoderKLConfig, includeEncoder: Bool = true,
+                            precision: ComputePrecision = .fp32) throws -> AutoencoderKL {
+        let checkpoint = try SingleFileCheckpoint(url: url)
+        let names = checkpoint.source.tensorNames
+        let prefix = names.contains { $0.hasPrefix(SingleFileDetector.vaePrefix) } ? SingleFileDetector.vaePrefix : ""
+        guard names.contains(prefix + "decoder.conv_in.weight") else {
+            throw PipelineError.badModel(path: url.path, detail: "has no \(prefix)decoder.conv_in.weight: expected a VAE file (encoder.*, decoder.*)")
+        }
+        let converter = OriginalCheckpointConverter(source: checkpoint.source, layout: SingleFileLayout(textEncoders: [], usesEMA: false))
+        return try AutoencoderKL(config: config, weights: converter.vae(config, prefix: prefix), includeEncoder: includeEncoder,
+                                 precision: precision.forModel(.vae))
+    }
+
+    /// What `--vae` names: a VAE file (the model's VAE config shapes it) or a folder.
+    public static func load(_ location: URL, for components: StableDiffusionComponents, includeEncoder: Bool = true,
+                            precision: ComputePrecision = .fp32) throws -> any LatentAutoencoder {
+        var isDir: ObjCBool = false
+        if FileManager.default.fileExists(atPath: location.path, isDirectory: &isDir), !isDir.boolValue {
+            guard let own = components.vae as? AutoencoderKL else {
+                throw PipelineError.invalidArgument("VAE file \(location.path): the model's own VAE is not an AutoencoderKL, so there is no config to read the file with")
+            }
+            return try load(singleFile: location, config: own.config, includeEncoder: includeEncoder, precision: precision)
+        }
+        return try load(directory: location, includeEncoder: includeEncoder, precision: precision)
+    }
+}
+
 extension StableDiffusionComponents {
     /// The same model with `vae` decoding (and encoding) in place of its own, as diffusers'
     /// `from_pretrained(..., vae=...)` or AUTOMATIC1111's VAE setting. Its latent channels must be the

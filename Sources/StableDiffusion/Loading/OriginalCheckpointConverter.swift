@@ -28,8 +28,9 @@ public struct OriginalCheckpointConverter: Sendable {
         return RenamedTensorSource(base: source, entries: entries, description: "\(file) (UNet, \(prefix)*\(layout.usesEMA ? ", EMA weights" : ""))")
     }
 
-    public func vae(_ config: AutoencoderKLConfig) throws -> RenamedTensorSource {
-        let prefix = SingleFileDetector.vaePrefix
+    /// - Parameter prefix: where the VAE sits: `first_stage_model.` in a whole checkpoint; a standalone VAE
+    ///   file (`vae-ft-mse-840000-ema-pruned.safetensors`) has its tensors at the top.
+    public func vae(_ config: AutoencoderKLConfig, prefix: String = "first_stage_model.") throws -> RenamedTensorSource {
         // Autoencoder training checkpoints keep their LPIPS/discriminator loss under `loss.`; inference never uses it.
         let entries = try map(prefix: prefix, OriginalVAELayout.modules(config), component: "VAE", ignoring: ["loss."])
         return RenamedTensorSource(base: source, entries: entries, description: "\(file) (VAE, \(prefix)*)")

@@ -176,7 +176,7 @@ extension StableDiffusionServer {
             ("scheduler_class", .string(output.schedulerClass)),
             ("cfg_scale", .number(request.guidanceScale)), ("steps", .int(Int64(request.steps))), ("batch_size", .int(Int64(count))),
             ("restore_faces", false), ("face_restoration_model", nil), ("sd_model_name", .string(model.name)), ("sd_model_hash", nil),
-            ("sd_vae_name", nil), ("sd_vae_hash", nil), ("seed_resize_from_w", -1), ("seed_resize_from_h", -1),
+            ("sd_vae_name", model.vaeName.map { .string($0) } ?? nil), ("sd_vae_hash", nil), ("seed_resize_from_w", -1), ("seed_resize_from_h", -1),
             ("denoising_strength", .double(denoising)), ("extra_generation_params", .object([])), ("index_of_first_image", 0),
             ("infotexts", .array(output.images.map { .string($0.infotext) })), ("styles", .array([])), ("job_timestamp", .string(stamp)),
             ("clip_skip", 1), ("is_using_inpainting_conditioning", .bool(isInpainting)), ("version", "sd-serve"),

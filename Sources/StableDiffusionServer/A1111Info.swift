@@ -32,9 +32,16 @@ extension StableDiffusionServer {
                 if let name = reader.optionalString("sd_model_checkpoint"), !self.matchesModel(name) {
                     reader.fail("sd_model_checkpoint", "this server serves one model (\(self.model.name)); switching is not supported")
                 }
+                if let vae = reader.optionalString("sd_vae"), ![self.model.vaeName ?? "Automatic", "Automatic"].contains(vae) {
+                    reader.fail("sd_vae", "this server decodes with \(self.model.vaeName ?? "the model's own VAE") (sd serve --vae); switching is not supported")
+                }
                 try reader.finish()
                 return .json(nil)
             }
+        }
+        // The VAEs a client may name in sd_vae: the one given with --vae (names only, never server paths).
+        router.get("/sdapi/v1/sd-vae") { _, _ -> Response in
+            .json(.array(self.model.vaeName.map { [.object([("model_name", .string($0)), ("filename", .string($0))])] } ?? []))
         }
         router.get("/sdapi/v1/cmd-flags") { _, _ -> Response in .json(.object([("api", true), ("nowebui", true)])) }
         router.get("/sdapi/v1/upscalers") { _, _ -> Response in .json(self.upscalerList()) }
@@ -102,6 +109,6 @@ extension StableDiffusionServer {
     func options() -> JSON {
         .object([("sd_model_checkpoint", .string(model.name)), ("sd_checkpoint_hash", nil), ("samples_format", "png"),
                  ("CLIP_stop_at_last_layers", 1), ("eta_ddim", .double(0)), ("eta_ancestral", .double(1)),
-                 ("sd_vae", "Automatic"), ("enable_pnginfo", true)])
+                 ("sd_vae", .string(model.vaeName ?? "Automatic")), ("enable_pnginfo", true)])
     }
 }

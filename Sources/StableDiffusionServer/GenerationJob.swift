@@ -141,8 +141,9 @@ extension ServedModel {
 
     /// AUTOMATIC1111's infotext fields for a refined picture (the CLI's `--refiner` writes the same).
     private func refinerInfo(_ request: GenerationRequest) -> [(String, String)] {
-        guard let switchAt = request.refinerSwitch, let refiner else { return [] }
-        return [("Refiner", refiner.name), ("Refiner switch at", String(switchAt))]
+        let vae = vaeName.map { [("VAE", $0)] } ?? []
+        guard let switchAt = request.refinerSwitch, let refiner else { return vae }
+        return vae + [("Refiner", refiner.name), ("Refiner switch at", String(switchAt))]
     }
 
     /// The prompt without its `<lora:NAME:SCALE>` tags and the LoRAs they name (in `--lora-dir`). Problems

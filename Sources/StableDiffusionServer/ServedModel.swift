@@ -45,6 +45,8 @@ public final class ServedModel: @unchecked Sendable {
     /// The components as loaded at start (with the server's own --lora/--embedding adapters).
     public let components: StableDiffusionComponents
     public let refiner: Refiner?
+    /// The VAE given with `--vae` (its folder or file name), in the model's VAE's place; nil: the model's own.
+    public let vaeName: String?
     public let kind: Kind
     /// How A1111 lists the checkpoint: the folder or file name, or the Hub repo id (never a server path).
     public let name: String
@@ -60,11 +62,15 @@ public final class ServedModel: @unchecked Sendable {
     public static func load(model: String, variant: String? = nil, configDirectory: URL? = nil, predictionType: String? = nil,
                             adapters: ModelAdapters = ModelAdapters(), loraDirectory: URL? = nil, promptSyntax: PromptSyntax = .plain,
                             hubProgress: HubProgressHandler? = nil, precision: ComputePrecision = .fp32,
-                            refiner: String? = nil) throws -> ServedModel {
+                            refiner: String? = nil, vae: String? = nil) throws -> ServedModel {
         let location = try ModelLocation.classify(model)
-        let components = try StableDiffusionComponents(location: location, variant: variant, configDirectory: configDirectory,
+        var components = try StableDiffusionComponents(location: location, variant: variant, configDirectory: configDirectory,
                                                        predictionType: predictionType, adapters: adapters, hubProgress: hubProgress,
                                                        precision: precision)
+        let vaeName = vae.map { URL(fileURLWithPath: $0).lastPathComponent }
+        if let vae, let vaeName {
+            components = try components.withVAE(Autoencoders.load(URL(fileURLWithPath: vae), for: components, precision: precision), name: vaeName)
+        }
         var loadedRefiner: Refiner?
         if let refiner {
             let refinerLocation = try ModelLocation.classify(refiner)
@@ -74,7 +80,7 @@ public final class ServedModel: @unchecked Sendable {
             loadedRefiner = try Refiner(name: displayName(refinerLocation), components: c, base: components)
         }
         return try ServedModel(components: components, variant: variant, name: displayName(location), loraDirectory: loraDirectory,
-                               promptSyntax: promptSyntax, refiner: loadedRefiner)
+                               promptSyntax: promptSyntax, refiner: loadedRefiner, vaeName: vaeName)
     }
 
     /// The folder or file name, or the Hub repo id: never a server path.
@@ -86,9 +92,10 @@ public final class ServedModel: @unchecked Sendable {
     }
 
     public init(components c: StableDiffusionComponents, variant: String? = nil, name: String? = nil, loraDirectory: URL? = nil,
-                promptSyntax: PromptSyntax = .plain, refiner: Refiner? = nil) throws {
+                promptSyntax: PromptSyntax = .plain, refiner: Refiner? = nil, vaeName: String? = nil) throws {
         components = c
         self.refiner = refiner
+        self.vaeName = vaeName
         self.name = name ?? c.directory.lastPathComponent
         self.variant = variant
         self.loraDirectory = loraDirectory

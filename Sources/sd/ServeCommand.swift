@@ -34,6 +34,9 @@ struct ServeCommand: ParsableCommand {
     @Option(help: "How request prompts are read: plain (diffusers' exact picture, 77 tokens; the CLI's default) or a1111 ((word:1.2), [word], BREAK, long prompts).")
     var promptSyntax = "plain"
 
+    @Option(help: "A VAE used instead of the model's (folder: AutoencoderKL or AutoencoderTiny such as TAESD; or an A1111 VAE file); A1111's sd_vae names it.")
+    var vae: String?
+
     @Option(help: "SDXL: a refiner (folder, single file or Hub repo id) loaded beside the model, for A1111's refiner_checkpoint / refiner_switch_at.")
     var refiner: String?
 
@@ -109,7 +112,7 @@ struct ServeCommand: ParsableCommand {
                                           predictionType: predictionType, adapters: adapters,
                                           loraDirectory: loraDir.map { URL(fileURLWithPath: $0, isDirectory: true) },
                                           promptSyntax: PromptSyntax(rawValue: promptSyntax) ?? .plain,
-                                          hubProgress: DownloadProgressBar.forStderr()?.update, precision: precision, refiner: refiner)
+                                          hubProgress: DownloadProgressBar.forStderr()?.update, precision: precision, refiner: refiner, vae: vae)
         logger.info("model loaded", metadata: ["model": "\(served.name)", "kind": "\(served.kind.rawValue)",
                                                "seconds": "\(String(format: "%.2f", served.components.loadSeconds))"])
         let server = StableDiffusionServer(model: served, configuration: config, logger: logger)

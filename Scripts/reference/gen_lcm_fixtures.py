@@ -17,7 +17,8 @@ import torch
 import shutil
 import sys
 
-from diffusers import LatentConsistencyModelPipeline, LCMScheduler, StableDiffusionImg2ImgPipeline, StableDiffusionPipeline, UNet2DConditionModel
+from diffusers import (LatentConsistencyModelPipeline, LCMScheduler, StableDiffusionImg2ImgPipeline, StableDiffusionPipeline, TCDScheduler,
+                       UNet2DConditionModel)
 
 sys.path.insert(0, os.path.dirname(__file__))
 from tiny_models import randomise, test_image  # noqa: E402
@@ -47,7 +48,7 @@ def run_case(case, pipe, seed, kwargs, model="tiny-sd1", image=None):
     tensors["final_latents"] = captured[-1].permute(0, 2, 3, 1).contiguous()
     save_file(tensors, os.path.join(d, "tensors.safetensors"))
     with open(os.path.join(d, "case.json"), "w") as f:
-        json.dump(dict({k: v for k, v in kwargs.items() if k != "image"}, seed=seed, model=model, scheduler="LCMScheduler",
+        json.dump(dict({k: v for k, v in kwargs.items() if k != "image"}, seed=seed, model=model, scheduler=type(pipe.scheduler).__name__,
                        pipeline=type(pipe).__name__), f, indent=1)
     print(case, [t.item() for t in pipe.scheduler.timesteps])
 
@@ -91,3 +92,12 @@ run_case("lcm_distilled_default", lcm, 74, dict(prompt=P, height=64, width=64, n
 img2img = StableDiffusionImg2ImgPipeline(**{k: v for k, v in lcm.components.items()}, requires_safety_checker=False)
 run_case("lcm_distilled_img2img", img2img, 75, dict(prompt=P, negative_prompt="blurry", num_inference_steps=6, guidance_scale=4.0,
                                                      strength=0.7), model="tiny-lcm", image=test_image(64, 64))
+
+# TCD (the TCD-LoRA recipe's scheduler): the pipeline's eta is TCD's gamma; 0.3 as the model cards use.
+tcd = StableDiffusionPipeline.from_pretrained("Models/tiny-sd1", torch_dtype=torch.float32, safety_checker=None,
+                                              requires_safety_checker=False)
+tcd.scheduler = TCDScheduler.from_config(tcd.scheduler.config)
+run_case("tcd_sd1_eta03", tcd, 76, dict(prompt=P, height=64, width=64, num_inference_steps=4, guidance_scale=1.0, eta=0.3,
+                                         num_images_per_prompt=2))
+run_case("tcd_sd1_eta0_guidance", tcd, 77, dict(prompt=P, negative_prompt="blurry", height=64, width=64, num_inference_steps=5,
+                                                 guidance_scale=2.0))

@@ -14,7 +14,7 @@ engine:
   set, and from_config drops them, so the NEW class falls back to its own defaults.
 
 For 4 reference configs (SD 1.5, SD 2.1 v-prediction with timestep_spacing set explicitly, x4 upscaler,
-SD 1.5 inpainting) x 11 saved classes (the 10 scheduler classes + DPM++ 2M Karras) x 2 forms x the 11 CLI
+SD 1.5 inpainting) x 12 saved classes (the 11 scheduler classes + DPM++ 2M Karras) x 2 forms x the 12 CLI
 names, the switched scheduler's timesteps, sigmas (where it has them), init_noise_sigma and a 5-step
 trajectory of a fake model are recorded.
 
@@ -42,7 +42,7 @@ STEPS = 5
 
 CLASSES = ["PNDMScheduler", "DDIMScheduler", "DDPMScheduler", "LMSDiscreteScheduler", "EulerDiscreteScheduler",
            "EulerAncestralDiscreteScheduler", "HeunDiscreteScheduler", "DPMSolverMultistepScheduler",
-           "UniPCMultistepScheduler", "LCMScheduler"]
+           "UniPCMultistepScheduler", "LCMScheduler", "TCDScheduler"]
 DPM_2M = {"algorithm_type": "dpmsolver++", "solver_order": 2}
 # The CLI names and what each means in diffusers: a class and from_config keyword arguments.
 CLI = {
@@ -52,6 +52,7 @@ CLI = {
     "dpm++2m": ("DPMSolverMultistepScheduler", dict(DPM_2M, use_karras_sigmas=False)),
     "dpm++2m-karras": ("DPMSolverMultistepScheduler", dict(DPM_2M, use_karras_sigmas=True)),
     "unipc": ("UniPCMultistepScheduler", {}), "lcm": ("LCMScheduler", {}),
+    "tcd": ("TCDScheduler", {}),
 }
 # The saved classes: the 9 classes, plus DPM++ 2M Karras (a saved DPM config with Karras sigmas on).
 SAVED = [(c, {}) for c in CLASSES] + [("DPMSolverMultistepScheduler", dict(DPM_2M, use_karras_sigmas=True))]

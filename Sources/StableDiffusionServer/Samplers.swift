@@ -24,6 +24,8 @@ enum Samplers {
         Entry(name: "DDPM", aliases: [], engine: "ddpm", options: []),
         // A1111 1.7+'s LCM sampler: for LCM-distilled models and LCM-LoRA (few steps, low CFG).
         Entry(name: "LCM", aliases: ["k_lcm"], engine: "lcm", options: []),
+        // Forge's TCD sampler (for TCD LoRAs); eta is its gamma, 0.3 unless the request sends one.
+        Entry(name: "TCD", aliases: [], engine: "tcd", options: []),
     ]
 
     /// A1111's default when neither sampler_name nor sampler_index is sent.

@@ -43,6 +43,9 @@ struct GenerationArguments: ParsableArguments {
     @Option(help: "A VAE used instead of the model's: a folder (AutoencoderKL such as sd-vae-ft-mse, AutoencoderTiny such as TAESD, or a model folder's vae/) or an A1111 VAE file (.safetensors/.ckpt).")
     var vae: String?
 
+    @Option(help: "The schedulers' eta: DDIM's (default 0) and TCD's gamma (default 0.3, as TCD's model cards use).")
+    var eta: Float?
+
     @Option(help: "Override the scheduler config's timestep spacing: linspace, leading or trailing (Turbo/Lightning/Hyper recipes use trailing).")
     var timestepSpacing: String?
 
@@ -84,6 +87,7 @@ struct GenerationArguments: ParsableArguments {
         if let vae, !FileManager.default.fileExists(atPath: vae) {
             throw ValidationError("--vae: \(vae) does not exist (a diffusers VAE folder, a model folder or a VAE .safetensors/.ckpt file)")
         }
+        if let eta, !(eta >= 0 && eta.isFinite) { throw ValidationError("--eta must be a number >= 0, got \(eta)") }
         if let s = timestepSpacing, !GenerationOptions.timestepSpacings.contains(s) {
             throw ValidationError("--timestep-spacing must be one of \(GenerationOptions.timestepSpacings.joined(separator: ", ")), got \(s)")
         }
@@ -146,6 +150,9 @@ struct GenerationArguments: ParsableArguments {
         var o = o
         if guidanceScale == nil { o.guidanceScale = components.defaultGuidanceScale }
         if steps == nil { o.numInferenceSteps = components.defaultSteps }
+        let schedulerClass = scheduler.flatMap { name in SchedulerKind.allCases.first { $0.cliName == name }?.className }
+            ?? components.schedulerConfig.className
+        if eta == nil, schedulerClass == SchedulerKind.tcd.className { o.eta = 0.3 }
         return o
     }
 
@@ -160,6 +167,7 @@ struct GenerationArguments: ParsableArguments {
         o.seed = seed
         o.scheduler = scheduler
         o.timestepSpacing = timestepSpacing
+        if let eta { o.eta = eta }
         sdxl.apply(to: &o)
         applyAdapterOptions(&o)
         return o

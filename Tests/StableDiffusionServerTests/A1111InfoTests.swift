@@ -8,7 +8,7 @@ final class A1111InfoTests: XCTestCase {
         let s = try await TestServer.start()
         let samplers = try await s.get("/sdapi/v1/samplers").array
         XCTAssertEqual(samplers.compactMap { $0["name"] as? String },
-                       ["Euler a", "Euler", "LMS", "Heun", "DPM++ 2M", "DPM++ 2M Karras", "DDIM", "PLMS", "UniPC", "DDPM", "LCM"])
+                       ["Euler a", "Euler", "LMS", "Heun", "DPM++ 2M", "DPM++ 2M Karras", "DDIM", "PLMS", "UniPC", "DDPM", "LCM", "TCD"])
         XCTAssertEqual(samplers[0]["aliases"] as? [String], ["k_euler_a", "k_euler_ancestral"])
         let models = try await s.get("/sdapi/v1/sd-models").array
         XCTAssertEqual(models.first?["title"] as? String, "tiny-sd1")

@@ -95,3 +95,35 @@ final class LCMDistilledTests: XCTestCase {
         XCTAssertTrue(text["parameters"]?.contains("Steps: 4, Sampler: LCMScheduler, CFG scale: 8.5") ?? false, "\(text)")
     }
 }
+
+/// `--scheduler tcd` (diffusers' TCDScheduler): the pipelines' eta is its gamma (noise between steps when
+/// above 0); the CLI's default gamma is 0.3, as TCD's model cards use.
+final class TCDTests: XCTestCase {
+    func testGammaFromEtaMatchesDiffusers() throws {
+        for name in ["tcd_sd1_eta03", "tcd_sd1_eta0_guidance"] {
+            let c = try PipelineCase(name)
+            var o = c.options
+            o.scheduler = "tcd"
+            o.eta = Float(c.json["eta"]?.doubleValue ?? 0)
+            let result = try StableDiffusionPipeline(modelDirectory: TinyModels.sd1)(o)
+            XCTAssertEqual(result.schedulerName, "TCDScheduler")
+            assertImagesMatch(result, try c.expectedImages())
+        }
+    }
+
+    func testCLIDefaultGammaAndEtaFlag() throws {
+        let out = try temporaryFolder(self)
+        let c = try PipelineCase("tcd_sd1_eta03")
+        let png = out.appendingPathComponent("a.png")
+        var r = try SDProcess.run(["txt2img", "--model", TinyModels.sd1.path, "--prompt", c.json["prompt"]?.stringValue ?? "",
+                                   "--height", "64", "--width", "64", "--steps", "4", "--guidance-scale", "1", "--seed", "76",
+                                   "--num-images", "2", "--scheduler", "tcd", "--output", png.path])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let (p, m) = psnr(try Image.load(path: out.appendingPathComponent("a-1.png").path).pixels.map(Float.init), try c.expectedImages()[1].scalars)
+        XCTAssertGreaterThanOrEqual(p, 40)
+        XCTAssertLessThanOrEqual(m, 16)
+        r = try SDProcess.run(["txt2img", "--model", TinyModels.sd1.path, "--prompt", "x", "--eta", "-1", "--output", out.appendingPathComponent("b.png").path])
+        XCTAssertEqual(r.status, 1)
+        XCTAssertTrue(r.stderr.contains("--eta"), r.stderr)
+    }
+}

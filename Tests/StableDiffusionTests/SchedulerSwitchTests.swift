@@ -3,8 +3,8 @@ import StableDiffusion
 import XCTest
 
 /// `--scheduler NAME` against diffusers' `from_config` (Fixtures/scheduler_switch, written by
-/// Scripts/reference/gen_scheduler_switch_fixtures.py): 4 reference configs x 11 saved classes x 2 forms
-/// (as saved by diffusers 0.42, and with `_use_default_values`) x the 11 CLI names; and explicit nulls.
+/// Scripts/reference/gen_scheduler_switch_fixtures.py): 4 reference configs x 12 saved classes x 2 forms
+/// (as saved by diffusers 0.42, and with `_use_default_values`) x the 12 CLI names; and explicit nulls.
 final class SchedulerSwitchTests: XCTestCase {
     struct Case {
         let name: String
@@ -94,7 +94,7 @@ final class SchedulerSwitchTests: XCTestCase {
 
     func testEveryCLISwitchMatchesDiffusersFromConfig() throws {
         let (fixture, floats) = try Self.load()
-        XCTAssertEqual(fixture.switches.count, 968, "4 configs x 11 saved classes x 2 forms x 11 names")
+        XCTAssertEqual(fixture.switches.count, 1152, "4 configs x 12 saved classes x 2 forms x 12 names")
         var failures: [String] = []
         for c in fixture.switches {
             let config = SchedulerConfig(values: c.config, source: "\(c.name).json")

@@ -153,7 +153,7 @@ final class SchedulerTests: XCTestCase {
         let config = try SchedulerConfig(jsonData: json, source: "scheduler_config.json")
         let expected: [String: SchedulerKind] = [
             "pndm": .pndm, "ddim": .ddim, "ddpm": .ddpm, "lms": .lms, "euler": .euler, "euler-a": .eulerAncestral,
-            "heun": .heun, "dpm++2m": .dpmSolverMultistep, "dpm++2m-karras": .dpmSolverMultistep, "unipc": .unipc, "lcm": .lcm,
+            "heun": .heun, "dpm++2m": .dpmSolverMultistep, "dpm++2m-karras": .dpmSolverMultistep, "unipc": .unipc, "lcm": .lcm, "tcd": .tcd,
         ]
         XCTAssertEqual(Set(Schedulers.cliNames), Set(expected.keys))
         var timesteps: [String: [Double]] = [:]

@@ -3,13 +3,14 @@ import DiffusionTensor
 
 /// Steps every pipeline shares around the denoising loop.
 enum PipelineSupport {
-    /// The model's scheduler, or the class named by `options.scheduler` with the model's config; DDIM gets eta.
+    /// The model's scheduler, or the class named by `options.scheduler` with the model's config; the ones
+    /// whose step takes `eta` (DDIM, TCD) get it.
     static func makeScheduler(_ c: StableDiffusionComponents, _ options: GenerationOptions) throws -> any Scheduler {
         var config = c.schedulerConfig
         if let spacing = options.timestepSpacing { config.values["timestep_spacing"] = .string(spacing) }
         var s = try options.scheduler.map { try Schedulers.make(cliName: $0, config: config) }
             ?? Schedulers.make(config: config)
-        if var ddim = s as? DDIMScheduler { ddim.eta = options.eta; s = ddim }
+        s.setEta(options.eta)
         return s
     }
 

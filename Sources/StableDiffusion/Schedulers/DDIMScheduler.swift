@@ -32,6 +32,8 @@ public struct DDIMScheduler: Scheduler {
 
     public mutating func setBeginIndex(_ index: Int) {}
 
+    public mutating func setEta(_ eta: Float) { self.eta = eta }
+
     public mutating func setTimesteps(_ n: Int) throws {
         try checkSteps(n, schedule.numTrainTimesteps)
         numInferenceSteps = n

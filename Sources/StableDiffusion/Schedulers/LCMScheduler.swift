@@ -40,21 +40,7 @@ public struct LCMScheduler: Scheduler {
     public mutating func setBeginIndex(_ index: Int) { beginIndex = index }
 
     public mutating func setTimesteps(_ n: Int) throws {
-        let train = schedule.numTrainTimesteps
-        try checkSteps(n, train)
-        let original = originalInferenceSteps
-        guard original >= 1, original <= train else {
-            throw SchedulerError.invalidUse("original_inference_steps \(original) must be between 1 and num_train_timesteps \(train)")
-        }
-        guard n <= original else {
-            throw SchedulerError.invalidUse("LCM: num_inference_steps \(n) cannot be larger than original_inference_steps \(original)")
-        }
-        // The distillation schedule k-1, 2k-1, ..., original*k-1 (k = train / original), reversed, and n
-        // entries of it at floor(linspace(0, original, n, endpoint=False)).
-        let k = train / original
-        let origin = (1...original).map { $0 * k - 1 }.reversed().map { $0 }
-        let step = Double(origin.count) / Double(n)  // numpy's linspace: i * step, not i * count / n
-        timesteps = (0..<n).map { i in Double(origin[Int((Double(i) * step).rounded(.down))]) }
+        timesteps = try consistencyTimesteps(n, train: schedule.numTrainTimesteps, original: originalInferenceSteps, scheduler: "LCM")
         stepIndex = nil
         beginIndex = nil
         denoised = nil
@@ -109,4 +95,20 @@ public struct LCMScheduler: Scheduler {
     public func addNoise(originalSamples: Tensor, noise: Tensor, timesteps: [Double]) throws -> Tensor {
         try addNoiseAlphas(schedule.alphasCumprod, originalSamples, noise, timesteps)
     }
+}
+
+/// The timesteps of the consistency schedulers (LCM, TCD): `n` entries, at floor(linspace(0, count, n,
+/// endpoint=False)), of the distillation schedule k-1, 2k-1, ..., original*k-1 (k = train / original) reversed.
+func consistencyTimesteps(_ n: Int, train: Int, original: Int, scheduler: String) throws -> [Double] {
+    try checkSteps(n, train)
+    guard original >= 1, original <= train else {
+        throw SchedulerError.invalidUse("original_inference_steps \(original) must be between 1 and num_train_timesteps \(train)")
+    }
+    guard n <= original else {
+        throw SchedulerError.invalidUse("\(scheduler): num_inference_steps \(n) cannot be larger than original_inference_steps \(original)")
+    }
+    let k = train / original
+    let origin: [Int] = (1...original).map { $0 * k - 1 }.reversed()
+    let step = Double(origin.count) / Double(n)  // numpy's linspace: i * step, not i * count / n
+    return (0..<n).map { i in Double(origin[Int((Double(i) * step).rounded(.down))]) }
 }

@@ -25,6 +25,13 @@ public protocol Scheduler: Sendable {
     mutating func step(modelOutput: Tensor, timestep: Double, sample: Tensor, generator: inout RandomGenerators?) throws -> Tensor
     /// Noises `originalSamples` to `timesteps` (one per batch item, or one for all).
     func addNoise(originalSamples: Tensor, noise: Tensor, timesteps: [Double]) throws -> Tensor
+    /// The pipelines' `eta`, for the schedulers whose `step` takes it (DDIM's eta, TCD's gamma), as
+    /// diffusers' `prepare_extra_step_kwargs` passes it; the others ignore it.
+    mutating func setEta(_ eta: Float)
+}
+
+extension Scheduler {
+    public mutating func setEta(_ eta: Float) {}
 }
 
 extension Scheduler {
@@ -37,7 +44,7 @@ extension Scheduler {
 
 /// The supported scheduler classes, by diffusers `_class_name` and by CLI name.
 public enum SchedulerKind: String, CaseIterable, Sendable {
-    case pndm, ddim, ddpm, lms, euler, eulerAncestral, heun, dpmSolverMultistep, unipc, lcm
+    case pndm, ddim, ddpm, lms, euler, eulerAncestral, heun, dpmSolverMultistep, unipc, lcm, tcd
 
     public var className: String {
         switch self {
@@ -51,6 +58,7 @@ public enum SchedulerKind: String, CaseIterable, Sendable {
         case .dpmSolverMultistep: return "DPMSolverMultistepScheduler"
         case .unipc: return "UniPCMultistepScheduler"
         case .lcm: return "LCMScheduler"
+        case .tcd: return "TCDScheduler"
         }
     }
 
@@ -66,6 +74,7 @@ public enum SchedulerKind: String, CaseIterable, Sendable {
         case .dpmSolverMultistep: return "dpm++2m"
         case .unipc: return "unipc"
         case .lcm: return "lcm"
+        case .tcd: return "tcd"
         }
     }
 }
@@ -73,7 +82,7 @@ public enum SchedulerKind: String, CaseIterable, Sendable {
 /// Creating schedulers from configs, like diffusers' `SchedulerClass.from_config(config)`.
 public enum Schedulers {
     /// The names `sd --scheduler` accepts.
-    public static let cliNames = ["pndm", "ddim", "ddpm", "lms", "euler", "euler-a", "heun", "dpm++2m", "dpm++2m-karras", "unipc", "lcm"]
+    public static let cliNames = ["pndm", "ddim", "ddpm", "lms", "euler", "euler-a", "heun", "dpm++2m", "dpm++2m-karras", "unipc", "lcm", "tcd"]
 
     /// The scheduler named by the config's `_class_name`.
     public static func make(config: SchedulerConfig) throws -> any Scheduler {
@@ -99,10 +108,11 @@ public enum Schedulers {
         case .heun: return try HeunDiscreteScheduler(config: config)
         case .unipc: return try UniPCMultistepScheduler(config: config)
         case .lcm: return try LCMScheduler(config: config)
+        case .tcd: return try TCDScheduler(config: config)
         }
     }
 
-    /// A CLI name (`pndm ddim ddpm lms euler euler-a heun dpm++2m dpm++2m-karras unipc lcm`) applied to the
+    /// A CLI name (`pndm ddim ddpm lms euler euler-a heun dpm++2m dpm++2m-karras unipc lcm tcd`) applied to the
     /// model's config. `dpm++2m` is DPMSolverMultistep with `algorithm_type` dpmsolver++ and
     /// `solver_order` 2; `dpm++2m-karras` adds `use_karras_sigmas`.
     public static func make(cliName: String, config: SchedulerConfig) throws -> any Scheduler {

@@ -17,7 +17,7 @@ import torch
 import shutil
 import sys
 
-from diffusers import (LatentConsistencyModelPipeline, LCMScheduler, StableDiffusionImg2ImgPipeline, StableDiffusionPipeline, TCDScheduler,
+from diffusers import (EulerDiscreteScheduler, LatentConsistencyModelPipeline, LCMScheduler, StableDiffusionImg2ImgPipeline, StableDiffusionPipeline, TCDScheduler,
                        UNet2DConditionModel)
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -101,3 +101,11 @@ run_case("tcd_sd1_eta03", tcd, 76, dict(prompt=P, height=64, width=64, num_infer
                                          num_images_per_prompt=2))
 run_case("tcd_sd1_eta0_guidance", tcd, 77, dict(prompt=P, negative_prompt="blurry", height=64, width=64, num_inference_steps=5,
                                                  guidance_scale=2.0))
+
+# SD-Turbo's recipe (SD 2.1 base architecture; Euler with "trailing" spacing; 1 step; guidance 0, so one UNet batch) on
+# the tiny SD 2 model, two images.
+turbo = StableDiffusionPipeline.from_pretrained("Models/tiny-sd2", torch_dtype=torch.float32, safety_checker=None,
+                                                requires_safety_checker=False)
+turbo.scheduler = EulerDiscreteScheduler.from_config(turbo.scheduler.config, timestep_spacing="trailing")
+run_case("sd_turbo_1step", turbo, 78, dict(prompt=P, height=64, width=64, num_inference_steps=1, guidance_scale=0.0,
+                                            num_images_per_prompt=2), model="tiny-sd2")

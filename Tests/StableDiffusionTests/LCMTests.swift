@@ -127,3 +127,18 @@ final class TCDTests: XCTestCase {
         XCTAssertTrue(r.stderr.contains("--eta"), r.stderr)
     }
 }
+
+/// SD-Turbo's recipe on the tiny SD 2 model: Euler with "trailing" spacing (`--timestep-spacing`), 1 step,
+/// guidance 0 (one UNet batch), two images, as diffusers.
+final class SDTurboRecipeTests: XCTestCase {
+    func testOneStepWithoutGuidance() throws {
+        let c = try PipelineCase("sd_turbo_1step")
+        var o = c.options
+        XCTAssertEqual(o.guidanceScale, 0)
+        o.scheduler = "euler"
+        o.timestepSpacing = "trailing"
+        let result = try StableDiffusionPipeline(modelDirectory: TinyModels.sd2)(o)
+        XCTAssertEqual(result.count, 2)
+        assertImagesMatch(result, try c.expectedImages())
+    }
+}

@@ -16,6 +16,8 @@ final class Job: @unchecked Sendable {
     private(set) var startedAt: Date?
     /// The last step's report (its latents feed the live preview).
     private var lastProgress: PipelineProgress?
+    /// The last preview decoded on the worker (with `--preview-vae`) and its id.
+    private var decodedPreview: (png: [UInt8], id: Int)?
 
     init(request: GenerationRequest) { self.request = request }
 
@@ -41,8 +43,18 @@ final class Job: @unchecked Sendable {
 
     var snapshot: (image: Int, step: Int, steps: Int, started: Date?) { lock.withLock { (imageIndex, step, totalSteps, startedAt) } }
 
-    /// A cheap preview of the picture being drawn (`LatentPreview`) and a number that changes with each step.
+    /// Decodes the live preview with `vae` on the worker thread, every `every` steps and at the last (the
+    /// decode takes the worker's time, as AUTOMATIC1111's does; readers of /progress never wait for it).
+    func decodePreview(image: Int, _ p: PipelineProgress, vae: any LatentAutoencoder, every: Int) {
+        guard p.step % max(every, 1) == 0 || p.step == p.totalSteps, let latents = p.latents,
+              let picture = try? LatentPreview.decoded(latents, vae: vae), let png = try? picture.pngData() else { return }
+        lock.withLock { decodedPreview = (png, image * 10_000 + p.step) }
+    }
+
+    /// The preview of the picture being drawn and a number that changes with it: the decoded one with
+    /// `--preview-vae`, else the cheap linear one (`LatentPreview`).
     func preview() -> (png: [UInt8], id: Int)? {
+        if let decoded = lock.withLock({ decodedPreview }) { return decoded }
         let (progress, id) = lock.withLock { (lastProgress, imageIndex * 10_000 + step) }
         guard let latents = progress?.latents, let image = LatentPreview.image(latents), let png = try? image.pngData() else { return nil }
         return (png, id)
@@ -89,9 +101,16 @@ final class JobQueue: @unchecked Sendable {
     private var finishedTasks: [String] = []
     private var worker: Thread?
 
-    init(model: ServedModel, capacity: Int, metrics: ServerMetrics, logger: Logger) {
+    /// The live-preview decoder and its interval (`ServerConfiguration.previewVAE`, `previewEvery`).
+    private let previewVAE: (any LatentAutoencoder)?
+    private let previewEvery: Int
+
+    init(model: ServedModel, capacity: Int, metrics: ServerMetrics, logger: Logger, previewVAE: (any LatentAutoencoder)? = nil,
+         previewEvery: Int = 1) {
         self.model = model
         self.capacity = capacity
+        self.previewVAE = previewVAE
+        self.previewEvery = previewEvery
         self.metrics = metrics
         self.logger = logger
         let thread = Thread { [weak self] in self?.loop() }
@@ -222,7 +241,13 @@ final class JobQueue: @unchecked Sendable {
         if job.isCancelled {
             result = .failure(APIError.cancelled)
         } else {
-            result = Result { try model.generate(job.request, interruption: job.interruption) { job.report(image: $0, $1) } }
+            let previewVAE = self.previewVAE, every = previewEvery
+            result = Result {
+                try model.generate(job.request, interruption: job.interruption) { image, progress in
+                    if let previewVAE { job.decodePreview(image: image, progress, vae: previewVAE, every: every) }
+                    return job.report(image: image, progress)
+                }
+            }
         }
         let seconds = Date().timeIntervalSince(start)
         lock.withLock {

@@ -20,7 +20,8 @@ public final class StableDiffusionServer: Sendable {
         self.configuration = configuration
         self.logger = logger
         metrics = ServerMetrics()
-        queue = JobQueue(model: model, capacity: configuration.queueSize, metrics: metrics, logger: logger)
+        queue = JobQueue(model: model, capacity: configuration.queueSize, metrics: metrics, logger: logger,
+                         previewVAE: configuration.previewVAE, previewEvery: configuration.previewEvery)
         files = FileStore(lifetime: configuration.fileLifetimeSeconds)
     }
 

@@ -1,4 +1,5 @@
 import Foundation
+import StableDiffusion
 
 /// What `sd serve` was started with. Defaults are the safe ones: loopback only, no CORS, no auth.
 public struct ServerConfiguration: Sendable {
@@ -19,6 +20,10 @@ public struct ServerConfiguration: Sendable {
     public var fileLifetimeSeconds: Double = 600
     /// How long slow or silent clients may hold a connection (slowloris), and how many may be open at once.
     public var connections = ConnectionLimits()
+    /// `--preview-vae`: a (tiny) autoencoder whose decode of the running job's latents is the live preview,
+    /// every `previewEvery` steps (and at the last); nil: the cheap linear preview (`LatentPreview.image`).
+    public var previewVAE: (any LatentAutoencoder)?
+    public var previewEvery = 1
 
     public init() {}
 }

@@ -37,6 +37,12 @@ struct ServeCommand: ParsableCommand {
     @Option(help: "A VAE used instead of the model's (folder: AutoencoderKL or AutoencoderTiny such as TAESD; or an A1111 VAE file); A1111's sd_vae names it.")
     var vae: String?
 
+    @Option(help: "A tiny autoencoder folder (AutoencoderTiny: TAESD, TAESDXL) whose decode of the running job is the live preview (A1111's TAESD preview).")
+    var previewVae: String?
+
+    @Option(help: "With --preview-vae: decode the live preview every N steps (and at the last).")
+    var previewEvery: Int = 1
+
     @Option(help: "SDXL: a refiner (folder, single file or Hub repo id) loaded beside the model, for A1111's refiner_checkpoint / refiner_switch_at.")
     var refiner: String?
 
@@ -107,6 +113,12 @@ struct ServeCommand: ParsableCommand {
         config.connections.bodyTimeout = bodyTimeout
         config.connections.idleTimeout = idleTimeout
         config.connections.maxConnections = maxConnections
+        if let previewVae {
+            guard previewEvery >= 1 else { throw ValidationError("--preview-every must be >= 1, got \(previewEvery)") }
+            config.previewVAE = try Autoencoders.load(directory: URL(fileURLWithPath: previewVae, isDirectory: true), includeEncoder: false,
+                                                      precision: precision)
+            config.previewEvery = previewEvery
+        }
         let adapters = ModelAdapters(loras: try loras.map(LoRA.init(argument:)), embeddings: embeddings.map(TextualInversion.init(argument:)))
         let served = try ServedModel.load(model: model, variant: variant, configDirectory: modelConfig.map { URL(fileURLWithPath: $0, isDirectory: true) },
                                           predictionType: predictionType, adapters: adapters,

@@ -32,3 +32,37 @@ final class VAEServerTests: XCTestCase {
         try await s.stop()
     }
 }
+
+/// `sd serve --preview-vae`: the live preview is the tiny autoencoder's full-size decode of the running job's
+/// latents (A1111's TAESD preview) instead of the 1/8-size linear one.
+final class PreviewVAETests: XCTestCase {
+    func testLivePreviewIsTheTinyDecode() async throws {
+        let taesd = try Autoencoders.load(directory: ServerModels.root.appendingPathComponent("tiny-taesd"), includeEncoder: false)
+        let s = try await TestServer.start { $0.previewVAE = taesd; $0.previewEvery = 2 }
+        let side = JobControlTests.longSide
+        let running = Task { try await s.post("/sdapi/v1/txt2img", JobControlTests.long) }
+        try await s.waitForProgress { ($0["sampling_step"] as? Int ?? 0) >= 3 }
+        var image: String?
+        for _ in 0..<100 where image == nil {  // bounded: the decode at step 2 or 4 lands within moments
+            image = try await s.get("/sdapi/v1/progress").json["current_image"] as? String
+            if image == nil { try await Task.sleep(nanoseconds: 50_000_000) }
+        }
+        let png = try XCTUnwrap(Data(base64Encoded: try XCTUnwrap(image)))
+        let preview = try Image.decode(data: Array(png))
+        XCTAssertEqual([preview.width, preview.height], [side, side], "a full-size decode, not the 1/8 linear preview")
+        _ = try await s.post("/sdapi/v1/interrupt", [:])
+        _ = try await withTimeout(60) { try await running.value }
+        try await s.stop()
+    }
+
+    /// The decode the preview uses is the pipeline's own decode: for the final latents it is the picture.
+    func testDecodedPreviewOfFinalLatentsIsThePicture() throws {
+        let sd1 = try ServerModels.load("tiny-sd1").components
+        let taesd = try Autoencoders.load(directory: ServerModels.root.appendingPathComponent("tiny-taesd"), includeEncoder: false)
+        var o = GenerationOptions(prompt: "a red cube")
+        (o.numInferenceSteps, o.width, o.height, o.seed, o.numImagesPerPrompt) = (2, 64, 64, 3, 2)
+        let result = try StableDiffusionPipeline(components: sd1.withVAE(taesd, name: "tiny-taesd"))(o)
+        let preview = try LatentPreview.decoded(result.latents, index: 1, vae: taesd)
+        XCTAssertEqual(preview.pixels, try result.rgbImages()[1].pixels)
+    }
+}

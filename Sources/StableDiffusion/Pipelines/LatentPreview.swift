@@ -13,6 +13,17 @@ public enum LatentPreview {
         [-0.184, -0.271, -0.473],
     ]
 
+    /// Batch item `index` of the latents decoded by `vae` (a tiny autoencoder for live previews: AUTOMATIC1111's
+    /// "TAESD" preview), at full size, as a finished picture is decoded and converted.
+    public static func decoded(_ latents: Tensor, index: Int = 0, vae: any LatentAutoencoder) throws -> Image {
+        guard latents.rank == 4, index >= 0, index < latents.shape[0] else {
+            throw TensorError.shapeMismatch("preview: no batch item \(index) in latents \(latents.shape)")
+        }
+        let one = try latents.slice(axis: 0, index..<(index + 1))
+        let pixels = try PipelineSupport.decode(one, vae: vae)
+        return try GenerationResult(images: pixels, latents: one, seed: 0, schedulerName: "", denoisingSeconds: 0).rgbImages()[0]
+    }
+
     /// The preview of batch item `index` of NHWC latents, or nil when they do not have 4 channels.
     public static func image(_ latents: Tensor, index: Int = 0) -> Image? {
         guard latents.rank == 4, latents.shape[3] == 4, index >= 0, index < latents.shape[0] else { return nil }

@@ -98,3 +98,44 @@ final class VAEChoiceTests: XCTestCase {
         XCTAssertThrowsError(try Autoencoders.load(unet, for: sd1)) { XCTAssertTrue("\($0)".contains("decoder.conv_in.weight"), "\($0)") }
     }
 }
+
+/// AutoencoderTiny configs and weights that cannot be run are errors naming the key or tensor.
+final class AutoencoderTinyErrorTests: XCTestCase {
+    func config(_ changes: [String: JSONValue]) throws -> AutoencoderTinyConfig {
+        var values = try JSONValue.parse(Data(contentsOf: TinyModels.taesd.appendingPathComponent("config.json")), file: "config.json").objectValue ?? [:]
+        for (k, v) in changes { values[k] = v }
+        return try AutoencoderTinyConfig(ConfigReader(file: "taesd/config.json", values: values))
+    }
+
+    func testBadConfigsNameTheKey() throws {
+        XCTAssertNoThrow(try config([:]))
+        for (key, value) in [("act_fn", JSONValue.string("gelu")), ("upsample_fn", .string("bilinear")), ("num_decoder_blocks", .array([.int(1)])),
+                             ("upsampling_scaling_factor", .int(3)), ("latent_magnitude", .int(0)), ("_class_name", .string("AutoencoderKL")),
+                             ("block_out_channels", .array([.int(1), .int(2), .int(3), .int(4)])), ("mystery", .int(1))] {
+            XCTAssertThrowsError(try config([key: value]), key) { XCTAssertTrue("\($0)".contains(key) && "\($0)".contains("taesd/config.json"), "\($0)") }
+        }
+    }
+
+    func testMissingOrMisshapedWeightsNameTheTensor() throws {
+        let c = try config([:])
+        let weights = try SafeTensorsFile(path: TinyModels.taesd.appendingPathComponent("diffusion_pytorch_model.safetensors").path)
+        var tensors: [String: Tensor] = [:]
+        for name in weights.tensorNames where name != "decoder.layers.2.conv.2.weight" { tensors[name] = try weights.tensor(name) }
+        XCTAssertThrowsError(try AutoencoderTiny(config: c, weights: TensorDictionary(tensors))) {
+            XCTAssertTrue("\($0)".contains("decoder.layers.2.conv.2.weight"), "\($0)")
+        }
+        tensors["decoder.layers.2.conv.2.weight"] = Tensor(zeros: [12, 12, 1, 1])
+        XCTAssertThrowsError(try AutoencoderTiny(config: c, weights: TensorDictionary(tensors))) {
+            XCTAssertTrue("\($0)".contains("decoder.layers.2.conv.2.weight"), "\($0)")
+        }
+        tensors["decoder.layers.2.conv.2.weight"] = try weights.tensor("decoder.layers.2.conv.2.weight")
+        tensors["decoder.layers.99.weight"] = Tensor(zeros: [1])
+        XCTAssertThrowsError(try AutoencoderTiny(config: c, weights: TensorDictionary(tensors))) {
+            XCTAssertTrue("\($0)".contains("decoder.layers.99.weight") && "\($0)".contains("unexpected"), "\($0)")
+        }
+        let vae = try AutoencoderTiny(config: c, weights: weights, includeEncoder: false)
+        XCTAssertFalse(vae.hasEncoder)
+        XCTAssertThrowsError(try vae.encode(Tensor(zeros: [1, 64, 64, 3])))
+        XCTAssertThrowsError(try vae.decode(Tensor(zeros: [1, 8, 8, 3]))) { XCTAssertTrue("\($0)".contains("4 channels"), "\($0)") }
+    }
+}

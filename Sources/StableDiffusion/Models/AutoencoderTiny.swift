@@ -73,6 +73,8 @@ public final class AutoencoderTiny: LatentAutoencoder, @unchecked Sendable {
             layers.append(.conv(try r.conv2d("decoder.layers." + next(), in: ch, out: last ? c.outChannels : ch, kernel: 3, bias: last), .identity))
         }
         decoder = layers
+        try r.requireAllUsed(ignoring: includeEncoder ? [] : ["encoder."])
+        r.releaseConversionBuffers()
     }
 
     private func run(_ layers: [Layer], _ x: Tensor) throws -> Tensor {

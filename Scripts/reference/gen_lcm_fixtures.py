@@ -17,7 +17,7 @@ import torch
 import shutil
 import sys
 
-from diffusers import (EulerDiscreteScheduler, LatentConsistencyModelPipeline, LCMScheduler, StableDiffusionImg2ImgPipeline, StableDiffusionPipeline, TCDScheduler,
+from diffusers import (AutoPipelineForImage2Image, EulerDiscreteScheduler, LatentConsistencyModelPipeline, LCMScheduler, StableDiffusionImg2ImgPipeline, StableDiffusionPipeline, TCDScheduler,
                        UNet2DConditionModel)
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -88,10 +88,12 @@ lcm = build_lcm()
 # The LCM pipeline's defaults: 4 steps, guidance 8.5 (embedded as w = 7.5; no unconditional batch).
 run_case("lcm_distilled_default", lcm, 74, dict(prompt=P, height=64, width=64, num_inference_steps=4, guidance_scale=8.5,
                                                  num_images_per_prompt=2), model="tiny-lcm")
-# The same UNet in diffusers' StableDiffusionImg2ImgPipeline (time_cond_proj_dim turns its CFG off there too).
-img2img = StableDiffusionImg2ImgPipeline(**{k: v for k, v in lcm.components.items()}, requires_safety_checker=False)
-run_case("lcm_distilled_img2img", img2img, 75, dict(prompt=P, negative_prompt="blurry", num_inference_steps=6, guidance_scale=4.0,
-                                                     strength=0.7), model="tiny-lcm", image=test_image(64, 64))
+# Image-to-image on the LCM folder as AutoPipelineForImage2Image picks it: LatentConsistencyModelImg2ImgPipeline, whose
+# strength shortens the distillation schedule the steps are taken from (all the steps run).
+img2img = AutoPipelineForImage2Image.from_pipe(lcm)
+assert type(img2img).__name__ == "LatentConsistencyModelImg2ImgPipeline", type(img2img).__name__
+run_case("lcm_distilled_img2img", img2img, 75, dict(prompt=P, num_inference_steps=4, guidance_scale=4.0, strength=0.7),
+         model="tiny-lcm", image=test_image(64, 64))
 
 # TCD (the TCD-LoRA recipe's scheduler): the pipeline's eta is TCD's gamma; 0.3 as the model cards use.
 tcd = StableDiffusionPipeline.from_pretrained("Models/tiny-sd1", torch_dtype=torch.float32, safety_checker=None,

@@ -44,8 +44,17 @@ public final class StableDiffusionImg2ImgPipeline: @unchecked Sendable {
         var scheduler = try PipelineSupport.makeScheduler(c, options)
         let conditioning = try c.unetConditioning(options, height: image.shape[1] * pixelScale, width: image.shape[2] * pixelScale)
         try scheduler.setTimesteps(options.numInferenceSteps)
-        var timesteps = try options.denoisingStart.map { try LatentPreparation.timesteps(startingAt: $0, &scheduler) }
-            ?? LatentPreparation.truncatedTimesteps(&scheduler, steps: options.numInferenceSteps, strength: strength)
+        var timesteps: [Double]
+        if c.isLatentConsistencyModel, options.denoisingStart == nil, var lcm = scheduler as? LCMScheduler {
+            // LatentConsistencyModelImg2ImgPipeline (what diffusers' AutoPipeline picks for an LCM folder): the
+            // strength shortens the distillation schedule and every step runs.
+            try lcm.setTimesteps(options.numInferenceSteps, strength: strength)
+            timesteps = lcm.timesteps
+            scheduler = lcm
+        } else {
+            timesteps = try options.denoisingStart.map { try LatentPreparation.timesteps(startingAt: $0, &scheduler) }
+                ?? LatentPreparation.truncatedTimesteps(&scheduler, steps: options.numInferenceSteps, strength: strength)
+        }
         timesteps = try PipelineSupport.endingAt(options.denoisingEnd, timesteps, scheduler: scheduler)
         var (generators, seed) = try options.makeGenerator()
         var latents = isLatents ? try LatentPreparation.repeatBatch(image, to: options.batchSize)

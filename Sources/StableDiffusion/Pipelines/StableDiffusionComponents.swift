@@ -234,11 +234,14 @@ public final class StableDiffusionComponents: @unchecked Sendable {
 
     /// diffusers' `__call__` defaults for this model's pipeline class: 50 steps and guidance 7.5 (SDXL 5.0);
     /// an LCM-distilled folder (`LatentConsistencyModelPipeline`) 4 steps and 8.5.
-    public var defaultSteps: Int { index.pipelineClass.hasPrefix("LatentConsistencyModel") ? 4 : 50 }
+    public var defaultSteps: Int { isLatentConsistencyModel ? 4 : 50 }
     public var defaultGuidanceScale: Float {
-        if index.pipelineClass.hasPrefix("LatentConsistencyModel") { return 8.5 }
+        if isLatentConsistencyModel { return 8.5 }
         return family == .stableDiffusionXL ? 5.0 : 7.5
     }
+
+    /// An LCM-distilled folder (`LatentConsistencyModelPipeline`): its pipelines' defaults and image-to-image rule.
+    public var isLatentConsistencyModel: Bool { index.pipelineClass.hasPrefix("LatentConsistencyModel") }
 
     /// Pixels per latent (8 for SD, 4 for the x4 upscaler).
     public var vaeScaleFactor: Int { vae.config.scaleFactor }

@@ -39,8 +39,13 @@ public struct LCMScheduler: Scheduler {
 
     public mutating func setBeginIndex(_ index: Int) { beginIndex = index }
 
-    public mutating func setTimesteps(_ n: Int) throws {
-        timesteps = try consistencyTimesteps(n, train: schedule.numTrainTimesteps, original: originalInferenceSteps, scheduler: "LCM")
+    public mutating func setTimesteps(_ n: Int) throws { try setTimesteps(n, strength: 1) }
+
+    /// `set_timesteps(n, strength=)`, as LCM's own image-to-image pipeline calls it: the steps are taken from
+    /// the first `int(original_inference_steps x strength)` entries of the distillation schedule.
+    public mutating func setTimesteps(_ n: Int, strength: Double) throws {
+        timesteps = try consistencyTimesteps(n, train: schedule.numTrainTimesteps, original: originalInferenceSteps, strength: strength,
+                                             scheduler: "LCM")
         stepIndex = nil
         beginIndex = nil
         denoised = nil
@@ -99,16 +104,20 @@ public struct LCMScheduler: Scheduler {
 
 /// The timesteps of the consistency schedulers (LCM, TCD): `n` entries, at floor(linspace(0, count, n,
 /// endpoint=False)), of the distillation schedule k-1, 2k-1, ..., original*k-1 (k = train / original) reversed.
-func consistencyTimesteps(_ n: Int, train: Int, original: Int, scheduler: String) throws -> [Double] {
+func consistencyTimesteps(_ n: Int, train: Int, original: Int, strength: Double = 1, scheduler: String) throws -> [Double] {
     try checkSteps(n, train)
     guard original >= 1, original <= train else {
         throw SchedulerError.invalidUse("original_inference_steps \(original) must be between 1 and num_train_timesteps \(train)")
+    }
+    let count = Int(Double(original) * strength)  // Python's int(): toward zero
+    guard count >= n else {
+        throw SchedulerError.invalidUse("\(scheduler): original_inference_steps x strength (\(original) x \(strength)) leaves \(count) timesteps for \(n) steps; use fewer steps or more strength")
     }
     guard n <= original else {
         throw SchedulerError.invalidUse("\(scheduler): num_inference_steps \(n) cannot be larger than original_inference_steps \(original)")
     }
     let k = train / original
-    let origin: [Int] = (1...original).map { $0 * k - 1 }.reversed()
+    let origin: [Int] = (1...count).map { $0 * k - 1 }.reversed()
     let step = Double(origin.count) / Double(n)  // numpy's linspace: i * step, not i * count / n
     return (0..<n).map { i in Double(origin[Int((Double(i) * step).rounded(.down))]) }
 }

@@ -10,7 +10,7 @@ public struct LCMScheduler: Scheduler {
     public var kind: SchedulerKind { .lcm }
     public var order: Int { 1 }
     public var initNoiseSigma: Float { 1 }
-    public private(set) var timesteps: [Double] = []
+    public var timesteps: [Double] { position.timesteps }
     public let schedule: NoiseSchedule
     /// The consistency function's output at the last step (`denoised`), which LCM pipelines decode.
     public private(set) var denoised: Tensor?
@@ -22,8 +22,7 @@ public struct LCMScheduler: Scheduler {
     let originalInferenceSteps: Int
     let timestepScaling: Double
     let finalAlphaCumprod: Float
-    private var stepIndex: Int?
-    private var beginIndex: Int?
+    private var position = ConsistencyPosition()
 
     public init(config: SchedulerConfig) throws {
         self.config = config
@@ -37,17 +36,15 @@ public struct LCMScheduler: Scheduler {
         finalAlphaCumprod = try config.bool("set_alpha_to_one", true) ? 1 : schedule.alphasCumprod[0]
     }
 
-    public mutating func setBeginIndex(_ index: Int) { beginIndex = index }
+    public mutating func setBeginIndex(_ index: Int) { position.beginIndex = index }
 
     public mutating func setTimesteps(_ n: Int) throws { try setTimesteps(n, strength: 1) }
 
     /// `set_timesteps(n, strength=)`, as LCM's own image-to-image pipeline calls it: the steps are taken from
     /// the first `int(original_inference_steps x strength)` entries of the distillation schedule.
     public mutating func setTimesteps(_ n: Int, strength: Double) throws {
-        timesteps = try consistencyTimesteps(n, train: schedule.numTrainTimesteps, original: originalInferenceSteps, strength: strength,
-                                             scheduler: "LCM")
-        stepIndex = nil
-        beginIndex = nil
+        position = ConsistencyPosition(timesteps: try consistencyTimesteps(n, train: schedule.numTrainTimesteps, original: originalInferenceSteps,
+                                                                           strength: strength, scheduler: "LCM"))
         denoised = nil
     }
 
@@ -61,16 +58,11 @@ public struct LCMScheduler: Scheduler {
 
     public mutating func step(modelOutput: Tensor, timestep: Double, sample: Tensor, generator: inout RandomGenerators?) throws -> Tensor {
         guard !timesteps.isEmpty else { throw SchedulerError.invalidUse("call setTimesteps before step") }
-        if stepIndex == nil {
-            // index_for_timestep: the first match (the second when the timestep repeats).
-            let matches = timesteps.indices.filter { timesteps[$0] == timestep }
-            stepIndex = beginIndex ?? (matches.count > 1 ? matches[1] : matches.first ?? 0)
-        }
-        let index = stepIndex!
+        let (index, next) = position.step(at: timestep)
         let ac = schedule.alphasCumprod
         let t = Int(timestep)
         guard t >= 0, t < ac.count else { throw SchedulerError.invalidUse("LCM: timestep \(t) out of range") }
-        let prevT = index + 1 < timesteps.count ? Int(timesteps[index + 1]) : t
+        let prevT = next ?? t  // the last step's "previous" timestep is its own, as in diffusers
         let aT = ac[t]
         let aPrev = prevT >= 0 ? ac[prevT] : finalAlphaCumprod
         let sa = aT.squareRoot(), sb = (1 - aT).squareRoot()
@@ -89,7 +81,6 @@ public struct LCMScheduler: Scheduler {
         }
         let out = try Tensor.schedZip(x0, sample, "LCM step") { cOut * $0 + cSkip * $1 }
         denoised = out
-        stepIndex = index + 1
         guard index != timesteps.count - 1 else { return out }
         guard generator != nil else { throw SchedulerError.invalidUse("LCMScheduler draws noise between steps and needs a generator") }
         let noise = try generator!.randnLike(modelOutput)
@@ -120,4 +111,25 @@ func consistencyTimesteps(_ n: Int, train: Int, original: Int, strength: Double 
     let origin: [Int] = (1...count).map { $0 * k - 1 }.reversed()
     let step = Double(origin.count) / Double(n)  // numpy's linspace: i * step, not i * count / n
     return (0..<n).map { i in Double(origin[Int((Double(i) * step).rounded(.down))]) }
+}
+
+/// Where a consistency scheduler (LCM, TCD) is in its timesteps: diffusers' `_init_step_index` (the begin index
+/// when set, else the first match of the timestep, the second when it repeats) and `step_index += 1`.
+struct ConsistencyPosition: Sendable {
+    var timesteps: [Double] = []
+    var beginIndex: Int?
+    private var stepIndex: Int?
+
+    init(timesteps: [Double] = []) { self.timesteps = timesteps }
+
+    /// This step's index and the next timestep (nil after the last), advancing to the next step.
+    mutating func step(at timestep: Double) -> (index: Int, next: Int?) {
+        if stepIndex == nil {
+            let matches = timesteps.indices.filter { timesteps[$0] == timestep }
+            stepIndex = beginIndex ?? (matches.count > 1 ? matches[1] : matches.first ?? 0)
+        }
+        let index = stepIndex!
+        stepIndex = index + 1
+        return (index, index + 1 < timesteps.count ? Int(timesteps[index + 1]) : nil)
+    }
 }

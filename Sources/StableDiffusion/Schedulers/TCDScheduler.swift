@@ -9,7 +9,7 @@ public struct TCDScheduler: Scheduler {
     public var kind: SchedulerKind { .tcd }
     public var order: Int { 1 }
     public var initNoiseSigma: Float { 1 }
-    public private(set) var timesteps: [Double] = []
+    public var timesteps: [Double] { position.timesteps }
     public let schedule: NoiseSchedule
     /// The stochasticity (`eta` of `step`), in [0, 1].
     public var gamma: Float = 0.3
@@ -17,8 +17,7 @@ public struct TCDScheduler: Scheduler {
     let prediction: String
     let originalInferenceSteps: Int
     let finalAlphaCumprod: Float
-    private var stepIndex: Int?
-    private var beginIndex: Int?
+    private var position = ConsistencyPosition()
 
     public init(config: SchedulerConfig) throws {
         self.config = config
@@ -30,12 +29,11 @@ public struct TCDScheduler: Scheduler {
 
     public mutating func setEta(_ eta: Float) { gamma = eta }
 
-    public mutating func setBeginIndex(_ index: Int) { beginIndex = index }
+    public mutating func setBeginIndex(_ index: Int) { position.beginIndex = index }
 
     public mutating func setTimesteps(_ n: Int) throws {
-        timesteps = try consistencyTimesteps(n, train: schedule.numTrainTimesteps, original: originalInferenceSteps, scheduler: "TCD")
-        stepIndex = nil
-        beginIndex = nil
+        position = ConsistencyPosition(timesteps: try consistencyTimesteps(n, train: schedule.numTrainTimesteps,
+                                                                           original: originalInferenceSteps, scheduler: "TCD"))
     }
 
     public mutating func scaleModelInput(_ sample: Tensor, timestep: Double) throws -> Tensor { sample }
@@ -43,15 +41,11 @@ public struct TCDScheduler: Scheduler {
     public mutating func step(modelOutput: Tensor, timestep: Double, sample: Tensor, generator: inout RandomGenerators?) throws -> Tensor {
         guard !timesteps.isEmpty else { throw SchedulerError.invalidUse("call setTimesteps before step") }
         guard gamma >= 0, gamma <= 1 else { throw SchedulerError.invalidUse("TCD's gamma (eta) must be in [0, 1], got \(gamma)") }
-        if stepIndex == nil {
-            let matches = timesteps.indices.filter { timesteps[$0] == timestep }
-            stepIndex = beginIndex ?? (matches.count > 1 ? matches[1] : matches.first ?? 0)
-        }
-        let index = stepIndex!
+        let (index, next) = position.step(at: timestep)
         let ac = schedule.alphasCumprod
         let t = Int(timestep)
         guard t >= 0, t < ac.count else { throw SchedulerError.invalidUse("TCD: timestep \(t) out of range") }
-        let prevT = index + 1 < timesteps.count ? Int(timesteps[index + 1]) : 0
+        let prevT = next ?? 0
         // torch: (1 - eta) * long tensor is float32, floored back to long.
         let s = Int((Float(1 - Double(gamma)) * Float(prevT)).rounded(.down))
         let aT = ac[t], bT = 1 - aT
@@ -71,7 +65,6 @@ public struct TCDScheduler: Scheduler {
             eps = try .schedZip(modelOutput, sample, "TCD step") { sa * $0 + sb * $1 }
         }
         let noised = try Tensor.schedZip(x0, eps, "TCD step") { ssa * $0 + ssb * $1 }
-        stepIndex = index + 1
         guard gamma > 0, index != timesteps.count - 1 else { return noised }
         guard generator != nil else { throw SchedulerError.invalidUse("TCDScheduler with gamma > 0 draws noise and needs a generator") }
         let noise = try generator!.randnLike(modelOutput)

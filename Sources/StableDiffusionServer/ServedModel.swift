@@ -67,9 +67,10 @@ public final class ServedModel: @unchecked Sendable {
         var components = try StableDiffusionComponents(location: location, variant: variant, configDirectory: configDirectory,
                                                        predictionType: predictionType, adapters: adapters, hubProgress: hubProgress,
                                                        precision: precision)
-        let vaeName = vae.map { URL(fileURLWithPath: $0).lastPathComponent }
+        let vaeName = vae.map { FileManager.default.fileExists(atPath: $0) ? URL(fileURLWithPath: $0).lastPathComponent : $0 }
         if let vae, let vaeName {
-            components = try components.withVAE(Autoencoders.load(URL(fileURLWithPath: vae), for: components, precision: precision), name: vaeName)
+            let url = try Autoencoders.resolve(vae, progress: hubProgress)
+            components = try components.withVAE(Autoencoders.load(url, for: components, precision: precision), name: vaeName)
         }
         var loadedRefiner: Refiner?
         if let refiner {

@@ -40,7 +40,7 @@ struct GenerationArguments: ParsableArguments {
     @Option(help: "Scheduler, keeping the model's scheduler config: \(Schedulers.cliNames.joined(separator: ", ")).")
     var scheduler: String?
 
-    @Option(help: "A VAE used instead of the model's: a folder (AutoencoderKL such as sd-vae-ft-mse, AutoencoderTiny such as TAESD, or a model folder's vae/) or an A1111 VAE file (.safetensors/.ckpt).")
+    @Option(help: "A VAE used instead of the model's: a folder (AutoencoderKL such as sd-vae-ft-mse, AutoencoderTiny such as TAESD, or a model folder's vae/), an A1111 VAE file (.safetensors/.ckpt), or a Hub repo id (madebyollin/taesd).")
     var vae: String?
 
     @Option(help: "The schedulers' eta: DDIM's (default 0) and TCD's gamma (default 0.3, as TCD's model cards use).")
@@ -84,8 +84,8 @@ struct GenerationArguments: ParsableArguments {
         if let s = scheduler, !Schedulers.cliNames.contains(s) {
             throw ValidationError("--scheduler must be one of \(Schedulers.cliNames.joined(separator: ", ")), got \(s)")
         }
-        if let vae, !FileManager.default.fileExists(atPath: vae) {
-            throw ValidationError("--vae: \(vae) does not exist (a diffusers VAE folder, a model folder or a VAE .safetensors/.ckpt file)")
+        if let vae, !FileManager.default.fileExists(atPath: vae), (try? HubRepoID.parseUnlessLocal(vae)) == nil {
+            throw ValidationError("--vae: \(vae) does not exist and is not a Hub repo id (a VAE folder, a model folder, an A1111 VAE file, or owner/name)")
         }
         if let eta, !(eta >= 0 && eta.isFinite) { throw ValidationError("--eta must be a number >= 0, got \(eta)") }
         if let s = timestepSpacing, !GenerationOptions.timestepSpacings.contains(s) {
@@ -134,9 +134,9 @@ struct GenerationArguments: ParsableArguments {
                                                        predictionType: predictionType, includeVAEEncoder: includeVAEEncoder, adapters: adapters(),
                                                        precision: precision)
         guard let vae else { return components }
-        let url = URL(fileURLWithPath: vae)
+        let url = try Autoencoders.resolve(vae, progress: DownloadProgressBar.forStderr()?.update)
         return try components.withVAE(Autoencoders.load(url, for: components, includeEncoder: includeVAEEncoder, precision: precision),
-                                      name: url.lastPathComponent)
+                                      name: FileManager.default.fileExists(atPath: vae) ? url.lastPathComponent : vae)
     }
 
     /// Library options with the defaults of the model family's diffusers pipeline (SDXL's guidance is 5.0).

@@ -13,6 +13,7 @@ final class FakeHub {
     static let commitSharded = String(repeating: "c", count: 40)
     static let commitSafety = String(repeating: "d", count: 40)
     static let commitSDXL = String(repeating: "e", count: 40)
+    static let commitVAE = String(repeating: "f", count: 40)
     static let token = "hf_test_token_123"
 
     let root: URL
@@ -158,6 +159,12 @@ final class FakeHub {
             try fm.copyItem(at: x.appendingPathComponent("vae/" + f), to: x.appendingPathComponent("vae_1_0/" + f))
         }
 
+        // A single-model repo (a VAE: config.json and weights at the top), with a .bin copy that is not fetched.
+        let v = root.appendingPathComponent("V")
+        try fm.copyItem(at: TinyModels.root.appendingPathComponent("tiny-taesd"), to: v)
+        try write("pickle", v, "diffusion_pytorch_model.bin")
+        try write("# tiny taesd", v, "README.md")
+
         func repo(_ commit: String, _ folder: URL, refs: [String: String]) -> [String: Any] {
             ["commits": [commit: folder.path], "refs": refs]
         }
@@ -170,6 +177,7 @@ final class FakeHub {
             "tiny/sd1-sharded": repo(commitSharded, s, refs: ["main": commitSharded]),
             "tiny/sd1-safety": repo(commitSafety, d, refs: ["main": commitSafety]),
             "tiny/sdxl": repo(commitSDXL, x, refs: ["main": commitSDXL]),
+            "tiny/taesd": repo(commitVAE, v, refs: ["main": commitVAE]),
             "gated/sd1": gated,
             "old/sd1": ["renamed_to": "tiny/sd1"],
         ]]

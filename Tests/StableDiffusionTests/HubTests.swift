@@ -260,6 +260,24 @@ final class HubTests: XCTestCase {
         assertImagesMatch(try StableDiffusionXLPipeline(components: components)(c.sdxlOptions), try c.expectedImages())
     }
 
+    /// A VAE repo (config.json and weights at the top) for --vae: config.json and the safetensors weights only,
+    /// then offline from the cache; a pipeline repo or a missing variant is an error naming the repo.
+    func testSingleModelRepoForTheVAE() throws {
+        let hub = try FakeHub(self)
+        let cache = try temporaryFolder(self)
+        let folder = try hub.client(cache: cache).modelSnapshot(repo: "tiny/taesd")
+        XCTAssertEqual(filesUnder(folder), ["config.json", "diffusion_pytorch_model.safetensors"])
+        let sd1 = try StableDiffusionComponents(directory: TinyModels.sd1, includeVAEEncoder: false)
+        let c = try PipelineCase("vae_taesd_txt2img")
+        let comps = try sd1.withVAE(Autoencoders.load(folder, for: sd1, includeEncoder: false), name: "tiny/taesd")
+        assertImagesMatch(try StableDiffusionPipeline(components: comps)(c.options), try c.expectedImages())
+        XCTAssertEqual(try hub.client(cache: cache, offline: true).modelSnapshot(repo: "tiny/taesd"), folder)
+        assertError(try hub.client(cache: cache).modelSnapshot(repo: "tiny/taesd", variant: "fp16"), contains: ["tiny/taesd", "fp16"])
+        assertError(try hub.client(cache: try temporaryFolder(self)).modelSnapshot(repo: "tiny/sd1"), contains: ["tiny/sd1", "config.json"])
+        assertError(try hub.client(cache: try temporaryFolder(self), offline: true).modelSnapshot(repo: "tiny/taesd"),
+                    contains: ["tiny/taesd", "HF_HUB_OFFLINE"])
+    }
+
     func testDownloadedSnapshotGeneratesAnImage() throws {
         let hub = try FakeHub(self)
         let cache = try temporaryFolder(self)

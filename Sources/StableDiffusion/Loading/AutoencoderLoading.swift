@@ -63,6 +63,19 @@ extension Autoencoders {
     }
 }
 
+extension Autoencoders {
+    /// Where a `--vae` argument points: an existing file or folder as it is, else a Hub repo id
+    /// (`owner/name[@revision]`: `madebyollin/taesd`, `stabilityai/sd-vae-ft-mse`) downloaded into the Hugging
+    /// Face cache as `from_pretrained` would (`HubClient.modelSnapshot`).
+    public static func resolve(_ argument: String, variant: String? = nil, progress: HubProgressHandler? = nil) throws -> URL {
+        if FileManager.default.fileExists(atPath: argument) { return URL(fileURLWithPath: argument) }
+        guard let repo = try HubRepoID.parseUnlessLocal(argument) else {
+            throw PipelineError.badModel(path: argument, detail: "is not a VAE file or folder, nor a Hub repo id (owner/name[@revision])")
+        }
+        return try HubClient().modelSnapshot(repo: repo.id, revision: repo.revision ?? "main", variant: variant, progress: progress)
+    }
+}
+
 extension StableDiffusionComponents {
     /// The same model with `vae` decoding (and encoding) in place of its own, as diffusers'
     /// `from_pretrained(..., vae=...)` or AUTOMATIC1111's VAE setting. Its latent channels must be the

@@ -143,8 +143,11 @@ struct OpenAIFields {
         if format != "b64_json", format != "url" { r.fail("response_format", "must be \"b64_json\" or \"url\"") }
         if let f = r.optionalString("output_format"), f != "png" { r.fail("output_format", "only \"png\" is produced") }
         if r.optionalString("background") == "transparent" { r.fail("background", "transparent backgrounds are not supported") }
-        steps = r.int("steps", default: 50, in: 1...limits.maxSteps)
-        guidance = Float(r.double("guidance_scale", default: 7.5, in: 0...50))
+        // OpenAI's API has no steps or guidance: without the extensions, the model's own (diffusers') defaults,
+        // so an LCM-distilled model runs its 4 steps and an SDXL model its guidance 5.
+        let model = server.model.components
+        steps = r.int("steps", default: min(model.defaultSteps, limits.maxSteps), in: 1...limits.maxSteps)
+        guidance = Float(r.double("guidance_scale", default: Double(model.defaultGuidanceScale), in: 0...50))
         seed = r.seed()
         let sampler = r.optionalString("sampler_name")
         scheduler = sampler.map { _ in Samplers.resolve(sampler: sampler, scheduler: nil, reader: &r) } ?? nil

@@ -87,4 +87,15 @@ final class SDXLServerTests: XCTestCase {
         XCTAssertTrue(inpaint.text.contains("refiner_checkpoint"), inpaint.text)
         try await s.stop()
     }
+
+    /// OpenAI's API has no steps or guidance: an LCM-distilled model runs with its own defaults (4 steps, 8.5).
+    func testOpenAIUsesTheModelsOwnDefaults() async throws {
+        let s = try await TestServer.start("tiny-lcm")
+        let reply = try await s.post("/v1/images/generations", ["prompt": "a red cube", "size": "64x64", "seed": 3])
+        XCTAssertEqual(reply.status, 200, reply.text)
+        let data = ((reply.json["data"] as? [[String: Any]])?.first?["b64_json"] as? String).flatMap { Data(base64Encoded: $0) }
+        let text = try PNGCodec.textChunks(Array(try XCTUnwrap(data)))["parameters"] ?? ""
+        XCTAssertTrue(text.contains("Steps: 4, Sampler: LCMScheduler, CFG scale: 8.5"), text)
+        try await s.stop()
+    }
 }

@@ -53,7 +53,7 @@ struct GenerationRequest: Sendable {
         o.width = width
         o.height = height
         o.scheduler = scheduler
-        if let eta { o.eta = eta } else if scheduler == SchedulerKind.tcd.cliName { o.eta = 0.3 }
+        o.eta = eta ?? Schedulers.defaultEta(cliName: scheduler, config: nil)
         o.seed = seed &+ UInt64(index)
         return o
     }

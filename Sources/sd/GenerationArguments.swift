@@ -150,9 +150,7 @@ struct GenerationArguments: ParsableArguments {
         var o = o
         if guidanceScale == nil { o.guidanceScale = components.defaultGuidanceScale }
         if steps == nil { o.numInferenceSteps = components.defaultSteps }
-        let schedulerClass = scheduler.flatMap { name in SchedulerKind.allCases.first { $0.cliName == name }?.className }
-            ?? components.schedulerConfig.className
-        if eta == nil, schedulerClass == SchedulerKind.tcd.className { o.eta = 0.3 }
+        if eta == nil { o.eta = Schedulers.defaultEta(cliName: scheduler, config: components.schedulerConfig) }
         return o
     }
 

@@ -112,6 +112,13 @@ public enum Schedulers {
         }
     }
 
+    /// The eta a front end uses when none is given: TCD's default gamma when the scheduler that will run is
+    /// TCD (named by `cliName`, else the config's class), else 0 (diffusers' pipelines' default).
+    public static func defaultEta(cliName: String?, config: SchedulerConfig?) -> Float {
+        let className = cliName.flatMap { name in SchedulerKind.allCases.first { $0.cliName == name }?.className } ?? config?.className
+        return className == SchedulerKind.tcd.className ? TCDScheduler.defaultGamma : 0
+    }
+
     /// A CLI name (`pndm ddim ddpm lms euler euler-a heun dpm++2m dpm++2m-karras unipc lcm tcd`) applied to the
     /// model's config. `dpm++2m` is DPMSolverMultistep with `algorithm_type` dpmsolver++ and
     /// `solver_order` 2; `dpm++2m-karras` adds `use_karras_sigmas`.

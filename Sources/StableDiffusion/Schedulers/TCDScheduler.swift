@@ -12,7 +12,10 @@ public struct TCDScheduler: Scheduler {
     public var timesteps: [Double] { position.timesteps }
     public let schedule: NoiseSchedule
     /// The stochasticity (`eta` of `step`), in [0, 1].
-    public var gamma: Float = 0.3
+    public var gamma: Float = TCDScheduler.defaultGamma
+    /// TCD's own default gamma (its `step`'s, and its model cards'): what the CLI and the server use when no
+    /// eta is given, where diffusers' pipelines would pass their eta of 0.
+    public static let defaultGamma: Float = 0.3
 
     let prediction: String
     let originalInferenceSteps: Int

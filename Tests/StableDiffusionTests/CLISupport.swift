@@ -1,5 +1,6 @@
 import Foundation
 import XCTest
+import StableDiffusion
 
 /// Runs the built `sd` executable (found next to the test bundle, as `swift build` lays it out).
 enum SDProcess {
@@ -41,4 +42,13 @@ func temporaryFolder(_ test: XCTestCase) throws -> URL {
 /// File names in a folder (to check that nothing was written).
 func filesIn(_ url: URL) -> [String] {
     ((try? FileManager.default.contentsOfDirectory(atPath: url.path)) ?? []).sorted()
+}
+
+/// A PNG the CLI wrote against image `i` of a parity case: PSNR >= 40 dB and max channel difference <= 16, the
+/// pipeline tests' bounds.
+func assertPNGMatches(_ path: String, _ c: PipelineCase, image i: Int = 0, file: StaticString = #filePath, line: UInt = #line) throws {
+    let (p, m) = psnr(try Image.load(path: path).pixels.map(Float.init), try c.expectedImages()[i].scalars)
+    let name = URL(fileURLWithPath: path).lastPathComponent
+    XCTAssertGreaterThanOrEqual(p, 40, name, file: file, line: line)
+    XCTAssertLessThanOrEqual(m, 16, name, file: file, line: line)
 }

@@ -58,14 +58,17 @@ struct ModulePrefixMap {
         let renamed: String
         switch best.kind {
         case .plain: renamed = String(rest)
-        case .unetResnet:
-            renamed = back([("in_layers.0", "norm1"), ("in_layers.2", "conv1"), ("emb_layers.1", "time_emb_proj"),
-                            ("out_layers.0", "norm2"), ("out_layers.3", "conv2"), ("skip_connection", "conv_shortcut")])
-        case .unetDownsampler: renamed = back([("op", "conv")])
+        case .unetResnet: renamed = back(Self.unetResnetNames)
+        case .unetDownsampler: renamed = back(Self.unetDownsamplerNames)
         default: return nil
         }
         return renamed.isEmpty ? best.original : best.original + "." + renamed
     }
+
+    /// Original to diffusers parameter-path heads, for the kinds `original(of:)` also reads backwards.
+    private static let unetResnetNames = [("in_layers.0", "norm1"), ("in_layers.2", "conv1"), ("emb_layers.1", "time_emb_proj"),
+                                          ("out_layers.0", "norm2"), ("out_layers.3", "conv2"), ("skip_connection", "conv_shortcut")]
+    private static let unetDownsamplerNames = [("op", "conv")]
 
     private static func rename(_ rest: String, _ kind: Kind) -> [(String, TensorTransform)] {
         func replacingHead(_ table: [(String, String)]) -> String {
@@ -77,9 +80,8 @@ struct ModulePrefixMap {
         switch kind {
         case .plain: return [(rest, .identity)]
         case .unetResnet:
-            return [(replacingHead([("in_layers.0", "norm1"), ("in_layers.2", "conv1"), ("emb_layers.1", "time_emb_proj"),
-                                    ("out_layers.0", "norm2"), ("out_layers.3", "conv2"), ("skip_connection", "conv_shortcut")]), .identity)]
-        case .unetDownsampler: return [(replacingHead([("op", "conv")]), .identity)]
+            return [(replacingHead(unetResnetNames), .identity)]
+        case .unetDownsampler: return [(replacingHead(unetDownsamplerNames), .identity)]
         case .vaeResnet: return [(replacingHead([("nin_shortcut", "conv_shortcut")]), .identity)]
         case .vaeAttention:
             let renamed = replacingHead([("norm", "group_norm"), ("q", "to_q"), ("k", "to_k"), ("v", "to_v"), ("proj_out", "to_out.0")])

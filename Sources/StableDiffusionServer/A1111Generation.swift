@@ -48,11 +48,14 @@ extension StableDiffusionServer {
         var prompt = "", negativePrompt: String?, steps = 50, cfg = 7.0, width = 512, height = 512
         var scheduler: String?, eta: Float?, seed: UInt64?, batchSize = 1, nIter = 1, sendImages = true, taskID: String?
         var refinerSwitch: Double?
+        /// The model `override_settings.sd_model_checkpoint` picked; nil: the server's default.
+        var model: String?
 
         func request(_ task: GenerationRequest.Task) -> GenerationRequest {
             GenerationRequest(task: task, prompt: prompt, negativePrompt: negativePrompt, steps: steps, guidanceScale: Float(cfg),
                               width: width, height: height, scheduler: scheduler, eta: eta,
-                              seed: GenerationRequest.resolveSeed(seed), count: batchSize * nIter, taskID: taskID, refinerSwitch: refinerSwitch)
+                              seed: GenerationRequest.resolveSeed(seed), count: batchSize * nIter, taskID: taskID, refinerSwitch: refinerSwitch,
+                              model: model)
         }
     }
 
@@ -71,7 +74,7 @@ extension StableDiffusionServer {
         f.cfg = r.double("cfg_scale", default: 7.0, in: 0...50)
         // A1111's default is 512 whatever the model; SDXL models are trained at their own size (1024), so
         // for them the model's default size is used instead (capped by the server's limit).
-        let side = model.components.family == .stableDiffusionXL ? min(model.defaultSide, configuration.limits.maxSide) : 512
+        let side = model.isSDXL ? min(model.defaultSide, configuration.limits.maxSide) : 512
         f.width = readSide(&r, "width", default: side)
         f.height = readSide(&r, "height", default: side)
         f.batchSize = r.int("batch_size", default: 1, in: 1...limits.maxImages)
@@ -89,14 +92,18 @@ extension StableDiffusionServer {
         r.unsupported("subseed_strength", when: { ($0.doubleValue ?? 0) != 0 }, "variation seeds are not supported")
         r.unsupported("script_name", when: { !($0.stringValue ?? "").isEmpty }, "scripts are not supported")
         if let checkpoint = r.optionalString("refiner_checkpoint"), !checkpoint.isEmpty, checkpoint.lowercased() != "none" {
-            if let refiner = model.refiner, Self.names(checkpoint, refiner.name) {
+            if let refiner = model.refinerName, Self.names(checkpoint, refiner) {
                 f.refinerSwitch = r.double("refiner_switch_at", default: 0.8, in: 0.01...0.99)
             } else {
-                r.fail("refiner_checkpoint", "refiner \"\(checkpoint)\" is not loaded; \(model.refiner.map { "this server's refiner is \($0.name)" } ?? "start sd serve with --refiner MODEL")")
+                r.fail("refiner_checkpoint", "refiner \"\(checkpoint)\" is not loaded; \(model.refinerName.map { "this server's refiner is \($0)" } ?? "start sd serve with --refiner MODEL")")
             }
         }
-        if let checkpoint = r.object["override_settings"]?.objectValue?["sd_model_checkpoint"]?.stringValue, !matchesModel(checkpoint) {
-            r.fail("override_settings", "model \"\(checkpoint)\" is not loaded; this server has \(model.name)")
+        if let checkpoint = r.object["override_settings"]?.objectValue?["sd_model_checkpoint"]?.stringValue {
+            if let picked = catalog.named(checkpoint) {
+                f.model = picked.name
+            } else {
+                r.fail("override_settings", "model \"\(checkpoint)\" is not loaded; this server has \(catalog.names)")
+            }
         }
         return f
     }
@@ -107,7 +114,7 @@ extension StableDiffusionServer {
         return v
     }
 
-    func matchesModel(_ name: String) -> Bool { Self.names(name, model.name) }
+    func matchesModel(_ name: String) -> Bool { catalog.named(name) != nil }
 
     /// Whether a client's checkpoint title names `model` (A1111 titles add an extension or " [hash]").
     static func names(_ title: String, _ model: String) -> Bool {

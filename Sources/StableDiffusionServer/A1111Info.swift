@@ -5,21 +5,22 @@ import StableDiffusion
 /// AUTOMATIC1111's read-only endpoints and job control: progress, interrupt, samplers, models, options.
 extension StableDiffusionServer {
     func addA1111Info(to router: Router<BasicRequestContext>) {
-        router.get("/sdapi/v1/progress") { _, _ -> Response in .json(self.progress()) }
+        router.get("/sdapi/v1/progress") { _, _ -> Response in .json(await self.progress()) }
         router.post("/sdapi/v1/interrupt") { _, _ -> Response in
-            self.queue.interrupt()
+            await self.store.interrupt()
             return .json(.object([]))
         }
         // A1111's "skip" moves on to the next picture of a batch; here it stops the job like interrupt.
         router.post("/sdapi/v1/skip") { _, _ -> Response in
-            self.queue.interrupt()
+            await self.store.interrupt()
             return .json(.object([]))
         }
         router.get("/sdapi/v1/samplers") { _, _ -> Response in .json(Self.samplerList()) }
         router.get("/sdapi/v1/schedulers") { _, _ -> Response in .json(Self.schedulerList()) }
         router.get("/sdapi/v1/sd-models") { _, _ -> Response in
             // The refiner is listed too: clients pick `refiner_checkpoint` from this list.
-            let entries: [JSON] = ([self.model.name] + (self.model.refiner.map { [$0.name] } ?? [])).map { n in
+            let models = self.catalog.all
+            let entries: [JSON] = (models.map(\.name) + models.compactMap(\.refinerName)).map { n in
                 let name = JSON.string(n)
                 return .object([("title", name), ("model_name", name), ("hash", .null), ("sha256", .null), ("filename", name), ("config", .null)])
             }
@@ -29,8 +30,10 @@ extension StableDiffusionServer {
         router.post("/sdapi/v1/options") { request, _ -> Response in
             await self.handle(request, style: .a1111) { body in
                 var reader = try FieldReader.parse(body)
-                if let name = reader.optionalString("sd_model_checkpoint"), !self.matchesModel(name) {
-                    reader.fail("sd_model_checkpoint", "this server serves one model (\(self.model.name)); switching is not supported")
+                if let name = reader.optionalString("sd_model_checkpoint"), !self.catalog.select(name) {
+                    reader.fail("sd_model_checkpoint", self.catalog.isShared
+                                ? "model \"\(name)\" is not held by a live worker; available: \(self.catalog.names)"
+                                : "this server serves one model (\(self.model.name)); switching is not supported")
                 }
                 if let vae = reader.optionalString("sd_vae"), ![self.model.vaeName ?? "Automatic", "Automatic"].contains(vae) {
                     reader.fail("sd_vae", "this server decodes with \(self.model.vaeName ?? "the model's own VAE") (sd serve --vae); switching is not supported")
@@ -79,20 +82,19 @@ extension StableDiffusionServer {
     var upscalerName: String { "SD x4 (\(model.name))" }
 
     /// A1111's progress: job_count pictures in the running job, job_no the one being drawn.
-    func progress() -> JSON {
-        let s = queue.state
+    func progress() async -> JSON {
+        let s = await store.state()
         var progress = 0.0, eta = 0.0
         var job = "", jobCount = 0, jobNo = 0, step = 0, steps = 0
         if let running = s.running {
-            let snap = running.snapshot
-            jobCount = running.request.count
-            jobNo = snap.image
-            step = snap.step
-            steps = snap.steps
-            job = running.request.task.pipelineName
+            jobCount = running.count
+            jobNo = running.image
+            step = running.step
+            steps = running.steps
+            job = running.pipeline
             progress = 0.01 + Double(jobNo) / Double(jobCount)
             if steps > 0 { progress += Double(step) / Double(steps) / Double(jobCount) }
-            let elapsed = snap.started.map { Date().timeIntervalSince($0) } ?? 0
+            let elapsed = running.started.map { Date().timeIntervalSince($0) } ?? 0
             eta = elapsed / progress - elapsed
             progress = min(progress, 1)
         }
@@ -101,7 +103,7 @@ extension StableDiffusionServer {
                                    ("job_no", .int(Int64(jobNo))), ("sampling_step", .int(Int64(step))),
                                    ("sampling_steps", .int(Int64(steps))), ("queued", .int(Int64(s.queued)))])
         // current_image: the cheap latent preview of the running job (A1111 sends its live preview here).
-        let current: JSON = s.running?.preview().map { .string(Data($0.png).base64EncodedString()) } ?? nil
+        let current: JSON = s.running?.preview?().map { .string(Data($0.png).base64EncodedString()) } ?? nil
         return .object([("progress", .double(progress)), ("eta_relative", .double(max(0, eta))), ("state", state),
                         ("current_image", current), ("textinfo", nil)])
     }

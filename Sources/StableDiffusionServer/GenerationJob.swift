@@ -42,6 +42,9 @@ struct GenerationRequest: Sendable {
     var taskID: String? = nil
     /// A1111's `refiner_switch_at`, when the request asked for the loaded refiner (`refiner_checkpoint`).
     var refinerSwitch: Double? = nil
+    /// The model the client picked (A1111's `sd_model_checkpoint`, OpenAI's `model`); nil: the server's own.
+    /// Only a shared queue routes on it: a server with one model checks the name when it reads the request.
+    var model: String? = nil
 
     /// Picks a random seed the way A1111 does (below 2^32 - 1) when the client sent -1.
     static func resolveSeed(_ seed: UInt64?) -> UInt64 { seed ?? UInt64.random(in: 0..<4_294_967_294) }
@@ -68,7 +71,7 @@ struct GenerationRequest: Sendable {
 }
 
 /// A finished picture: the PNG (with its `parameters` chunk), its seed and that text.
-struct GeneratedImage: Sendable {
+struct GeneratedImage: Sendable, Codable {
     let png: [UInt8]
     let seed: UInt64
     let infotext: String
@@ -76,7 +79,7 @@ struct GeneratedImage: Sendable {
     let height: Int
 }
 
-struct GenerationOutput: Sendable {
+struct GenerationOutput: Sendable, Codable {
     var images: [GeneratedImage] = []
     /// The scheduler class that ran (e.g. `EulerDiscreteScheduler`).
     var schedulerClass = ""

@@ -121,7 +121,7 @@ extension StableDiffusionServer {
 /// The JSON/form fields both OpenAI endpoints share.
 struct OpenAIFields {
     var prompt = "", negativePrompt: String?, n = 1, size: (Int, Int)?, format = "b64_json"
-    var steps = 50, guidance: Float = 7.5, seed: UInt64?, scheduler: String?
+    var steps = 50, guidance: Float = 7.5, seed: UInt64?, scheduler: String?, model: String?
 
     init(reader r: inout FieldReader, server: StableDiffusionServer) {
         let limits = server.configuration.limits
@@ -145,18 +145,19 @@ struct OpenAIFields {
         if r.optionalString("background") == "transparent" { r.fail("background", "transparent backgrounds are not supported") }
         // OpenAI's API has no steps or guidance: without the extensions, the model's own (diffusers') defaults,
         // so an LCM-distilled model runs its 4 steps and an SDXL model its guidance 5.
-        let model = server.model.components
+        let model = server.model
         steps = r.int("steps", default: min(model.defaultSteps, limits.maxSteps), in: 1...limits.maxSteps)
         guidance = Float(r.double("guidance_scale", default: Double(model.defaultGuidanceScale), in: 0...50))
         seed = r.seed()
         let sampler = r.optionalString("sampler_name")
         scheduler = sampler.map { _ in Samplers.resolve(sampler: sampler, scheduler: nil, reader: &r) } ?? nil
-        _ = r.optionalString("model")  // any model name is accepted: there is one
+        // Any model name is accepted (clients send "dall-e-2"); one the server holds picks it.
+        self.model = r.optionalString("model").flatMap { server.catalog.named($0)?.name }
     }
 
     func request(_ task: GenerationRequest.Task) -> GenerationRequest {
         GenerationRequest(task: task, prompt: prompt, negativePrompt: negativePrompt, steps: steps, guidanceScale: guidance,
                           width: size?.0, height: size?.1, scheduler: scheduler, eta: nil,
-                          seed: GenerationRequest.resolveSeed(seed), count: n)
+                          seed: GenerationRequest.resolveSeed(seed), count: n, model: model)
     }
 }

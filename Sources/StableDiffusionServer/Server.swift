@@ -5,23 +5,45 @@ import NIOCore
 import ServiceLifecycle
 import StableDiffusion
 
-/// `sd serve`: AUTOMATIC1111- and OpenAI-compatible HTTP APIs over one loaded model.
+/// `sd serve`: AUTOMATIC1111- and OpenAI-compatible HTTP APIs over one loaded model, or (with `--queue`) a
+/// front of a queue that workers on other machines share.
 public final class StableDiffusionServer: Sendable {
-    public let model: ServedModel
     public let configuration: ServerConfiguration
-    let queue: JobQueue
+    /// Where requests become jobs: this process's queue, or the shared one.
+    let store: any JobStore
+    /// The models requests may name; `model` is the one they get by default.
+    let catalog: ModelCatalog
     let metrics: ServerMetrics
     let files: FileStore
     let logger: Logger
     private let running = RunningGroup()
+    /// What runs jobs in this process (kept alive with the server), and how it stops.
+    private let worker: (any Sendable)?
+    private let stopWorker: @Sendable () async -> Void
 
-    public init(model: ServedModel, configuration: ServerConfiguration, logger: Logger) {
-        self.model = model
+    /// The default model's description (what validation and the info endpoints use).
+    var model: ModelDescriptor { catalog.current }
+
+    /// One model, one process: an in-memory queue and a generation thread (plain `sd serve`).
+    public convenience init(model: ServedModel, configuration: ServerConfiguration, logger: Logger) {
+        let metrics = ServerMetrics()
+        let store = MemoryJobStore(capacity: configuration.queueSize, metrics: metrics)
+        let worker = GenerationWorker(models: [model], source: store, metrics: metrics, logger: logger,
+                                      previewVAE: configuration.previewVAE, previewEvery: configuration.previewEvery)
+        self.init(store: store, catalog: ModelCatalog(fixed: [model.descriptor]), metrics: metrics, worker: worker, stopWorker: {},
+                  configuration: configuration, logger: logger)
+    }
+
+    /// `stopWorker` runs at shutdown, after the store stopped taking work.
+    init(store: any JobStore, catalog: ModelCatalog, metrics: ServerMetrics, worker: (any Sendable)?,
+         stopWorker: @escaping @Sendable () async -> Void, configuration: ServerConfiguration, logger: Logger) {
         self.configuration = configuration
         self.logger = logger
-        metrics = ServerMetrics()
-        queue = JobQueue(model: model, capacity: configuration.queueSize, metrics: metrics, logger: logger,
-                         previewVAE: configuration.previewVAE, previewEvery: configuration.previewEvery)
+        self.metrics = metrics
+        self.catalog = catalog
+        self.store = store
+        self.worker = worker
+        self.stopWorker = stopWorker
         files = FileStore(lifetime: configuration.fileLifetimeSeconds)
     }
 
@@ -57,7 +79,7 @@ public final class StableDiffusionServer: Sendable {
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "sd-serve"),
             onServerRunning: { channel in await onStarted(channel.localAddress?.port ?? 0) },
             logger: logger)
-        return [app, JobCanceller(queue: queue)]
+        return [app, JobCanceller(store: store, stopWorker: stopWorker)]
     }
 
     func makeRouter() -> Router<BasicRequestContext> {
@@ -149,8 +171,15 @@ public final class StableDiffusionServer: Sendable {
     /// Queues a generation and waits for it. Pipeline argument errors are the client's (422). An interrupted
     /// job returns the pictures it finished and the one it was drawing, as A1111 does.
     func generate(_ request: GenerationRequest) async throws -> GenerationOutput {
-        let job = try queue.submit(request)
-        switch await queue.wait(job) {
+        let ticket = try await store.submit(request)
+        let store = self.store
+        // A client that goes away cancels its job (dropped when queued, stopped when running).
+        let result = await withTaskCancellationHandler {
+            await store.wait(ticket)
+        } onCancel: {
+            store.cancel(ticket)
+        }
+        switch result {
         case .success(let output):
             return output
         case .failure(let error as APIError):
@@ -166,11 +195,13 @@ public final class StableDiffusionServer: Sendable {
 
 /// Cancels the running job and refuses new ones when the server is told to stop.
 struct JobCanceller: Service {
-    let queue: JobQueue
+    let store: any JobStore
+    let stopWorker: @Sendable () async -> Void
 
     func run() async throws {
         try? await gracefulShutdown()
-        queue.shutdown()
+        await store.shutdown()
+        await stopWorker()
     }
 }
 

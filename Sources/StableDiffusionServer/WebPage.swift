@@ -19,7 +19,7 @@ extension StableDiffusionServer {
                 let lastPreview = r.int("id_live_preview", default: -1, in: -1...Int.max)
                 let wantsPreview = r.bool("live_preview", default: true)
                 try r.finish()
-                return .json(self.taskProgress(id, lastPreview: lastPreview, wantsPreview: wantsPreview))
+                return .json(await self.taskProgress(id, lastPreview: lastPreview, wantsPreview: wantsPreview))
             }
         }
     }
@@ -53,7 +53,7 @@ extension StableDiffusionServer {
         let endpoints: [(String, JSON)] = pipelines.map { ($0, .string($0 == "txt2img" ? "/sdapi/v1/txt2img" : "/sdapi/v1/img2img")) }
         let side = Int64(model.defaultSide)
         // The model's own scheduler, so the page's default picture is the CLI's default picture.
-        let own = model.components.schedulerConfig.className.flatMap { name in SchedulerKind.allCases.first { $0.className == name } }
+        let own = model.schedulerClassName.flatMap { name in SchedulerKind.allCases.first { $0.className == name } }
         return .object([("model", .string(model.name)), ("kind", .string(model.kind.rawValue)),
                         ("pipelines", .array(pipelines.map { .string($0) })), ("endpoints", .object(endpoints)),
                         ("width", .int(side)), ("height", .int(side)),
@@ -62,21 +62,21 @@ extension StableDiffusionServer {
 
     /// AUTOMATIC1111's ProgressResponse for one task: queued (with its place), running (progress, ETA and a
     /// latent preview when it changed since `lastPreview`), or completed.
-    func taskProgress(_ id: String, lastPreview: Int, wantsPreview: Bool) -> JSON {
-        switch queue.status(ofTask: id) {
+    func taskProgress(_ id: String, lastPreview: Int, wantsPreview: Bool) async -> JSON {
+        switch await store.status(ofTask: id) {
         case .queued(let position):
             return .object([("active", false), ("queued", true), ("completed", false), ("progress", nil), ("eta", nil),
                             ("live_preview", nil), ("id_live_preview", .int(Int64(lastPreview))),
                             ("textinfo", .string("In queue: \(position) ahead of you" + (position == 1 ? " (next)" : "")))])
         case .running(let job):
-            let snap = job.snapshot
-            let count = max(1, job.request.count)
+            let snap = job
+            let count = max(1, job.count)
             var fraction = Double(snap.image) / Double(count)
             if snap.steps > 0 { fraction += Double(snap.step) / Double(snap.steps) / Double(count) }
             let elapsed = snap.started.map { Date().timeIntervalSince($0) } ?? 0
             let eta: JSON = fraction > 0 ? .double(max(0, elapsed / fraction - elapsed)) : nil
             var preview: JSON = nil, previewID = Int64(lastPreview)
-            if wantsPreview, let p = job.preview(), p.id != lastPreview {
+            if wantsPreview, let p = job.preview?(), p.id != lastPreview {
                 preview = .string("data:image/png;base64," + Data(p.png).base64EncodedString())
                 previewID = Int64(p.id)
             }

@@ -9,6 +9,11 @@ final class ServerMetrics: Sendable {
     let generationSeconds: ValueHistogram
     let openConnections: Gauge
     let refusedConnections: Counter
+    // The shared queue's (`--queue`); zero without one.
+    let leaseExpiries: Counter
+    let retries: Counter
+    let workersAlive: Gauge
+    let claimWaitSeconds: ValueHistogram
 
     init() {
         queueLength = registry.makeGauge(descriptor: Self.name("queue_length", help: "Generation jobs waiting behind the running one."))
@@ -19,6 +24,13 @@ final class ServerMetrics: Sendable {
         openConnections = registry.makeGauge(descriptor: Self.name("open_connections", help: "HTTP connections open now."))
         refusedConnections = registry.makeCounter(descriptor: Self.name("connections_refused", unit: "total",
                                                                         help: "Connections answered 503 and closed: --max-connections were open."))
+        leaseExpiries = registry.makeCounter(descriptor: Self.name("queue_lease_expiries", unit: "total",
+                                                                   help: "Running jobs whose worker stopped renewing its lease."))
+        retries = registry.makeCounter(descriptor: Self.name("queue_retries", unit: "total", help: "Jobs requeued after a lease expired."))
+        workersAlive = registry.makeGauge(descriptor: Self.name("queue_workers_alive", help: "Workers with a recent heartbeat."))
+        claimWaitSeconds = registry.makeValueHistogram(descriptor: Self.name("queue_claim_wait", unit: "seconds",
+                                                                             help: "Seconds from a job's submission to its claim by a worker."),
+                                                       buckets: [0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120, 600])
         for outcome in Outcome.allCases { _ = jobs(outcome) }
     }
 
@@ -28,6 +40,16 @@ final class ServerMetrics: Sendable {
     func jobs(_ outcome: Outcome) -> Counter {
         registry.makeCounter(descriptor: Self.name("jobs", unit: "total", help: "Generation jobs by how they ended."),
                              labels: [("outcome", outcome.rawValue)])
+    }
+
+    /// sd_queue_jobs{state=...}: the shared queue's jobs by state.
+    func jobsInState(_ state: String) -> Gauge {
+        registry.makeGauge(descriptor: Self.name("queue_jobs", help: "The shared queue's jobs by state."), labels: [("state", state)])
+    }
+
+    /// sd_queue_depth{model=...}: jobs waiting in the shared queue for each model.
+    func queueDepth(model: String) -> Gauge {
+        registry.makeGauge(descriptor: Self.name("queue_depth", help: "Jobs waiting in the shared queue, by model."), labels: [("model", model)])
     }
 
     func request(status: Int) {

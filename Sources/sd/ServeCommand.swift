@@ -10,8 +10,10 @@ struct ServeCommand: ParsableCommand {
         commandName: "serve",
         abstract: "Serve a model over HTTP (AUTOMATIC1111 /sdapi/v1 and OpenAI /v1/images APIs).")
 
-    @Option(help: "The model: a diffusers folder, a Hub repo id (owner/name[@revision]) or a single-file checkpoint.")
-    var model: String
+    @Option(help: "The model: a diffusers folder, a Hub repo id (owner/name[@revision]) or a single-file checkpoint. With --queue it may be left out: a front that only queues jobs for workers.")
+    var model: String?
+
+    @OptionGroup var queue: QueueArguments
 
     @Option(help: "Weights variant to load, e.g. fp16.")
     var variant: String?
@@ -58,7 +60,7 @@ struct ServeCommand: ParsableCommand {
     @Option(help: "user:password for HTTP Basic authentication on every endpoint.")
     var apiAuth: String?
 
-    @Option(help: "Jobs that may wait behind the running one; more get 503 with Retry-After.")
+    @Option(help: "Jobs that may wait behind the running one (with --queue: in the shared queue); more get 503 with Retry-After.")
     var queueSize = 16
 
     @Option(help: "Allow this origin with CORS (off unless given).")
@@ -102,57 +104,63 @@ struct ServeCommand: ParsableCommand {
     func run() throws {
         LoggingSystem.bootstrap { StreamLogHandler.standardError(label: $0) }
         let logger = Logger(label: "sd-serve")
-        var config = ServerConfiguration()
-        config.host = host
-        config.port = port
-        config.apiAuth = apiAuth
-        config.queueSize = queueSize
-        config.corsAllowOrigin = corsAllowOrigin
-        config.maxBodyBytes = maxBodyMb << 20
-        config.connections.headerTimeout = headerTimeout
-        config.connections.bodyTimeout = bodyTimeout
-        config.connections.idleTimeout = idleTimeout
-        config.connections.maxConnections = maxConnections
+        let queueURL = try queue.url()
+        guard model != nil || queueURL != nil else { throw ValidationError("--model is required (or --queue, for a front of a shared queue)") }
+        var settings = ServerConfiguration()
+        settings.host = host
+        settings.port = port
+        settings.apiAuth = apiAuth
+        settings.queueSize = queueSize
+        settings.corsAllowOrigin = corsAllowOrigin
+        settings.maxBodyBytes = maxBodyMb << 20
+        settings.connections.headerTimeout = headerTimeout
+        settings.connections.bodyTimeout = bodyTimeout
+        settings.connections.idleTimeout = idleTimeout
+        settings.connections.maxConnections = maxConnections
         if let previewVae {
             guard previewEvery >= 1 else { throw ValidationError("--preview-every must be >= 1, got \(previewEvery)") }
-            config.previewVAE = try Autoencoders.load(directory: URL(fileURLWithPath: previewVae, isDirectory: true), includeEncoder: false,
+            settings.previewVAE = try Autoencoders.load(directory: URL(fileURLWithPath: previewVae, isDirectory: true), includeEncoder: false,
                                                       precision: precision)
-            config.previewEvery = previewEvery
+            settings.previewEvery = previewEvery
         }
-        let adapters = ModelAdapters(loras: try loras.map(LoRA.init(argument:)), embeddings: embeddings.map(TextualInversion.init(argument:)))
-        let served = try ServedModel.load(model: model, variant: variant, configDirectory: modelConfig.map { URL(fileURLWithPath: $0, isDirectory: true) },
-                                          predictionType: predictionType, adapters: adapters,
-                                          loraDirectory: loraDir.map { URL(fileURLWithPath: $0, isDirectory: true) },
-                                          promptSyntax: PromptSyntax(rawValue: promptSyntax) ?? .plain,
-                                          hubProgress: DownloadProgressBar.forStderr()?.update, precision: precision, refiner: refiner, vae: vae)
-        logger.info("model loaded", metadata: ["model": "\(served.name)", "kind": "\(served.kind.rawValue)",
-                                               "seconds": "\(String(format: "%.2f", served.components.loadSeconds))"])
-        let server = StableDiffusionServer(model: served, configuration: config, logger: logger)
-        // The server is async; this command's run() is not (main.swift runs every subcommand the same way),
-        // so the main thread waits for it.
-        let done = DispatchSemaphore(value: 0)
-        let failure = ErrorBox()
-        Task {
-            do {
-                try await server.run { port in
-                    logger.info("listening", metadata: ["host": "\(host)", "port": "\(port)"])
-                    // A plain line on stdout for scripts that wait for the server (and read the port when 0).
-                    FileHandle.standardOutput.write(Data("sd serve: listening on http://\(host):\(port)\n".utf8))
+        let served = try model.map(load)
+        let config = settings
+        if let served {
+            logger.info("model loaded", metadata: ["model": "\(served.name)", "kind": "\(served.kind.rawValue)",
+                                                   "seconds": "\(String(format: "%.2f", served.components.loadSeconds))"])
+        }
+        let host = self.host
+        let announce: @Sendable (Int) async -> Void = { port in
+            logger.info("listening", metadata: ["host": "\(host)", "port": "\(port)"])
+            // A plain line on stdout for scripts that wait for the server (and read the port when 0).
+            FileHandle.standardOutput.write(Data("sd serve: listening on http://\(host):\(port)\n".utf8))
+        }
+        if let queueURL {
+            let queueSettings = try queue.settings()
+            try runBlocking {
+                let queue = try await PostgresQueue.connect(queueURL, settings: queueSettings, logger: logger)
+                var worker: QueueWorker?
+                if let served {
+                    worker = try await QueueWorker.start(queue: queue, models: [served], previewVAE: config.previewVAE,
+                                                         previewEvery: config.previewEvery, logger: logger)
                 }
-            } catch {
-                failure.set(error)
+                let server = StableDiffusionServer(queue: queue, worker: worker, defaultModel: served?.name, configuration: config, logger: logger)
+                defer { queue.close() }
+                try await server.run(onStarted: announce)
             }
-            done.signal()
+            return
         }
-        done.wait()
-        if let error = failure.get() { throw error }
+        guard let served else { return }
+        let server = StableDiffusionServer(model: served, configuration: config, logger: logger)
+        try runBlocking { try await server.run(onStarted: announce) }
     }
-}
 
-/// The server task's error, handed to the waiting main thread.
-private final class ErrorBox: @unchecked Sendable {
-    private let lock = NSLock()
-    private var error: (any Error)?
-    func set(_ e: any Error) { lock.withLock { error = e } }
-    func get() -> (any Error)? { lock.withLock { error } }
+    private func load(_ model: String) throws -> ServedModel {
+        let adapters = ModelAdapters(loras: try loras.map(LoRA.init(argument:)), embeddings: embeddings.map(TextualInversion.init(argument:)))
+        return try ServedModel.load(model: model, variant: variant, configDirectory: modelConfig.map { URL(fileURLWithPath: $0, isDirectory: true) },
+                                    predictionType: predictionType, adapters: adapters,
+                                    loraDirectory: loraDir.map { URL(fileURLWithPath: $0, isDirectory: true) },
+                                    promptSyntax: PromptSyntax(rawValue: promptSyntax) ?? .plain,
+                                    hubProgress: DownloadProgressBar.forStderr()?.update, precision: precision, refiner: refiner, vae: vae)
+    }
 }

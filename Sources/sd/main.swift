@@ -13,7 +13,7 @@ struct SD: ParsableCommand {
 enum SubcommandRegistry {
     static let all: [any ParsableCommand.Type] = [
         Txt2ImgCommand.self, Img2ImgCommand.self, InpaintCommand.self, Depth2ImgCommand.self, UpscaleCommand.self, TokenizeCommand.self,
-        BenchCommand.self, ConvertCommand.self, DownloadCommand.self, ServeCommand.self,
+        BenchCommand.self, ConvertCommand.self, DownloadCommand.self, ServeCommand.self, WorkerCommand.self, QueueCommand.self,
     ]
 }
 

@@ -1,0 +1,167 @@
+import Foundation
+import XCTest
+import StableDiffusion
+
+/// `sd queue migrate`, `sd worker` and `sd serve --queue` as separate processes on a real PostgreSQL: the
+/// picture a worker draws for a front equals the CLI's, and a worker killed mid-job loses nothing.
+final class QueueProcessTests: XCTestCase {
+    nonisolated(unsafe) private static var shared: TestPostgres?
+
+    override class func tearDown() {
+        shared?.stop()
+        shared = nil
+        super.tearDown()
+    }
+
+    private func postgres() throws -> TestPostgres {
+        if let pg = Self.shared { return pg }
+        let pg = try TestPostgres.start()
+        Self.shared = pg
+        return pg
+    }
+
+    private var modelPath: String { ServerModels.root.appendingPathComponent("tiny-sd1").path }
+
+    private func folder() throws -> URL {
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent("sd-queue-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+        addTeardownBlock { try? FileManager.default.removeItem(at: url) }
+        return url
+    }
+
+    /// Runs `sd` to its end (bounded) and returns (status, stdout, stderr).
+    private func sd(_ arguments: [String], in folder: URL) throws -> (Int32, String, String) {
+        let child = try SDChild(arguments, folder: folder, label: "run-\(UUID().uuidString.prefix(8))")
+        let status = child.status(waiting: 120) ?? child.stop()
+        return (status, child.output, child.errors)
+    }
+
+    /// A migrated database; the `sd queue migrate` output is checked on the way (versioned, idempotent).
+    private func migratedQueue(_ pg: TestPostgres, in folder: URL) throws -> (String, String) {
+        let db = try pg.createDatabase()
+        let url = pg.url(database: db)
+        let first = try sd(["queue", "migrate", "--queue", url], in: folder)
+        XCTAssertEqual(first.0, 0, first.2)
+        XCTAssertTrue(first.1.contains("from version 0 to"), first.1)
+        let again = try sd(["queue", "migrate", "--queue", url], in: folder)
+        XCTAssertTrue(again.1.contains("nothing to do"), again.1)
+        return (db, url)
+    }
+
+    private func startWorker(_ url: String, name: String, in folder: URL, lease: Double = 30) throws -> SDChild {
+        let w = try SDChild(["worker", "--queue", url, "--model", modelPath, "--name", name, "--lease-seconds", String(lease),
+                             "--poll-seconds", "0.5"], folder: folder, label: name)
+        addTeardownBlock { w.stop() }
+        try w.waitFor("ready")
+        return w
+    }
+
+    private func startFront(_ url: String, in folder: URL) throws -> (SDChild, Int) {
+        let f = try SDChild(["serve", "--queue", url, "--port", "0", "--poll-seconds", "0.5", "--name", "front"],
+                            folder: folder, label: "front")
+        addTeardownBlock { f.stop() }
+        try f.waitFor("listening on")
+        guard let port = f.port else { throw XCTSkip("front printed no port") }
+        return (f, port)
+    }
+
+    private static func post(_ port: Int, _ path: String, _ json: [String: Any], timeout: Double = 120) async throws -> TestServer.Reply {
+        let body = try JSONSerialization.data(withJSONObject: json)
+        return try await withCheckedThrowingContinuation { c in
+            DispatchQueue.global().async {
+                c.resume(with: Result {
+                    try RawClient(port: port, timeout: timeout).exchange("POST", path, headers: ["Content-Type": "application/json"], body: body)
+                })
+            }
+        }
+    }
+
+    private static func get(_ port: Int, _ path: String) async throws -> TestServer.Reply {
+        try await withCheckedThrowingContinuation { c in
+            DispatchQueue.global().async {
+                c.resume(with: Result { try RawClient(port: port, timeout: 30).exchange("GET", path, headers: [:], body: Data()) })
+            }
+        }
+    }
+
+    /// Waits (bounded) until the front lists the workers' model.
+    private func waitForModel(_ port: Int) async throws {
+        let deadline = Date().addingTimeInterval(30)
+        while Date() < deadline {
+            if try await Self.get(port, "/sdapi/v1/sd-models").array.contains(where: { $0["model_name"] as? String == "tiny-sd1" }) { return }
+            try await Task.sleep(nanoseconds: 100_000_000)
+        }
+        XCTFail("the front never listed the worker's model")
+    }
+
+    /// What `sd txt2img` draws for the same options.
+    private func cliPixels(seed: Int, steps: Int, side: Int, in folder: URL) throws -> [UInt8] {
+        let out = folder.appendingPathComponent("cli-\(seed).png").path
+        let r = try sd(["txt2img", "--model", modelPath, "--prompt", "a red cube", "--seed", String(seed), "--steps", String(steps),
+                        "--width", String(side), "--height", String(side), "--scheduler", "euler-a", "--guidance-scale", "7",
+                        "--output", out], in: folder)
+        XCTAssertEqual(r.0, 0, r.2)
+        return try Image.load(path: out).pixels
+    }
+
+    private static func request(seed: Int, steps: Int, side: Int) -> [String: Any] {
+        ["prompt": "a red cube", "seed": seed, "steps": steps, "width": side, "height": side, "sampler_name": "Euler a", "cfg_scale": 7]
+    }
+
+    func testAFrontAndAWorkerProcessDrawTheCLIsPicture() async throws {
+        let pg = try postgres()
+        let dir = try folder()
+        let (db, url) = try migratedQueue(pg, in: dir)
+        _ = try startWorker(url, name: "w1", in: dir)
+        let (front, port) = try startFront(url, in: dir)
+        try await waitForModel(port)
+
+        let reply = try await Self.post(port, "/sdapi/v1/txt2img", Self.request(seed: 42, steps: 3, side: 64))
+        XCTAssertEqual(reply.status, 200, reply.text)
+        let picture = try Image.decode(data: reply.images.first.map { [UInt8]($0) } ?? [])
+        XCTAssertEqual(picture.pixels, try cliPixels(seed: 42, steps: 3, side: 64, in: dir), "the worker's picture differs from sd txt2img's")
+        XCTAssertEqual(reply.info["seed"] as? Int, 42)
+
+        // A model no live worker holds: 422 naming it and what is available.
+        var other = Self.request(seed: 1, steps: 1, side: 32)
+        other["override_settings"] = ["sd_model_checkpoint": "no-such-model"]
+        let refused = try await Self.post(port, "/sdapi/v1/txt2img", other)
+        XCTAssertEqual(refused.status, 422)
+        XCTAssertTrue(refused.text.contains("no-such-model") && refused.text.contains("tiny-sd1"), refused.text)
+
+        XCTAssertEqual(front.stop(), 0, front.errors.suffix(2000).description)
+        XCTAssertEqual(try pg.psql("SELECT state || ' ' || attempt || ' ' || worker FROM sd_jobs", database: db), "succeeded 1 w1")
+    }
+
+    func testAJobOfAKilledWorkerCompletesOnceOnAnotherAfterItsLeaseExpires() async throws {
+        let pg = try postgres()
+        let dir = try folder()
+        let (db, url) = try migratedQueue(pg, in: dir)
+        let doomed = try startWorker(url, name: "doomed", in: dir, lease: 2)
+        let (_, port) = try startFront(url, in: dir)
+        try await waitForModel(port)
+
+        // Long enough (a few seconds) to be caught running: 100 steps at 128 x 128.
+        let pending = Task {
+            try await QueueProcessTests.post(port, "/sdapi/v1/txt2img", QueueProcessTests.request(seed: 7, steps: 100, side: 128), timeout: 180)
+        }
+        let deadline = Date().addingTimeInterval(60)
+        var running = false
+        while Date() < deadline, !running {
+            running = try pg.psql("SELECT count(*) FROM sd_jobs WHERE state = 'running' AND worker = 'doomed' AND progress_step > 0",
+                                  database: db) == "1"
+            if !running { try await Task.sleep(nanoseconds: 20_000_000) }
+        }
+        XCTAssertTrue(running, "the job never ran on the first worker")
+        doomed.kill(SIGKILL)
+        _ = doomed.status(waiting: 10)
+        _ = try startWorker(url, name: "rescuer", in: dir, lease: 2)
+
+        let reply = try await pending.value
+        XCTAssertEqual(reply.status, 200, reply.text)
+        let picture = try Image.decode(data: reply.images.first.map { [UInt8]($0) } ?? [])
+        XCTAssertEqual(picture.pixels, try cliPixels(seed: 7, steps: 100, side: 128, in: dir))
+        XCTAssertEqual(try pg.psql("SELECT state || ' ' || attempt || ' ' || worker FROM sd_jobs", database: db), "succeeded 2 rescuer")
+        XCTAssertEqual(try pg.psql("SELECT count(*) FROM sd_job_images", database: db), "1")
+    }
+}

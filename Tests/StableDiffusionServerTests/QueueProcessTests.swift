@@ -56,8 +56,8 @@ final class QueueProcessTests: XCTestCase {
         return w
     }
 
-    private func startFront(_ url: String, in folder: URL) throws -> (SDChild, Int) {
-        let f = try SDChild(["serve", "--queue", url, "--port", "0", "--poll-seconds", "0.5", "--name", "front"],
+    private func startFront(_ url: String, in folder: URL, _ extra: [String] = []) throws -> (SDChild, Int) {
+        let f = try SDChild(["serve", "--queue", url, "--port", "0", "--poll-seconds", "0.5", "--name", "front"] + extra,
                             folder: folder, label: "front")
         addTeardownBlock { f.stop() }
         try f.waitFor("listening on")
@@ -163,5 +163,70 @@ final class QueueProcessTests: XCTestCase {
         XCTAssertEqual(picture.pixels, try cliPixels(seed: 7, steps: 100, side: 128, in: dir))
         XCTAssertEqual(try pg.psql("SELECT state || ' ' || attempt || ' ' || worker FROM sd_jobs", database: db), "succeeded 2 rescuer")
         XCTAssertEqual(try pg.psql("SELECT count(*) FROM sd_job_images", database: db), "1")
+    }
+
+    /// Polls `sql` (bounded) until it returns `expected`.
+    private func waitForSQL(_ pg: TestPostgres, _ db: String, _ sql: String, _ expected: String, timeout: Double = 30) async throws {
+        let deadline = Date().addingTimeInterval(timeout)
+        var last = ""
+        while Date() < deadline {
+            last = try pg.psql(sql, database: db)
+            if last == expected { return }
+            try await Task.sleep(nanoseconds: 20_000_000)
+        }
+        XCTFail("\(sql): \(last), expected \(expected)")
+    }
+
+    func testCancelInterruptQueueBoundAndMetricsAcrossProcesses() async throws {
+        let pg = try postgres()
+        let dir = try folder()
+        let (db, url) = try migratedQueue(pg, in: dir)
+        _ = try startWorker(url, name: "w1", in: dir)
+        let (_, port) = try startFront(url, in: dir, ["--queue-size", "1"])
+        try await waitForModel(port)
+        let long = Self.request(seed: 3, steps: 150, side: 192)
+        let running = "SELECT count(*) FROM sd_jobs WHERE state = 'running' AND progress_step > 0"
+
+        // A client that leaves cancels its job where it runs: on the worker, another process.
+        let leaving = try RawClient(port: port)
+        try leaving.sendJSON("/sdapi/v1/txt2img", long)
+        try await waitForSQL(pg, db, running, "1")
+        leaving.close()
+        try await waitForSQL(pg, db, "SELECT string_agg(state, ',') FROM sd_jobs", "cancelled")
+
+        // One job running and one waiting fill --queue-size 1: the next request gets 503 with Retry-After.
+        let interrupted = Task { try await QueueProcessTests.post(port, "/sdapi/v1/txt2img", QueueProcessTests.request(seed: 3, steps: 150, side: 192)) }
+        try await waitForSQL(pg, db, running, "1")
+        let waiting = try RawClient(port: port)
+        try waiting.sendJSON("/sdapi/v1/txt2img", long)
+        try await waitForSQL(pg, db, "SELECT count(*) FROM sd_jobs WHERE state = 'queued'", "1")
+        let refused = try await Self.post(port, "/sdapi/v1/txt2img", Self.request(seed: 1, steps: 1, side: 32))
+        XCTAssertEqual(refused.status, 503, refused.text)
+        XCTAssertNotNil(refused.header("Retry-After"))
+        // A waiting job whose client leaves is dropped at once.
+        waiting.close()
+        try await waitForSQL(pg, db, "SELECT count(*) FROM sd_jobs WHERE state = 'queued'", "0")
+
+        // /sdapi/v1/interrupt on the front stops its job on the worker, which returns the picture it was drawing.
+        let stop = try await Self.post(port, "/sdapi/v1/interrupt", [:])
+        XCTAssertEqual(stop.status, 200)
+        let reply = try await interrupted.value
+        XCTAssertEqual(reply.status, 200, reply.text)
+        XCTAssertEqual(reply.info["interrupted"] as? Bool, true, reply.text)
+        XCTAssertEqual(reply.images.count, 1)
+        XCTAssertEqual(try pg.psql("SELECT state || ' ' || interrupted FROM sd_jobs ORDER BY id", database: db),
+                       "cancelled false\nsucceeded true\ncancelled false")
+
+        // The front's /metrics has the queue's series (refreshed by its maintenance loop).
+        let deadline = Date().addingTimeInterval(10)
+        var metrics = ""
+        let wanted = ["sd_queue_workers_alive 1", "sd_queue_jobs{state=\"cancelled\"} 2", "sd_queue_jobs{state=\"succeeded\"} 1",
+                      "sd_queue_depth{model=\"tiny-sd1\"} 0", "sd_jobs_total{outcome=\"rejected\"} 1"]
+        while Date() < deadline {
+            metrics = try await Self.get(port, "/metrics").text
+            if wanted.allSatisfy({ metrics.contains($0) }) { break }
+            try await Task.sleep(nanoseconds: 100_000_000)
+        }
+        for w in wanted { XCTAssertTrue(metrics.contains(w), "\(w) not in /metrics:\n\(metrics)") }
     }
 }

@@ -192,7 +192,7 @@ package final class PostgresJobSource: JobSource, @unchecked Sendable {
             error = described.2
         }
         let images = output.images
-        let (interrupted, schedulerClass) = (output.interrupted, output.schedulerClass)
+        let (interrupted, schedulerClass) = (state == "succeeded" && output.interrupted, output.schedulerClass)
         return try await queue.client.withTransaction(logger: logger) { conn in
             var held = false
             for try await _ in try await conn.query("""

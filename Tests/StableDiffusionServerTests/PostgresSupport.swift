@@ -39,6 +39,22 @@ final class TestPostgres: @unchecked Sendable {
         return pg
     }
 
+    /// Stops the server (fast shutdown, by its pid) and starts it again on the same folder and port, as a
+    /// database restart looks to its clients.
+    func restart() throws {
+        let asRoot = getuid() == 0
+        if let pid {
+            kill(pid, SIGINT)
+            let deadline = Date().addingTimeInterval(20)
+            while kill(pid, 0) == 0, Date() < deadline { usleep(20_000) }
+        }
+        let data = folder.appendingPathComponent("data").path
+        let options = "-p \(port) -k \(folder.path) -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        try Self.runPG("pg_ctl", ["-D", data, "-o", options, "-l", folder.appendingPathComponent("log").path, "-w", "-t", "30", "start"], asRoot: asRoot)
+        let pidLine = try String(contentsOfFile: data + "/postmaster.pid", encoding: .utf8).split(separator: "\n").first.map(String.init)
+        pid = pidLine.flatMap { Int32($0) }
+    }
+
     /// SIGINT (PostgreSQL's fast shutdown) to the postmaster, waiting for it (bounded), then the folder goes.
     func stop() {
         if let pid {

@@ -229,4 +229,33 @@ final class QueueProcessTests: XCTestCase {
         }
         for w in wanted { XCTAssertTrue(metrics.contains(w), "\(w) not in /metrics:\n\(metrics)") }
     }
+
+    func testAStoppedWorkerGivesItsJobBackAndADatabaseRestartLosesNothing() async throws {
+        let pg = try postgres()
+        let dir = try folder()
+        let (db, url) = try migratedQueue(pg, in: dir)
+        let leaving = try startWorker(url, name: "leaving", in: dir)
+        let (_, port) = try startFront(url, in: dir)
+        try await waitForModel(port)
+        let running = "SELECT count(*) FROM sd_jobs WHERE state = 'running' AND progress_step > 0"
+
+        // SIGTERM: the worker stops its job and gives it back to the queue, without costing an attempt.
+        let first = Task { try await QueueProcessTests.post(port, "/sdapi/v1/txt2img", QueueProcessTests.request(seed: 5, steps: 100, side: 128)) }
+        try await waitForSQL(pg, db, running, "1")
+        XCTAssertEqual(leaving.stop(), 0, leaving.errors.suffix(2000).description)
+        XCTAssertEqual(try pg.psql("SELECT state || ' ' || attempt FROM sd_jobs", database: db), "queued 0")
+        _ = try startWorker(url, name: "staying", in: dir)
+        try await waitForSQL(pg, db, running, "1")
+
+        // The database restarts while the job runs: the worker's writes and the front's wait carry on after it.
+        try pg.restart()
+        let reply = try await first.value
+        XCTAssertEqual(reply.status, 200, reply.text)
+        let picture = try Image.decode(data: reply.images.first.map { [UInt8]($0) } ?? [])
+        XCTAssertEqual(picture.pixels, try cliPixels(seed: 5, steps: 100, side: 128, in: dir))
+        XCTAssertEqual(try pg.psql("SELECT state || ' ' || attempt || ' ' || worker FROM sd_jobs", database: db), "succeeded 1 staying")
+        // And after it, new work flows.
+        let after = try await Self.post(port, "/sdapi/v1/txt2img", Self.request(seed: 1, steps: 1, side: 32))
+        XCTAssertEqual(after.status, 200, after.text)
+    }
 }

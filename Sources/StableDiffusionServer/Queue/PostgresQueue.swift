@@ -25,7 +25,11 @@ public final class PostgresQueue: @unchecked Sendable {
         self.url = url
         self.settings = settings
         self.logger = logger
-        client = PostgresClient(configuration: url.clientConfiguration, backgroundLogger: logger)
+        // The pool's own log is quiet: its failures reach us as errors of the queries, which say what failed;
+        // at warning level it also complains of queries sent in the instant before `run()` has started.
+        var poolLogger = logger
+        poolLogger.logLevel = .error
+        client = PostgresClient(configuration: url.clientConfiguration, backgroundLogger: poolLogger)
     }
 
     /// Connects (retrying with backoff for up to `patience` seconds, for a database still starting),

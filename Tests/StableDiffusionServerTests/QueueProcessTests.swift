@@ -48,17 +48,18 @@ final class QueueProcessTests: XCTestCase {
         return (db, url)
     }
 
-    private func startWorker(_ url: String, name: String, in folder: URL, lease: Double = 30) throws -> SDChild {
-        let w = try SDChild(["worker", "--queue", url, "--model", modelPath, "--name", name, "--lease-seconds", String(lease),
-                             "--poll-seconds", "0.5"], folder: folder, label: name)
+    private func startWorker(_ url: String, name: String, in folder: URL, lease: Double = 30, models: [String] = ["tiny-sd1"]) throws -> SDChild {
+        let modelFlags = models.flatMap { ["--model", ServerModels.root.appendingPathComponent($0).path] }
+        let w = try SDChild(["worker", "--queue", url, "--name", name, "--lease-seconds", String(lease), "--poll-seconds", "0.5"] + modelFlags,
+                            folder: folder, label: name)
         addTeardownBlock { w.stop() }
         try w.waitFor("ready")
         return w
     }
 
-    private func startFront(_ url: String, in folder: URL, _ extra: [String] = []) throws -> (SDChild, Int) {
-        let f = try SDChild(["serve", "--queue", url, "--port", "0", "--poll-seconds", "0.5", "--name", "front"] + extra,
-                            folder: folder, label: "front")
+    private func startFront(_ url: String, in folder: URL, name: String = "front", _ extra: [String] = []) throws -> (SDChild, Int) {
+        let f = try SDChild(["serve", "--queue", url, "--port", "0", "--poll-seconds", "0.5", "--name", name] + extra,
+                            folder: folder, label: name)
         addTeardownBlock { f.stop() }
         try f.waitFor("listening on")
         guard let port = f.port else { throw XCTSkip("front printed no port") }
@@ -85,19 +86,19 @@ final class QueueProcessTests: XCTestCase {
     }
 
     /// Waits (bounded) until the front lists the workers' model.
-    private func waitForModel(_ port: Int) async throws {
+    private func waitForModel(_ port: Int, _ name: String = "tiny-sd1") async throws {
         let deadline = Date().addingTimeInterval(30)
         while Date() < deadline {
-            if try await Self.get(port, "/sdapi/v1/sd-models").array.contains(where: { $0["model_name"] as? String == "tiny-sd1" }) { return }
+            if try await Self.get(port, "/sdapi/v1/sd-models").array.contains(where: { $0["model_name"] as? String == name }) { return }
             try await Task.sleep(nanoseconds: 100_000_000)
         }
         XCTFail("the front never listed the worker's model")
     }
 
     /// What `sd txt2img` draws for the same options.
-    private func cliPixels(seed: Int, steps: Int, side: Int, in folder: URL) throws -> [UInt8] {
-        let out = folder.appendingPathComponent("cli-\(seed).png").path
-        let r = try sd(["txt2img", "--model", modelPath, "--prompt", "a red cube", "--seed", String(seed), "--steps", String(steps),
+    private func cliPixels(seed: Int, steps: Int, side: Int, model: String = "tiny-sd1", in folder: URL) throws -> [UInt8] {
+        let out = folder.appendingPathComponent("cli-\(model)-\(seed).png").path
+        let r = try sd(["txt2img", "--model", ServerModels.root.appendingPathComponent(model).path, "--prompt", "a red cube", "--seed", String(seed), "--steps", String(steps),
                         "--width", String(side), "--height", String(side), "--scheduler", "euler-a", "--guidance-scale", "7",
                         "--output", out], in: folder)
         XCTAssertEqual(r.0, 0, r.2)
@@ -108,29 +109,51 @@ final class QueueProcessTests: XCTestCase {
         ["prompt": "a red cube", "seed": seed, "steps": steps, "width": side, "height": side, "sampler_name": "Euler a", "cfg_scale": 7]
     }
 
-    func testAFrontAndAWorkerProcessDrawTheCLIsPicture() async throws {
+    func testFrontsAndWorkersAsProcessesDrawTheCLIsPictures() async throws {
         let pg = try postgres()
         let dir = try folder()
         let (db, url) = try migratedQueue(pg, in: dir)
-        _ = try startWorker(url, name: "w1", in: dir)
-        let (front, port) = try startFront(url, in: dir)
-        try await waitForModel(port)
+        // Two fronts: A only queues; B is a front with a local worker. Two workers: w1 (two models) and B's.
+        _ = try startWorker(url, name: "w1", in: dir, models: ["tiny-sd1", "tiny-sd2"])
+        let (frontA, portA) = try startFront(url, in: dir, name: "front-a")
+        let (_, portB) = try startFront(url, in: dir, name: "front-b", ["--model", modelPath])
+        try await waitForModel(portA)
+        try await waitForModel(portA, "tiny-sd2")
+        try await waitForModel(portB, "tiny-sd2")
 
-        let reply = try await Self.post(port, "/sdapi/v1/txt2img", Self.request(seed: 42, steps: 3, side: 64))
+        let reply = try await Self.post(portA, "/sdapi/v1/txt2img", Self.request(seed: 42, steps: 3, side: 64))
         XCTAssertEqual(reply.status, 200, reply.text)
         let picture = try Image.decode(data: reply.images.first.map { [UInt8]($0) } ?? [])
         XCTAssertEqual(picture.pixels, try cliPixels(seed: 42, steps: 3, side: 64, in: dir), "the worker's picture differs from sd txt2img's")
         XCTAssertEqual(reply.info["seed"] as? Int, 42)
 
+        // Routed by model: only w1 holds tiny-sd2.
+        var sd2 = Self.request(seed: 11, steps: 3, side: 64)
+        sd2["override_settings"] = ["sd_model_checkpoint": "tiny-sd2"]
+        let routed = try await Self.post(portB, "/sdapi/v1/txt2img", sd2)
+        XCTAssertEqual(routed.status, 200, routed.text)
+        let routedPicture = try Image.decode(data: routed.images.first.map { [UInt8]($0) } ?? [])
+        XCTAssertEqual(routedPicture.pixels, try cliPixels(seed: 11, steps: 3, side: 64, model: "tiny-sd2", in: dir))
+
+        // OpenAI's endpoint through a front.
+        let openAI = try await Self.post(portA, "/v1/images/generations", ["prompt": "a red cube", "size": "64x64", "seed": 9, "steps": 3,
+                                                                           "guidance_scale": 7, "sampler_name": "Euler a"])
+        XCTAssertEqual(openAI.status, 200, openAI.text)
+        let b64 = ((openAI.json["data"] as? [[String: Any]])?.first?["b64_json"] as? String).flatMap { Data(base64Encoded: $0) }
+        let openAIPicture = try Image.decode(data: b64.map { [UInt8]($0) } ?? [])
+        XCTAssertEqual(openAIPicture.pixels, try cliPixels(seed: 9, steps: 3, side: 64, in: dir))
+
         // A model no live worker holds: 422 naming it and what is available.
         var other = Self.request(seed: 1, steps: 1, side: 32)
         other["override_settings"] = ["sd_model_checkpoint": "no-such-model"]
-        let refused = try await Self.post(port, "/sdapi/v1/txt2img", other)
+        let refused = try await Self.post(portA, "/sdapi/v1/txt2img", other)
         XCTAssertEqual(refused.status, 422)
         XCTAssertTrue(refused.text.contains("no-such-model") && refused.text.contains("tiny-sd1"), refused.text)
 
-        XCTAssertEqual(front.stop(), 0, front.errors.suffix(2000).description)
-        XCTAssertEqual(try pg.psql("SELECT state || ' ' || attempt || ' ' || worker FROM sd_jobs", database: db), "succeeded 1 w1")
+        XCTAssertEqual(frontA.stop(), 0, frontA.errors.suffix(2000).description)
+        XCTAssertEqual(try pg.psql("SELECT count(*) || ' ' || string_agg(DISTINCT state, ',') || ' ' || max(attempt) FROM sd_jobs", database: db),
+                       "3 succeeded 1")
+        XCTAssertEqual(try pg.psql("SELECT worker FROM sd_jobs WHERE model = 'tiny-sd2'", database: db), "w1")
     }
 
     func testAJobOfAKilledWorkerCompletesOnceOnAnotherAfterItsLeaseExpires() async throws {
@@ -191,6 +214,12 @@ final class QueueProcessTests: XCTestCase {
         let leaving = try RawClient(port: port)
         try leaving.sendJSON("/sdapi/v1/txt2img", long)
         try await waitForSQL(pg, db, running, "1")
+        // /sdapi/v1/progress on the front shows the step the worker reached.
+        let progress = try await Self.get(port, "/sdapi/v1/progress").json
+        let state = progress["state"] as? [String: Any] ?? [:]
+        XCTAssertGreaterThan(state["sampling_step"] as? Int ?? 0, 0, "\(progress)")
+        XCTAssertEqual(state["sampling_steps"] as? Int, 150, "\(progress)")
+        XCTAssertGreaterThan(progress["progress"] as? Double ?? 0, 0, "\(progress)")
         leaving.close()
         try await waitForSQL(pg, db, "SELECT string_agg(state, ',') FROM sd_jobs", "cancelled")
 

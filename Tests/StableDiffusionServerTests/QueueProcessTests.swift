@@ -287,4 +287,35 @@ final class QueueProcessTests: XCTestCase {
         let after = try await Self.post(port, "/sdapi/v1/txt2img", Self.request(seed: 1, steps: 1, side: 32))
         XCTAssertEqual(after.status, 200, after.text)
     }
+
+    func testQueuedJobsOutliveAKilledFrontAndRunWithoutANotification() async throws {
+        let pg = try postgres()
+        let dir = try folder()
+        let (db, url) = try migratedQueue(pg, in: dir)
+        // A worker must be live for the front to accept the model; it is frozen (SIGSTOP), so the job waits
+        // (and the front still counts it live until its heartbeat is a lease old).
+        let first = try startWorker(url, name: "first", in: dir)
+        let (front, port) = try startFront(url, in: dir)
+        try await waitForModel(port)
+        first.kill(SIGSTOP)
+        defer {
+            first.kill(SIGKILL)
+            _ = first.status(waiting: 10)
+        }
+        let client = try RawClient(port: port)
+        try client.sendJSON("/sdapi/v1/txt2img", Self.request(seed: 4, steps: 2, side: 32))
+        try await waitForSQL(pg, db, "SELECT state FROM sd_jobs", "queued")
+        front.kill(SIGKILL)
+        _ = front.status(waiting: 10)
+        client.close()
+        _ = try startWorker(url, name: "second", in: dir)
+        try await waitForSQL(pg, db, "SELECT state || ' ' || worker FROM sd_jobs", "succeeded second")
+        // A job inserted by hand sends no notification: the idle worker's polling finds it.
+        let request = #"{"task":{"pipeline":"txt2img"},"prompt":"x","steps":1,"guidanceScale":1,"seed":1,"count":1,"model":"tiny-sd1"}"#
+        try pg.psql("INSERT INTO sd_jobs (kind, model, request) VALUES ('txt2img', 'tiny-sd1', '\(request)')", database: db)
+        try await waitForSQL(pg, db, "SELECT string_agg(state || ' ' || worker, ',' ORDER BY id) FROM sd_jobs", "succeeded second,succeeded second")
+        // Nobody fetched the results: they stay until retention.
+        XCTAssertEqual(try pg.psql("SELECT count(*) FROM sd_job_images i JOIN sd_jobs j ON j.id = i.job_id WHERE j.fetched_at IS NULL",
+                                   database: db), "2")
+    }
 }

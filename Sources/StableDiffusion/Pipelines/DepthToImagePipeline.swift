@@ -50,6 +50,7 @@ public final class StableDiffusionDepth2ImgPipeline: @unchecked Sendable {
                                progress: ProgressHandler? = nil) throws -> GenerationResult {
         let c = components
         try options.validate(vaeScaleFactor: c.vaeScaleFactor)
+        try options.refuseControlNets("depth-to-image")
         guard strength >= 0, strength <= 1 else { throw PipelineError.invalidArgument("strength must be in [0, 1], got \(strength)") }
         guard image.rank == 4, image.shape[3] == 3, image.shape[1] % c.vaeScaleFactor == 0, image.shape[2] % c.vaeScaleFactor == 0 else {
             throw PipelineError.invalidArgument("image must be NHWC RGB with sides that are multiples of \(c.vaeScaleFactor), got \(image.shape)")

@@ -174,3 +174,47 @@ final class ControlNetTests: XCTestCase {
         XCTAssertThrowsError(try ControlNetModel(directory: folder)) { XCTAssertTrue("\($0)".contains("_class_name"), "\($0)") }
     }
 }
+
+/// Original-layout ControlNet files (Scripts/reference/gen_controlnet_single_file.py: converted independently of
+/// diffusers and loaded unchanged by its from_single_file).
+final class ControlNetSingleFileTests: XCTestCase {
+    func folderWeights() throws -> ControlNetModel { try ControlNetModel(directory: TinyModels.controlNetSD1) }
+
+    /// Both files, with and without ControlNet 1.0's `control_model.` prefix, give the folder's residuals exactly.
+    func testSingleFilesGiveTheFolderModel() throws {
+        let config = try ControlNetConfig.load(TinyModels.controlNetSD1.appendingPathComponent("config.json"))
+        let reference = try folderWeights()
+        let sample = try Tensor(shape: [1, 4, 4, 4], scalars: (0..<64).map { Float(sin(Double($0))) })
+        let hint = try Tensor(shape: [1, 32, 32, 3], scalars: (0..<(32 * 32 * 3)).map { Float($0 % 7) / 7 })
+        let context = try Tensor(shape: [1, 5, 32], scalars: (0..<160).map { Float(cos(Double($0))) })
+        let conditioning = UNetConditioning(encoderHiddenStates: context)
+        let expected = try reference(sample: sample, timesteps: [500], conditioning: conditioning, controlImage: hint)
+        for name in ["tiny_controlnet.safetensors", "tiny_controlnet_prefixed.pth"] {
+            let url = try FixturePaths.url("controlnet/single/\(name)")
+            let net = try ControlNetModel(singleFile: url, config: config)
+            let got = try net(sample: sample, timesteps: [500], conditioning: conditioning, controlImage: hint)
+            XCTAssertEqual(got.down.count, expected.down.count)
+            for (a, b) in zip(got.down, expected.down) { XCTAssertEqual(a.scalars, b.scalars, name) }
+            XCTAssertEqual(got.middle.scalars, expected.middle.scalars, name)
+        }
+    }
+
+    /// Without a config the bundled SD 1.5 one applies (as diffusers' default): the tiny file does not fit it,
+    /// and the error names the file and the mismatch instead of loading something wrong.
+    func testBundledConfigAndErrors() throws {
+        let url = try FixturePaths.url("controlnet/single/tiny_controlnet.safetensors")
+        XCTAssertThrowsError(try ControlNetModel(singleFile: url)) { XCTAssertTrue("\($0)".contains("tiny_controlnet.safetensors"), "\($0)") }
+        // A UNet-only file is not a ControlNet.
+        let unet = try FixturePaths.url("single_file/checkpoints/tiny-sd1.safetensors")
+        XCTAssertThrowsError(try ControlNetModel(singleFile: unet)) { XCTAssertTrue("\($0)".contains("not a ControlNet"), "\($0)") }
+        // A truncated file is an error naming it.
+        let cut = FileManager.default.temporaryDirectory.appendingPathComponent("cut-\(UUID().uuidString).safetensors")
+        defer { try? FileManager.default.removeItem(at: cut) }
+        let data = try Data(contentsOf: url)
+        try data.prefix(data.count / 3).write(to: cut)
+        XCTAssertThrowsError(try ControlNetModel(singleFile: cut)) { XCTAssertTrue("\($0)".contains(cut.lastPathComponent), "\($0)") }
+        // The loader's argument forms: an existing file, a folder, a Hub id; anything else is refused by name.
+        XCTAssertThrowsError(try ControlNetModel.load("/no/such/file.pth")) { XCTAssertTrue("\($0)".contains("/no/such/file.pth"), "\($0)") }
+        XCTAssertEqual(try ControlNetModel.load(TinyModels.controlNetSD1.path).config.encoder.blockOutChannels, [32, 64])
+    }
+}

@@ -36,7 +36,7 @@ public final class StableDiffusionDepth2ImgPipeline: @unchecked Sendable {
     public convenience init(loadingEstimatorFor components: StableDiffusionComponents, variant: String? = nil) throws {
         let hasEstimator = components.index.components["depth_estimator"] != nil && components.singleFileDetection == nil
         let estimator: (any DepthEstimating)? = hasEstimator
-            ? try DepthEstimatorLoader.load(modelDirectory: components.directory, variant: variant) : nil
+            ? try DepthEstimators.load(modelDirectory: components.directory, variant: variant) : nil
         try self.init(components: components, depthEstimator: estimator)
     }
 

@@ -1,11 +1,13 @@
-"""Edge maps from OpenCV's cv2.Canny (the detector sd-webui-controlnet's `canny` module and the diffusers ControlNet
+"""Control-image preprocessor fixtures. Edge maps from OpenCV's cv2.Canny (the detector sd-webui-controlnet's `canny` module and the diffusers ControlNet
 docs run) for CannyEdges' exactness tests: RGB, grayscale and RGBA pictures with smooth shading, sharp shapes, texture
 and noise, at several threshold pairs (one given the wrong way round).
 
     ~/.sd-ref-venv/bin/pip install opencv-python-headless==4.10.0.84
-    ~/.sd-ref-venv/bin/python Scripts/reference/gen_canny_fixtures.py
+    ~/.sd-ref-venv/bin/python Scripts/reference/gen_preprocessor_fixtures.py
 
-Writes Tests/StableDiffusionTests/Fixtures/canny/: NAME.png (input), NAME-LOW-HIGH.png (cv2.Canny's output), cases.json.
+Writes Tests/StableDiffusionTests/Fixtures/canny/: NAME.png (input), NAME-LOW-HIGH.png (cv2.Canny's output), cases.json;
+and depth.png: the web UI's depth-module normalisation ((d - min) / (max - min) * 255) of transformers' DPT on the
+tiny depth-to-image model's estimator, bicubic to the picture's size, for scene_rgb.png.
 """
 import json
 import os
@@ -75,3 +77,21 @@ for name, img in pictures.items():
         cases.append({"input": f"{name}.png", "low": lo, "high": hi, "expected": out, "edge_pixels": int((edges > 0).sum())})
         print(out, int((edges > 0).sum()), "edge pixels")
 json.dump({"opencv": cv2.__version__, "cases": cases}, open(os.path.join(OUT, "cases.json"), "w"), indent=1)
+
+
+def depth_fixture():
+    import torch
+    from transformers import DPTForDepthEstimation, DPTImageProcessor
+    root = "Models/tiny-sd2-depth"
+    proc = DPTImageProcessor.from_pretrained(os.path.join(root, "feature_extractor"))
+    model = DPTForDepthEstimation.from_pretrained(os.path.join(root, "depth_estimator"), torch_dtype=torch.float32).eval()
+    img = Image.open(os.path.join(OUT, "scene_rgb.png")).convert("RGB")
+    with torch.no_grad():
+        d = model(proc(images=img, return_tensors="pt").pixel_values).predicted_depth
+        d = torch.nn.functional.interpolate(d[:, None], size=(img.height, img.width), mode="bicubic", align_corners=False)[0, 0]
+    d = (d - d.min()) / (d.max() - d.min())
+    Image.fromarray((d * 255).clip(0, 255).numpy().astype(np.uint8)).save(os.path.join(OUT, "depth.png"))
+    print("depth.png", img.size)
+
+
+depth_fixture()

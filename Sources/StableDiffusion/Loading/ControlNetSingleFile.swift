@@ -56,7 +56,7 @@ extension ControlNetModel {
 
     /// The bundled SD 1.5 config, or its SD 2.x form (1024-wide text, 64-channel heads, linear projections).
     static func singleFileConfig(_ source: any TensorSource, prefix: String, file: String) throws -> ControlNetConfig {
-        let url = try DiffusersConfigFolder.bundledRoot().appendingPathComponent("lllyasviel-control_v11p_sd15_canny/config.json")
+        let url = try ControlNetConfig.bundledSD15URL()
         guard let data = FileManager.default.contents(atPath: url.path),
               var values = try JSONValue.parse(data, file: url.path).objectValue else {
             throw PipelineError.badModel(path: url.path, detail: "the bundled ControlNet config is missing or not a JSON object")
@@ -78,5 +78,12 @@ extension ControlNetModel {
             values["conditioning_channels"] = .int(hint[1])
         }
         return try ControlNetConfig(ConfigReader(file: url.path, values: values))
+    }
+}
+
+extension ControlNetConfig {
+    /// The bundled `lllyasviel/control_v11p_sd15_canny` config (the SD 1.5 ControlNet architecture).
+    public static func bundledSD15URL() throws -> URL {
+        try DiffusersConfigFolder.bundledRoot().appendingPathComponent("lllyasviel-control_v11p_sd15_canny/config.json")
     }
 }

@@ -94,6 +94,19 @@ final class ControlNetTests: XCTestCase {
         try check(c, try StableDiffusionXLPipeline(modelDirectory: TinyModels.sdxl)(o), "sdxl")
     }
 
+    /// `--precision bf16` loads the ControlNet in bf16 like the UNet: the picture stays close to fp32's.
+    func testBF16ControlNetStaysCloseToFP32() throws {
+        try XCTSkipIf(ComputePrecision.bf16.unsupportedReason() != nil, "this CPU or build has no bf16 compute")
+        let c = try PipelineCase("cn_sd1_txt2img")
+        var o = c.options
+        o.controlNets = try units(c, models: [ControlNetModel.load(TinyModels.controlNetSD1.path, precision: .bf16)])
+        let result = try StableDiffusionPipeline(modelDirectory: TinyModels.sd1, precision: .bf16)(o)
+        let expected = try c.expectedImages()[0]
+        let (p, _) = psnr(result.rgb8(0).map(Float.init), expected.scalars)
+        if ProcessInfo.processInfo.environment["SD_PRINT_PSNR"] != nil { print("bf16 ControlNet PSNR \(p)") }
+        XCTAssertGreaterThan(p, 40, "bf16 ControlNet + UNet PSNR against diffusers fp32 (51 dB here)")
+    }
+
     /// A ControlNet outside its window at every step, or at scale 0, leaves the picture as without it.
     func testInactiveControlNetChangesNothing() throws {
         let pipe = try StableDiffusionPipeline(modelDirectory: TinyModels.sd1)

@@ -42,6 +42,8 @@ struct GenerationRequest: Sendable {
     var taskID: String? = nil
     /// A1111's `refiner_switch_at`, when the request asked for the loaded refiner (`refiner_checkpoint`).
     var refinerSwitch: Double? = nil
+    /// sd-webui-controlnet units (`alwayson_scripts.controlnet`), for the ControlNets the server loaded.
+    var controlNets: [ControlNetRequest] = []
 
     /// Picks a random seed the way A1111 does (below 2^32 - 1) when the client sent -1.
     static func resolveSeed(_ seed: UInt64?) -> UInt64 { seed ?? UInt64.random(in: 0..<4_294_967_294) }
@@ -100,6 +102,8 @@ extension ServedModel {
             default: throw APIError.invalid("refiner_checkpoint", "the refiner follows txt2img and img2img only, not \(request.task.pipelineName)")
             }
         }
+        // Control images are preprocessed once for every picture of the request.
+        let control = try controlNetUnits(request, options: request.options(index: 0), pipes: pipes)
         for i in 0..<request.count {
             if i > 0, interruption?.isInterrupted == true {
                 output.interrupted = true
@@ -109,6 +113,7 @@ extension ServedModel {
             options.prompts = [prompt]
             options.promptSyntax = promptSyntax
             options.interruption = interruption
+            (options.controlNets, options.guessMode) = control
             let result: GenerationResult
             do {
                 if let switchAt = request.refinerSwitch, let refiner {
@@ -127,7 +132,8 @@ extension ServedModel {
                 let info = GenerationInfotext(prompt: request.prompt, negativePrompt: request.negativePrompt, steps: options.numInferenceSteps,
                                               sampler: result.schedulerName, guidanceScale: options.guidanceScale, seed: result.seed,
                                               width: image.width, height: image.height, model: name,
-                                              pipeline: request.task.pipelineName, extra: request.extraInfo + refinerInfo(request))
+                                              pipeline: request.task.pipelineName,
+                                              extra: request.extraInfo + refinerInfo(request) + controlNetInfo(request))
                 output.images.append(GeneratedImage(png: try info.png(image), seed: result.seed, infotext: info.text,
                                                     width: image.width, height: image.height))
             }

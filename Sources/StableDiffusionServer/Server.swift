@@ -72,6 +72,7 @@ public final class StableDiffusionServer: Sendable {
         addA1111Generation(to: router)
         addA1111Info(to: router)
         addA1111Extras(to: router)
+        addA1111ControlNet(to: router)
         addOpenAI(to: router)
         addWebPage(to: router)
         router.get("/metrics") { _, _ -> Response in

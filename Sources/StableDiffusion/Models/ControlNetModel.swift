@@ -72,8 +72,9 @@ public final class ControlNetModel: @unchecked Sendable {
     ///   - controlImage: `[batch, h x f, w x f, conditioningChannels]` in [0, 1], `f` the VAE scale factor.
     ///   - scale: diffusers' `conditioning_scale`.
     ///   - guessMode: scale the residuals from 0.1 (first skip) to 1 (mid block) on a log scale, as diffusers.
+    ///   - decayingScales: the web UI's "My prompt is more important": residual `i` of `n` times `0.825^(n-1-i)`.
     public func callAsFunction(sample: Tensor, timesteps: [Float], conditioning: UNetConditioning, controlImage: Tensor,
-                               scale: Float = 1, guessMode: Bool = false) throws -> ControlResiduals {
+                               scale: Float = 1, guessMode: Bool = false, decayingScales: Bool = false) throws -> ControlResiduals {
         let c = config.encoder
         guard sample.rank == 4, sample.shape[3] == c.inChannels else {
             throw TensorError.shapeMismatch("ControlNet expects NHWC latents with \(c.inChannels) channels, got \(sample.shape)")
@@ -110,6 +111,9 @@ public final class ControlNetModel: @unchecked Sendable {
             // torch.logspace(-1, 0, n + 1) (float32), times the conditioning scale.
             let n = skips.count
             scales = (0...n).map { Float(pow(10, -1 + Double($0) / Double(n))) * scale }
+        } else if decayingScales {
+            let n = skips.count + 1
+            scales = (0..<n).map { scale * Float(pow(0.825, Double(n - 1 - $0))) }
         } else {
             scales = [Float](repeating: scale, count: skips.count + 1)
         }
@@ -120,6 +124,30 @@ public final class ControlNetModel: @unchecked Sendable {
             middle = spatialMean(middle)
         }
         return ControlResiduals(down: down, middle: middle)
+    }
+}
+
+extension ControlNetModel {
+    /// A ControlNet trained for another base model fails deep inside the network; this says which and why
+    /// first (`name` is how the error calls it).
+    public func checkFits(_ c: StableDiffusionComponents, name: String) throws {
+        let control = config.encoder, unet = c.unet.config
+        var problems: [String] = []
+        if control.inChannels != c.vae.config.latentChannels {
+            problems.append("it takes \(control.inChannels)-channel latents, the model's VAE gives \(c.vae.config.latentChannels)")
+        }
+        if control.crossAttentionDim != unet.crossAttentionDim {
+            problems.append("its cross-attention width is \(control.crossAttentionDim), the UNet's \(unet.crossAttentionDim)")
+        }
+        if control.blockOutChannels != unet.blockOutChannels || control.layersPerBlock != unet.layersPerBlock {
+            problems.append("its blocks \(control.blockOutChannels) x \(control.layersPerBlock) differ from the UNet's \(unet.blockOutChannels) x \(unet.layersPerBlock)")
+        }
+        if control.textTimeEmbedding != unet.textTimeEmbedding {
+            problems.append(control.textTimeEmbedding == nil ? "it is not an SDXL ControlNet and the model is SDXL" : "it is an SDXL ControlNet and the model is not")
+        }
+        if !problems.isEmpty {
+            throw PipelineError.invalidArgument("\(name) does not fit this model (\(c.family)): \(problems.joined(separator: "; "))")
+        }
     }
 }
 

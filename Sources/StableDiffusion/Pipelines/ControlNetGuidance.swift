@@ -33,31 +33,11 @@ struct ControlNetGuidance {
         let doubled = options.classifierFreeGuidance && !guessMode
         units = try options.controlNets.enumerated().map { i, unit in
             try unit.validate(index: i)
-            try Self.checkFits(unit.model, c, index: i)
-            let one = try processor.preprocess(unit.image, height: height, width: width, resizeMode: resizeMode, cropCoords: crop)
+            try unit.model.checkFits(c, name: "ControlNet \(i + 1)")
+            let one = try processor.preprocess(unit.image, height: height, width: width, resizeMode: crop == nil ? unit.resizeMode : resizeMode,
+                                               cropCoords: crop)
             let batch = try LatentPreparation.repeatBatch(one, to: options.batchSize)
             return Prepared(unit: unit, image: doubled ? try Tensor.concatenate([batch, batch], axis: 0) : batch)
-        }
-    }
-
-    /// A ControlNet trained for another base model fails deep inside the network; say which and why first.
-    private static func checkFits(_ model: ControlNetModel, _ c: StableDiffusionComponents, index i: Int) throws {
-        let control = model.config.encoder, unet = c.unet.config
-        var problems: [String] = []
-        if control.inChannels != c.vae.config.latentChannels {
-            problems.append("it takes \(control.inChannels)-channel latents, the model's VAE gives \(c.vae.config.latentChannels)")
-        }
-        if control.crossAttentionDim != unet.crossAttentionDim {
-            problems.append("its cross-attention width is \(control.crossAttentionDim), the UNet's \(unet.crossAttentionDim)")
-        }
-        if control.blockOutChannels != unet.blockOutChannels || control.layersPerBlock != unet.layersPerBlock {
-            problems.append("its blocks \(control.blockOutChannels) x \(control.layersPerBlock) differ from the UNet's \(unet.blockOutChannels) x \(unet.layersPerBlock)")
-        }
-        if control.textTimeEmbedding != unet.textTimeEmbedding {
-            problems.append(control.textTimeEmbedding == nil ? "it is not an SDXL ControlNet and the model is SDXL" : "it is an SDXL ControlNet and the model is not")
-        }
-        if !problems.isEmpty {
-            throw PipelineError.invalidArgument("ControlNet \(i + 1) does not fit this model (\(c.family)): \(problems.joined(separator: "; "))")
         }
     }
 
@@ -76,7 +56,7 @@ struct ControlNetGuidance {
             let scale = p.unit.scale(step: i, of: n, defaultScale: defaultScale)
             guard scale != 0 else { continue }
             let r = try p.unit.model(sample: sample, timesteps: [Float(timestep)], conditioning: netConditioning,
-                                     controlImage: p.image, scale: scale, guessMode: guessMode)
+                                     controlImage: p.image, scale: scale, guessMode: guessMode, decayingScales: p.unit.decayingScales)
             sum = try sum.map { try $0.adding(r) } ?? r
         }
         guard let sum else { return nil }

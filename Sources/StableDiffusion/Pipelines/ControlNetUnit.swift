@@ -27,13 +27,22 @@ public struct ControlNetUnit: Sendable {
     public var guidanceStart: Double
     /// The fraction of the steps after which it stops, in (start, 1].
     public var guidanceEnd: Double
+    /// How the control image is fitted to the working size: stretched (diffusers; the web UI's "Just
+    /// Resize"), cropped ("Crop and Resize") or padded ("Resize and Fill").
+    public var resizeMode: ImageResizeMode
+    /// The web UI's control mode "My prompt is more important": residual `i` of `n` scaled by
+    /// `0.825^(n - 1 - i)` (the mid block's by 1), so the deep layers steer and the early ones fade.
+    public var decayingScales: Bool
 
-    public init(model: ControlNetModel, image: Image, conditioningScale: Float? = nil, guidanceStart: Double = 0, guidanceEnd: Double = 1) {
+    public init(model: ControlNetModel, image: Image, conditioningScale: Float? = nil, guidanceStart: Double = 0, guidanceEnd: Double = 1,
+                resizeMode: ImageResizeMode = .default, decayingScales: Bool = false) {
         self.model = model
         self.image = image
         self.conditioningScale = conditioningScale
         self.guidanceStart = guidanceStart
         self.guidanceEnd = guidanceEnd
+        self.resizeMode = resizeMode
+        self.decayingScales = decayingScales
     }
 
     /// diffusers' `check_inputs` for the control guidance window and scale.

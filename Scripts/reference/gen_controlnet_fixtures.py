@@ -165,6 +165,13 @@ def run_sdxl():
                                               guidance_scale=5.0, controlnet_conditioning_scale=0.7,
                                               control_guidance_end=0.8), {"control0": control},
         plain_kwargs=dict(prompt=P, negative_prompt=N, num_inference_steps=5, guidance_scale=5.0, height=64, width=64))
+    from diffusers import StableDiffusionXLControlNetImg2ImgPipeline, StableDiffusionXLImg2ImgPipeline
+    i2i = StableDiffusionXLControlNetImg2ImgPipeline(**xl_parts, controlnet=cnx, add_watermarker=False)
+    plain = StableDiffusionXLImg2ImgPipeline(**xl_parts, add_watermarker=False)
+    init = test_image(64, 64)
+    kw = dict(prompt=P, negative_prompt=N, image=init, control_image=control, strength=0.7, num_inference_steps=6, guidance_scale=5.0)
+    run("cn_sdxl_img2img", i2i, plain, 97, kw, {"input": init, "control0": control},
+        plain_kwargs={k: v for k, v in kw.items() if k != "control_image"})
 
 
 run_sdxl()

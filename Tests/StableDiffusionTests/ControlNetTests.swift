@@ -107,6 +107,16 @@ final class ControlNetTests: XCTestCase {
         XCTAssertGreaterThan(p, 40, "bf16 ControlNet + UNet PSNR against diffusers fp32 (51 dB here)")
     }
 
+    /// StableDiffusionXLControlNetImg2ImgPipeline: image-to-image's default scale 0.8, SDXL's conditioning.
+    func testSDXLImageToImage() throws {
+        let c = try PipelineCase("cn_sdxl_img2img")
+        var o = c.options
+        o.controlNets = try units(c, models: [ControlNetModel(directory: TinyModels.controlNetSDXL)])
+        let input = try Image.load(path: c.directory.appendingPathComponent("input.png").path)
+        let result = try StableDiffusionXLImg2ImgPipeline(modelDirectory: TinyModels.sdxl)(o, image: input, strength: c.json["strength"]?.doubleValue)
+        try check(c, result, "sdxl img2img")
+    }
+
     /// A ControlNet outside its window at every step, or at scale 0, leaves the picture as without it.
     func testInactiveControlNetChangesNothing() throws {
         let pipe = try StableDiffusionPipeline(modelDirectory: TinyModels.sd1)

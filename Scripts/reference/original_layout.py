@@ -87,14 +87,17 @@ def unet_module_to_original(module, cfg):
     raise KeyError(module)
 
 
+def _unet_renamer(rest, kind, t):
+    """Parameter paths inside a UNet module: resnets and downsamplers are renamed, the rest kept."""
+    if kind == "resnet":
+        return [(_rename_head(rest, RESNET_UNET), t)]
+    if kind == "down":
+        return [(_rename_head(rest, [("conv", "op")]), t)]
+    return [(rest, t)]
+
+
 def unet_to_original(state, cfg):
-    def ren(rest, kind, t):
-        if kind == "resnet":
-            return [(_rename_head(rest, RESNET_UNET), t)]
-        if kind == "down":
-            return [(_rename_head(rest, [("conv", "op")]), t)]
-        return [(rest, t)]
-    return _apply(state, unet_modules(cfg), "model.diffusion_model.", ren)
+    return _apply(state, unet_modules(cfg), "model.diffusion_model.", _unet_renamer)
 
 
 def controlnet_to_original(state, cfg, prefix=""):
@@ -113,14 +116,7 @@ def controlnet_to_original(state, cfg, prefix=""):
     for i in range(skips):
         modules[f"controlnet_down_blocks.{i}"] = (f"zero_convs.{i}.0", None)
     modules["controlnet_mid_block"] = ("middle_block_out.0", None)
-
-    def ren(rest, kind, t):
-        if kind == "resnet":
-            return [(_rename_head(rest, RESNET_UNET), t)]
-        if kind == "down":
-            return [(_rename_head(rest, [("conv", "op")]), t)]
-        return [(rest, t)]
-    return _apply(state, modules, prefix, ren)
+    return _apply(state, modules, prefix, _unet_renamer)
 
 
 def vae_to_original(state, cfg):

@@ -19,6 +19,7 @@ parser = argparse.ArgumentParser()
 parser.add_argument("--port", type=int, required=True)
 parser.add_argument("--sd", required=True)
 parser.add_argument("--model", required=True)
+parser.add_argument("--controlnet", required=True, help="the ControlNet folder the server was started with")
 parser.add_argument("--out", required=True)
 parser.add_argument("--long-side", type=int, default=64, help="picture size of the job that gets interrupted")
 args = parser.parse_args()
@@ -85,6 +86,28 @@ r = api.img2img(images=[init], prompt="a house", seed=6, steps=4, width=64, heig
 cli = sd("img2img", "--image", init_path, "--prompt", "a house", "--seed", "6", "--steps", "4", "--width", "64",
          "--height", "64", "--strength", "0.6", "--scheduler", "euler", "--guidance-scale", "7")
 check("webuiapi img2img == sd img2img", same_pixels(r.image, cli))
+
+# sd-webui-controlnet's API through webuiapi's ControlNetUnit.
+check("webuiapi controlnet_model_list", api.controlnet_model_list() == ["tiny-controlnet-sd1"], api.controlnet_model_list())
+check("webuiapi controlnet_module_list", "canny" in api.controlnet_module_list(), api.controlnet_module_list())
+edges = Image.new("RGB", (64, 64), 0)
+edges.paste((255, 255, 255), (8, 8, 56, 12))
+edges.paste((255, 255, 255), (20, 8, 24, 60))
+edges_path = f"{args.out}/edges.png"
+edges.save(edges_path)
+unit = webuiapi.ControlNetUnit(image=edges, module="none", model="tiny-controlnet-sd1", weight=0.8, resize_mode="Just Resize")
+r = api.txt2img(prompt="a red cube", seed=7, width=64, height=64, steps=4, cfg_scale=7, sampler_name="Euler", controlnet_units=[unit])
+cli = sd("txt2img", "--prompt", "a red cube", "--seed", "7", "--steps", "4", "--width", "64", "--height", "64",
+         "--scheduler", "euler", "--guidance-scale", "7", "--controlnet", args.controlnet + ":0.8", "--control-image", edges_path)
+check("webuiapi txt2img with a ControlNetUnit == sd txt2img --controlnet", same_pixels(r.image, cli))
+check("webuiapi ControlNet infotext", 'ControlNet 0: "Module: none, Model: tiny-controlnet-sd1' in r.image.info.get("parameters", ""),
+      r.image.info.get("parameters"))
+detected = api.controlnet_detect([init], module="canny", processor_res=64, threshold_a=20, threshold_b=60)
+detect_path = f"{args.out}/detect.png"
+subprocess.run([args.sd, "detect", "--module", "canny", "--low", "20", "--high", "60", "--image", init_path, "--output", detect_path],
+               check=True, timeout=60, stdout=subprocess.DEVNULL)
+got = detected.image  # webuiapi decodes the answer's base64 images
+check("webuiapi controlnet_detect canny == sd detect", same_pixels(got, Image.open(detect_path)))
 
 p = api.get_progress()
 check("webuiapi get_progress idle", p.get("progress") == 0 and p["state"]["job_count"] == 0, p)

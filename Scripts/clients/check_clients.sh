@@ -8,6 +8,7 @@ cd "$(dirname "$0")/../.."
 VENV=${SD_CLIENT_VENV:-.build/clients-venv}
 CONFIG=${SD_BUILD_CONFIG:-debug}
 MODEL=Models/tiny-sd1
+CONTROLNET=Models/tiny-controlnet-sd1
 
 if [ ! -x "$VENV/bin/python" ]; then python3 -m venv "$VENV"; fi
 "$VENV/bin/pip" install -q --disable-pip-version-check -r Scripts/clients/requirements.txt
@@ -23,7 +24,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$SD" serve --model "$MODEL" --port 0 --queue-size 4 > "$OUT/serve.out" 2> "$OUT/serve.err" &
+"$SD" serve --model "$MODEL" --controlnet "$CONTROLNET" --port 0 --queue-size 4 > "$OUT/serve.out" 2> "$OUT/serve.err" &
 PID=$!
 for _ in $(seq 1 300); do
     grep -q "listening on" "$OUT/serve.out" 2>/dev/null && break
@@ -38,7 +39,7 @@ echo "sd serve pid $PID on port $PORT"
 LONG_SIDE=64
 if [ "$CONFIG" = release ]; then LONG_SIDE=384; fi
 status=0
-timeout 240 "$VENV/bin/python" Scripts/clients/check_clients.py --port "$PORT" --sd "$SD" --model "$MODEL" --out "$OUT" \
+timeout 240 "$VENV/bin/python" Scripts/clients/check_clients.py --port "$PORT" --sd "$SD" --model "$MODEL" --controlnet "$CONTROLNET" --out "$OUT" \
     --long-side "$LONG_SIDE" || status=$?
 
 kill -TERM "$PID"

@@ -3,7 +3,7 @@
     ~/.sd-ref-venv/bin/python Scripts/reference/bench_torch.py [--runs N] [--threads 2] [--json]
 
 Times, like `sd bench --suite sd15`: the UNet step (batch 2, the guidance pair) at 256x256 and 512x512,
-the text encoder (batch 2 x 77 tokens), the VAE decode at 512x512, and a whole 20-step txt2img at 512x512
+a step with a ControlNet (ControlNet + UNet, 512x512, batch 2), the text encoder (batch 2 x 77 tokens), the VAE decode at 512x512, and a whole 20-step txt2img at 512x512
 (PNDM, guidance 7.5). Reports min and median seconds and the process's peak resident memory.
 """
 import argparse
@@ -15,7 +15,7 @@ import sys
 import time
 
 import torch
-from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from diffusers import AutoencoderKL, ControlNetModel, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -55,6 +55,17 @@ def main():
         for size in [s for s in (256, 512) if want(f"unet_{s}")]:
             x = torch.randn(2, 4, size // 8, size // 8)
             results[f"unet_{size}"] = timed(lambda: unet(x, 500, encoder_hidden_states=ctx), args.runs)
+        if want("controlnet_unet_512"):
+            # One guided step with a ControlNet (control_v11p_sd15_canny's config), as the ControlNet pipelines run it.
+            cn_config = os.path.join(os.path.dirname(REF), "lllyasviel-control_v11p_sd15_canny")
+            controlnet = ControlNetModel.from_config(ControlNetModel.load_config(cn_config)).eval()
+            x = torch.randn(2, 4, 64, 64)
+            hint = torch.rand(2, 3, 512, 512)
+
+            def step():
+                down, mid = controlnet(x, 500, encoder_hidden_states=ctx, controlnet_cond=hint, return_dict=False)
+                unet(x, 500, encoder_hidden_states=ctx, down_block_additional_residuals=down, mid_block_additional_residual=mid)
+            results["controlnet_unet_512"] = timed(step, args.runs)
         ids = torch.randint(0, 49408, (2, 77))
         if want("text_encoder"):
             results["text_encoder"] = timed(lambda: text_encoder(ids), args.runs)

@@ -41,7 +41,7 @@ def unet_modules(cfg):
     m["mid_block.resnets.1"] = ("middle_block.2", "resnet")
     k = 0
     rev = list(reversed(lpb))
-    for i, t in enumerate(cfg["up_block_types"]):
+    for i, t in enumerate(cfg.get("up_block_types", [])):
         attn = t == "CrossAttnUpBlock2D"
         for j in range(rev[i] + 1):
             m[f"up_blocks.{i}.resnets.{j}"] = (f"output_blocks.{k}.0", "resnet")
@@ -87,14 +87,36 @@ def unet_module_to_original(module, cfg):
     raise KeyError(module)
 
 
+def _unet_renamer(rest, kind, t):
+    """Parameter paths inside a UNet module: resnets and downsamplers are renamed, the rest kept."""
+    if kind == "resnet":
+        return [(_rename_head(rest, RESNET_UNET), t)]
+    if kind == "down":
+        return [(_rename_head(rest, [("conv", "op")]), t)]
+    return [(rest, t)]
+
+
 def unet_to_original(state, cfg):
-    def ren(rest, kind, t):
-        if kind == "resnet":
-            return [(_rename_head(rest, RESNET_UNET), t)]
-        if kind == "down":
-            return [(_rename_head(rest, [("conv", "op")]), t)]
-        return [(rest, t)]
-    return _apply(state, unet_modules(cfg), "model.diffusion_model.", ren)
+    return _apply(state, unet_modules(cfg), "model.diffusion_model.", _unet_renamer)
+
+
+def controlnet_to_original(state, cfg, prefix=""):
+    """A diffusers ControlNetModel state dict in cldm.ControlNet's names (control_v11p_sd15_canny.pth): the UNet's
+    down half, input_hint_block (convolutions at even indices, SiLU between), zero_convs.i.0, middle_block_out.0."""
+    modules = unet_modules(cfg)
+    widths = cfg.get("conditioning_embedding_out_channels", (16, 32, 96, 256))
+    steps = len(widths) - 1
+    modules["controlnet_cond_embedding.conv_in"] = ("input_hint_block.0", None)
+    for i in range(2 * steps):
+        modules[f"controlnet_cond_embedding.blocks.{i}"] = (f"input_hint_block.{2 * (i + 1)}", None)
+    modules["controlnet_cond_embedding.conv_out"] = (f"input_hint_block.{2 * (2 * steps + 1)}", None)
+    n = len(cfg["block_out_channels"])
+    lpb = cfg["layers_per_block"]
+    skips = 1 + (lpb * n if isinstance(lpb, int) else sum(lpb)) + n - 1
+    for i in range(skips):
+        modules[f"controlnet_down_blocks.{i}"] = (f"zero_convs.{i}.0", None)
+    modules["controlnet_mid_block"] = ("middle_block_out.0", None)
+    return _apply(state, modules, prefix, _unet_renamer)
 
 
 def vae_to_original(state, cfg):

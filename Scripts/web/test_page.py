@@ -28,7 +28,7 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 SD = os.environ.get("SD_BIN", os.path.join(ROOT, ".build", "release", "sd"))
@@ -164,6 +164,7 @@ def sd1_session(tmp):
         driver.get(server.url + "/")
         WebDriverWait(driver, 20).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#tabs button"))
         check("sd1 tabs", tabs_shown(driver) == ["txt2img", "img2img", "inpaint"], tabs_shown(driver))
+        check("no ControlNet panel without --controlnet", not driver.find_elements(By.ID, "controlnet"))
 
         # Text to image, against the CLI.
         driver.find_element(By.ID, "prompt").send_keys(PROMPT)
@@ -341,10 +342,60 @@ def single_tab_session(model_name, tab, tmp, cli_args, form):
         server.stop()
 
 
+def controlnet_session(tmp):
+    """sd serve --controlnet: the panel, a txt2img with a control image equal to the CLI's, the preprocessor preview,
+    a ControlNet error shown in the panel."""
+    model = os.path.join(MODELS, "tiny-sd1")
+    net = os.path.join(MODELS, "tiny-controlnet-sd1")
+    edges = Image.new("RGB", (64, 64), 0)
+    edges.paste((255, 255, 255), (8, 8, 56, 12))
+    edges.paste((255, 255, 255), (20, 8, 24, 60))
+    edges_path = os.path.join(tmp, "edges.png")
+    edges.save(edges_path)
+    server = Server(model, ["--controlnet", net])
+    driver = browser()
+    try:
+        driver.get(server.url + "/")
+        WebDriverWait(driver, 20).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#tabs button"))
+        check("ControlNet panel shown", driver.find_element(By.ID, "controlnet").is_displayed())
+        driver.find_element(By.CSS_SELECTOR, "#cn-panel summary").click()
+        options = [o.text for o in driver.find_elements(By.CSS_SELECTOR, "#cn_model option")]
+        check("ControlNet models listed", options == ["tiny-controlnet-sd1"], options)
+        driver.find_element(By.ID, "prompt").send_keys(PROMPT)
+        for f, v in (("width", 64), ("height", 64), ("steps", 4), ("cfg_scale", 7.5), ("cn_weight", 0.8)):
+            fill(driver, f, v)
+        set_seed(driver, 9)
+        driver.find_element(By.ID, "cn_enabled").click()
+        # Enabled without a control image: the panel says so, nothing is sent.
+        driver.find_element(By.ID, "generate").click()
+        msg = driver.find_element(By.CSS_SELECTOR, '#controlnet [data-error="alwayson_scripts"]').text
+        check("ControlNet needs a control image", "control image" in msg, msg)
+        upload(driver, "cn_image", edges_path)
+        shot(driver, "controlnet")
+        generate_and_wait(driver, 0)
+        got = page_images(driver)
+        want = cli_image(["txt2img", "--model", model, "--prompt", PROMPT, "--width", "64", "--height", "64", "--steps", "4",
+                          "--guidance-scale", "7.5", "--seed", "9", "--controlnet", net + ":0.8", "--control-image", edges_path])
+        check("txt2img with ControlNet equals the CLI", len(got) == 1 and same_pixels(got[0], want))
+        params = driver.find_element(By.CSS_SELECTOR, "#gallery .card .params").text
+        check("gallery shows the ControlNet infotext", "ControlNet 0" in params, params)
+        Select(driver.find_element(By.ID, "cn_module")).select_by_value("canny")
+        check("canny thresholds shown", driver.find_element(By.ID, "cn_low").is_displayed())
+        driver.find_element(By.ID, "cn_preview").click()
+        WebDriverWait(driver, 30).until(lambda d: d.find_element(By.ID, "cn_preview_img").is_displayed())
+        src = driver.find_element(By.ID, "cn_preview_img").get_attribute("src")
+        preview = Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))).convert("L")
+        check("preprocessor preview is an edge map", set(preview.getdata()) <= {0, 255} and 255 in set(preview.getdata()))
+    finally:
+        driver.quit()
+        server.stop()
+
+
 def main():
     os.makedirs(ART, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         sd1_session(tmp)
+        controlnet_session(tmp)
         src = test_image(os.path.join(tmp, "depth-input.png"), 96, 64)
         single_tab_session("tiny-sd2-depth", "depth2img", tmp,
                            ["--image", src, "--strength", "0.7", "--steps", "4", "--guidance-scale", "7.5", "--seed", "5"],

@@ -27,8 +27,11 @@ extension StableDiffusionServer {
         if model.kind != .standard {
             reader.fail("", "model \(model.name) is a \(model.kind.rawValue) model: use /sdapi/v1/img2img", type: "model_kind")
         }
+        let controlNets = readControlNetUnits(&reader, needsImages: true)
         try reader.finish()
-        return (parsed.request(.txt2img), reader, parsed.sendImages)
+        var generation = parsed.request(.txt2img)
+        generation.controlNets = controlNets
+        return (generation, reader, parsed.sendImages)
     }
 
     /// An img2img body checked into a job, its pictures decoded; also returns the denoising strength.
@@ -36,9 +39,16 @@ extension StableDiffusionServer {
         var reader = try FieldReader.parse(body)
         let parsed = readCommon(&reader)
         let task = try readImg2ImgTask(&reader)
+        let controlNets = readControlNetUnits(&reader, needsImages: false)
         try reader.finish()
         guard let task else { throw APIError.invalid("init_images", "Field required", type: "missing") }
         var generation = parsed.request(task.task)
+        generation.controlNets = controlNets
+        switch task.task {
+        case .txt2img, .img2img, .inpaint: break
+        default:
+            if !controlNets.isEmpty { throw APIError.invalid("alwayson_scripts", "ControlNet works with txt2img, img2img and inpainting, not \(task.task.pipelineName) (model \(model.name))") }
+        }
         if case .upscale = task.task { (generation.width, generation.height) = (nil, nil) }
         return (generation, reader, task.strength, parsed.sendImages)
     }
@@ -189,7 +199,7 @@ extension StableDiffusionServer {
             ("clip_skip", 1), ("is_using_inpainting_conditioning", .bool(isInpainting)), ("version", "sd-serve"),
             ("interrupted", .bool(output.interrupted)),
         ])
-        var parameters = reader.object.filter { $0.key != "init_images" && $0.key != "mask" }.mapValues { $0 }
+        var parameters = reader.object.filter { $0.key != "init_images" && $0.key != "mask" && $0.key != "alwayson_scripts" }.mapValues { $0 }
         for (k, v) in [("prompt", JSONValue.string(request.prompt)), ("steps", .int(request.steps))] where parameters[k] == nil { parameters[k] = v }
         return .json(.object([("images", .array(images)), ("parameters", JSON(.object(parameters))), ("info", .string(info.text))]))
     }

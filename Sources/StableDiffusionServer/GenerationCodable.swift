@@ -9,6 +9,7 @@ import StableDiffusion
 extension GenerationRequest: Codable {
     private enum Keys: String, CodingKey {
         case task, prompt, negativePrompt, steps, guidanceScale, width, height, scheduler, eta, seed, count, taskID, refinerSwitch, model
+        case controlNets
     }
 
     init(from decoder: any Decoder) throws {
@@ -20,7 +21,8 @@ extension GenerationRequest: Codable {
                   eta: try c.decodeIfPresent(Float.self, forKey: .eta), seed: try c.decode(UInt64.self, forKey: .seed),
                   count: try c.decode(Int.self, forKey: .count), taskID: try c.decodeIfPresent(String.self, forKey: .taskID),
                   refinerSwitch: try c.decodeIfPresent(Double.self, forKey: .refinerSwitch),
-                  model: try c.decodeIfPresent(String.self, forKey: .model))
+                  model: try c.decodeIfPresent(String.self, forKey: .model),
+                  controlNets: try c.decodeIfPresent([ControlNetRequest].self, forKey: .controlNets) ?? [])
     }
 
     func encode(to encoder: any Encoder) throws {
@@ -39,6 +41,7 @@ extension GenerationRequest: Codable {
         try c.encodeIfPresent(taskID, forKey: .taskID)
         try c.encodeIfPresent(refinerSwitch, forKey: .refinerSwitch)
         try c.encodeIfPresent(model, forKey: .model)
+        if !controlNets.isEmpty { try c.encode(controlNets, forKey: .controlNets) }
     }
 }
 
@@ -84,6 +87,43 @@ extension GenerationRequest.Task: Codable {
             try c.encode(CodableImage(image), forKey: .image)
             try c.encode(noise, forKey: .noiseLevel)
         }
+    }
+}
+
+extension ControlNetRequest: Codable {
+    private enum Keys: String, CodingKey {
+        case model, module, image, weight, guidanceStart, guidanceEnd, resizeMode, processorResolution, pixelPerfect, thresholdA, thresholdB
+        case controlMode
+    }
+
+    init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: Keys.self)
+        let resize = try c.decode(String.self, forKey: .resizeMode)
+        guard let resizeMode = ImageResizeMode(rawValue: resize) else {
+            throw DecodingError.dataCorruptedError(forKey: .resizeMode, in: c, debugDescription: "unknown resize mode \(resize)")
+        }
+        self.init(model: try c.decode(String.self, forKey: .model), module: try c.decode(ControlPreprocessor.self, forKey: .module),
+                  image: try c.decodeIfPresent(CodableImage.self, forKey: .image)?.image, weight: try c.decode(Float.self, forKey: .weight),
+                  guidanceStart: try c.decode(Double.self, forKey: .guidanceStart), guidanceEnd: try c.decode(Double.self, forKey: .guidanceEnd),
+                  resizeMode: resizeMode, processorResolution: try c.decode(Int.self, forKey: .processorResolution),
+                  pixelPerfect: try c.decode(Bool.self, forKey: .pixelPerfect), thresholdA: try c.decode(Double.self, forKey: .thresholdA),
+                  thresholdB: try c.decode(Double.self, forKey: .thresholdB), controlMode: try c.decode(Int.self, forKey: .controlMode))
+    }
+
+    func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: Keys.self)
+        try c.encode(model, forKey: .model)
+        try c.encode(module, forKey: .module)
+        try c.encodeIfPresent(image.map(CodableImage.init), forKey: .image)
+        try c.encode(weight, forKey: .weight)
+        try c.encode(guidanceStart, forKey: .guidanceStart)
+        try c.encode(guidanceEnd, forKey: .guidanceEnd)
+        try c.encode(resizeMode.rawValue, forKey: .resizeMode)
+        try c.encode(processorResolution, forKey: .processorResolution)
+        try c.encode(pixelPerfect, forKey: .pixelPerfect)
+        try c.encode(thresholdA, forKey: .thresholdA)
+        try c.encode(thresholdB, forKey: .thresholdB)
+        try c.encode(controlMode, forKey: .controlMode)
     }
 }
 

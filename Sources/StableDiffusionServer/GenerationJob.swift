@@ -45,6 +45,8 @@ struct GenerationRequest: Sendable {
     /// The model the client picked (A1111's `sd_model_checkpoint`, OpenAI's `model`); nil: the server's own.
     /// Only a shared queue routes on it: a server with one model checks the name when it reads the request.
     var model: String? = nil
+    /// sd-webui-controlnet units (`alwayson_scripts.controlnet`), for the ControlNets the server loaded.
+    var controlNets: [ControlNetRequest] = []
 
     /// Picks a random seed the way A1111 does (below 2^32 - 1) when the client sent -1.
     static func resolveSeed(_ seed: UInt64?) -> UInt64 { seed ?? UInt64.random(in: 0..<4_294_967_294) }
@@ -103,6 +105,8 @@ extension ServedModel {
             default: throw APIError.invalid("refiner_checkpoint", "the refiner follows txt2img and img2img only, not \(request.task.pipelineName)")
             }
         }
+        // Control images are preprocessed once for every picture of the request.
+        let control = try controlNetUnits(request, options: request.options(index: 0), pipes: pipes)
         for i in 0..<request.count {
             if i > 0, interruption?.isInterrupted == true {
                 output.interrupted = true
@@ -112,6 +116,7 @@ extension ServedModel {
             options.prompts = [prompt]
             options.promptSyntax = promptSyntax
             options.interruption = interruption
+            (options.controlNets, options.guessMode) = control
             let result: GenerationResult
             do {
                 if let switchAt = request.refinerSwitch, let refiner {
@@ -130,7 +135,8 @@ extension ServedModel {
                 let info = GenerationInfotext(prompt: request.prompt, negativePrompt: request.negativePrompt, steps: options.numInferenceSteps,
                                               sampler: result.schedulerName, guidanceScale: options.guidanceScale, seed: result.seed,
                                               width: image.width, height: image.height, model: name,
-                                              pipeline: request.task.pipelineName, extra: request.extraInfo + refinerInfo(request))
+                                              pipeline: request.task.pipelineName,
+                                              extra: request.extraInfo + refinerInfo(request) + controlNetInfo(request))
                 output.images.append(GeneratedImage(png: try info.png(image), seed: result.seed, infotext: info.text,
                                                     width: image.width, height: image.height))
             }

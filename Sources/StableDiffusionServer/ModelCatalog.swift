@@ -56,5 +56,6 @@ final class ModelCatalog: @unchecked Sendable {
     }
 
     static let none = ModelDescriptor(name: "none", kind: .standard, isSDXL: false, defaultSide: 512, defaultSteps: 50,
-                                      defaultGuidanceScale: 7.5, schedulerClassName: nil, refinerName: nil, vaeName: nil)
+                                      defaultGuidanceScale: 7.5, schedulerClassName: nil, refinerName: nil, vaeName: nil,
+                                      controlNetNames: [], controlModules: [])
 }

@@ -18,14 +18,19 @@ public struct ModelDescriptor: Codable, Sendable, Equatable {
     public var refinerName: String?
     /// The VAE given with `--vae`, by name; nil: the model's own.
     public var vaeName: String?
+    /// The ControlNets loaded with it (`--controlnet`), by name, and the preprocessors it can run.
+    public var controlNetNames: [String] = []
+    public var controlModules: [ControlPreprocessor] = []
 }
 
 extension ServedModel.Kind: Codable {}
+extension ControlPreprocessor: Codable {}
 
 extension ServedModel {
     public var descriptor: ModelDescriptor {
         ModelDescriptor(name: name, kind: kind, isSDXL: components.family == .stableDiffusionXL, defaultSide: defaultSide,
                         defaultSteps: components.defaultSteps, defaultGuidanceScale: components.defaultGuidanceScale,
-                        schedulerClassName: components.schedulerConfig.className, refinerName: refiner?.name, vaeName: vaeName)
+                        schedulerClassName: components.schedulerConfig.className, refinerName: refiner?.name, vaeName: vaeName,
+                        controlNetNames: controlNets.map(\.name), controlModules: controlModules)
     }
 }

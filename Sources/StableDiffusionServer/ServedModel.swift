@@ -56,13 +56,15 @@ public final class ServedModel: @unchecked Sendable {
     public let loraDirectory: URL?
     private let variant: String?
     /// The pipelines of the LoRA set in use; replaced only on the worker thread, between jobs.
-    private var active: Pipelines
+    private(set) var active: Pipelines
+    /// The ControlNets loaded with `--controlnet`, for A1111's ControlNet API.
+    public internal(set) var controlNets: [ServedControlNet] = []
 
     /// The single place the server loads weights: anything `--model` accepts (folder, single file, Hub repo id).
     public static func load(model: String, variant: String? = nil, configDirectory: URL? = nil, predictionType: String? = nil,
                             adapters: ModelAdapters = ModelAdapters(), loraDirectory: URL? = nil, promptSyntax: PromptSyntax = .plain,
                             hubProgress: HubProgressHandler? = nil, precision: ComputePrecision = .fp32,
-                            refiner: String? = nil, vae: String? = nil) throws -> ServedModel {
+                            refiner: String? = nil, vae: String? = nil, controlNets: [String] = []) throws -> ServedModel {
         let location = try ModelLocation.classify(model)
         var components = try StableDiffusionComponents(location: location, variant: variant, configDirectory: configDirectory,
                                                        predictionType: predictionType, adapters: adapters, hubProgress: hubProgress,
@@ -80,8 +82,14 @@ public final class ServedModel: @unchecked Sendable {
                                                   hubProgress: hubProgress, precision: precision)
             loadedRefiner = try Refiner(name: displayName(refinerLocation), components: c, base: components)
         }
-        return try ServedModel(components: components, variant: variant, name: displayName(location), loraDirectory: loraDirectory,
-                               promptSyntax: promptSyntax, refiner: loadedRefiner, vaeName: vaeName)
+        let served = try ServedModel(components: components, variant: variant, name: displayName(location), loraDirectory: loraDirectory,
+                                     promptSyntax: promptSyntax, refiner: loadedRefiner, vaeName: vaeName)
+        served.controlNets = try controlNets.map { argument in
+            let net = try ServedControlNet.load(argument, precision: precision, progress: hubProgress)
+            try net.model.checkFits(components, name: "--controlnet \(net.name)")
+            return net
+        }
+        return served
     }
 
     /// The folder or file name, or the Hub repo id: never a server path.

@@ -17,6 +17,9 @@ public final class StableDiffusionServer: Sendable {
     let files: FileStore
     let logger: Logger
     private let running = RunningGroup()
+    /// The model this process loaded, if any (a front of a shared queue may hold none): what needs weights
+    /// outside a job (ControlNet's /controlnet/detect depth module) uses it.
+    let localModel: ServedModel?
     /// What runs jobs in this process (kept alive with the server), and how it stops.
     private let worker: (any Sendable)?
     private let stopWorker: @Sendable () async -> Void
@@ -30,17 +33,18 @@ public final class StableDiffusionServer: Sendable {
         let store = MemoryJobStore(capacity: configuration.queueSize, metrics: metrics)
         let worker = GenerationWorker(models: [model], source: store, metrics: metrics, logger: logger,
                                       previewVAE: configuration.previewVAE, previewEvery: configuration.previewEvery)
-        self.init(store: store, catalog: ModelCatalog(fixed: [model.descriptor]), metrics: metrics, worker: worker, stopWorker: {},
-                  configuration: configuration, logger: logger)
+        self.init(store: store, catalog: ModelCatalog(fixed: [model.descriptor]), localModel: model, metrics: metrics, worker: worker,
+                  stopWorker: {}, configuration: configuration, logger: logger)
     }
 
     /// `stopWorker` runs at shutdown, after the store stopped taking work.
-    init(store: any JobStore, catalog: ModelCatalog, metrics: ServerMetrics, worker: (any Sendable)?,
+    init(store: any JobStore, catalog: ModelCatalog, localModel: ServedModel?, metrics: ServerMetrics, worker: (any Sendable)?,
          stopWorker: @escaping @Sendable () async -> Void, configuration: ServerConfiguration, logger: Logger) {
         self.configuration = configuration
         self.logger = logger
         self.metrics = metrics
         self.catalog = catalog
+        self.localModel = localModel
         self.store = store
         self.worker = worker
         self.stopWorker = stopWorker
@@ -94,6 +98,7 @@ public final class StableDiffusionServer: Sendable {
         addA1111Generation(to: router)
         addA1111Info(to: router)
         addA1111Extras(to: router)
+        addA1111ControlNet(to: router)
         addOpenAI(to: router)
         addWebPage(to: router)
         router.get("/metrics") { _, _ -> Response in

@@ -14,7 +14,7 @@ struct BenchCommand: ParsableCommand {
 
     enum Suite: String, ExpressibleByArgument, CaseIterable { case ops, sd15, sdxl }
 
-    @Option(help: "ops: conv2d, GEMM and attention (fp32, and bf16 where the CPU has it) GFLOP/s; sd15: UNet 256/512, text encoder, VAE decode 512, 20-step txt2img 512; sdxl: UNet 1024 (batch 2), both text encoders, VAE decode 1024.")
+    @Option(help: "ops: conv2d, GEMM and attention (fp32, and bf16 where the CPU has it) GFLOP/s; sd15: UNet 256/512, ControlNet + UNet 512, text encoder, VAE decode 512, 20-step txt2img 512; sdxl: UNet 1024 (batch 2), both text encoders, VAE decode 1024.")
     var suite: Suite = .ops
 
     @Option(help: "Timed runs per case (after one warm-up run).")
@@ -26,7 +26,7 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "A tokenizer folder for the txt2img case (any CLIP tokenizer; ids stay within the vocabulary).")
     var tokenizer: String = "Models/tiny-sd1/tokenizer"
 
-    @Option(parsing: .upToNextOption, help: "Run only these cases (sd15: unet_256 unet_512 text_encoder vae_decode_512 taesd_decode_512 txt2img_20_512; sdxl: unet_1024 text_encoder text_encoder_2 vae_decode_1024; ops: the names it prints).")
+    @Option(parsing: .upToNextOption, help: "Run only these cases (sd15: unet_256 unet_512 controlnet_unet_512 text_encoder vae_decode_512 taesd_decode_512 txt2img_20_512; sdxl: unet_1024 text_encoder text_encoder_2 vae_decode_1024; ops: the names it prints).")
     var only: [String] = []
 
     @Option(help: "fp32 or bf16: what the convolutions and linear layers compute in (sd15: each model as a pipeline loads it).")
@@ -130,6 +130,19 @@ struct BenchCommand: ParsableCommand {
             let x = RandomTensorSource(seed: 1, scale: 1).makeTensor("x", shape: [2, size / 8, size / 8, 4])
             results.append(("unet_\(size)", try measure { _ = try unet(sample: x, timesteps: [500], encoderHiddenStates: context) }))
             log("unet_\(size) done")
+        }
+        if wanted("controlnet_unet_512") {
+            // One guided step with a ControlNet (control_v11p_sd15_canny's config): the ControlNet on the
+            // batch, then the UNet with its residuals, as the ControlNet pipelines run each step.
+            let controlNet = try ControlNetModel(config: ControlNetConfig.load(ControlNetConfig.bundledSD15URL()), weights: weights, precision: precision.forModel(.unet))
+            let x = RandomTensorSource(seed: 1, scale: 1).makeTensor("x", shape: [2, 64, 64, 4])
+            let hint = RandomTensorSource(seed: 4, scale: 1).makeTensor("hint", shape: [2, 512, 512, 3])
+            var conditioning = UNetConditioning(encoderHiddenStates: context)
+            results.append(("controlnet_unet_512", try measure {
+                conditioning.controlResiduals = try controlNet(sample: x, timesteps: [500], conditioning: conditioning, controlImage: hint)
+                _ = try unet(sample: x, timesteps: [500], conditioning: conditioning)
+            }))
+            log("controlnet_unet_512 done")
         }
         if wanted("text_encoder") {
             let ids = (0..<2).map { r in (0..<77).map { ($0 * 131 + r * 7) % textEncoder.config.vocabSize } }

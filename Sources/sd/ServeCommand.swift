@@ -48,6 +48,9 @@ struct ServeCommand: ParsableCommand {
     @Option(help: "SDXL: a refiner (folder, single file or Hub repo id) loaded beside the model, for A1111's refiner_checkpoint / refiner_switch_at.")
     var refiner: String?
 
+    @Option(name: .customLong("controlnet"), help: "A ControlNet offered to clients (folder, original-layout file or Hub repo id), listed by /controlnet/model_list under its folder, file or repo name; repeatable.")
+    var controlNets: [String] = []
+
     @Option(help: "fp32 (diffusers' picture) or bf16 (convolutions and linear layers in bf16: faster, half the weight memory; needs AVX512_BF16 or AMX).")
     var precision: ComputePrecision = .fp32
 
@@ -91,6 +94,9 @@ struct ServeCommand: ParsableCommand {
         guard maxConnections >= 1 else { throw ValidationError("--max-connections must be >= 1, got \(maxConnections)") }
         if let auth = apiAuth, auth.firstIndex(of: ":") == nil || auth.hasPrefix(":") {
             throw ValidationError("--api-auth must be user:password")
+        }
+        for net in controlNets where !FileManager.default.fileExists(atPath: net) && (try? HubRepoID.parseUnlessLocal(net)) == nil {
+            throw ValidationError("--controlnet: \(net) does not exist and is not a Hub repo id (a ControlNet folder, an original-layout file, or owner/name)")
         }
         guard PromptSyntax(rawValue: promptSyntax) != nil else {
             throw ValidationError("--prompt-syntax must be one of \(PromptSyntax.allCases.map(\.rawValue).joined(separator: ", ")), got \(promptSyntax)")
@@ -144,7 +150,7 @@ struct ServeCommand: ParsableCommand {
                     worker = try await QueueWorker.start(queue: queue, models: [served], previewVAE: config.previewVAE,
                                                          previewEvery: config.previewEvery, logger: logger)
                 }
-                let server = StableDiffusionServer(queue: queue, worker: worker, defaultModel: served?.name, configuration: config, logger: logger)
+                let server = StableDiffusionServer(queue: queue, worker: worker, localModel: served, configuration: config, logger: logger)
                 defer { queue.close() }
                 try await server.run(onStarted: announce)
             }
@@ -161,6 +167,7 @@ struct ServeCommand: ParsableCommand {
                                     predictionType: predictionType, adapters: adapters,
                                     loraDirectory: loraDir.map { URL(fileURLWithPath: $0, isDirectory: true) },
                                     promptSyntax: PromptSyntax(rawValue: promptSyntax) ?? .plain,
-                                    hubProgress: DownloadProgressBar.forStderr()?.update, precision: precision, refiner: refiner, vae: vae)
+                                    hubProgress: DownloadProgressBar.forStderr()?.update, precision: precision, refiner: refiner, vae: vae,
+                                    controlNets: controlNets)
     }
 }

@@ -8,15 +8,19 @@ struct Txt2ImgCommand: ParsableCommand {
 
     @OptionGroup var args: GenerationArguments
     @OptionGroup var refiner: RefinerArguments
+    @OptionGroup var controlNet: ControlNetArguments
 
     func run() throws {
+        var family = ModelFamily.stableDiffusion
         let (result, options) = try refiner.run(args.options(), args: args) { o in
             let pipe = try StableDiffusionPipeline(components: args.loadComponents(includeVAEEncoder: false))
             args.reportLoad(pipe.components)
-            let o = args.withFamilyDefaults(o, pipe.components)
+            family = pipe.components.family
+            let o = try controlNet.apply(to: args.withFamilyDefaults(o, pipe.components), precision: args.precision)
             return (try pipe(o, progress: ProgressBar().update), pipe.components.family, o)
         }
-        try args.save(result, options: options, pipeline: "txt2img", extra: refiner.infotext)
+        try args.save(result, options: options, pipeline: "txt2img",
+                      extra: refiner.infotext + controlNet.infotext(task: .textToImage, family: family))
     }
 }
 
@@ -27,6 +31,8 @@ struct Img2ImgCommand: ParsableCommand {
     @OptionGroup var args: GenerationArguments
 
     @OptionGroup var refiner: RefinerArguments
+
+    @OptionGroup var controlNet: ControlNetArguments
 
     @Option(help: "Input image (PNG or JPEG).")
     var image: String
@@ -41,15 +47,17 @@ struct Img2ImgCommand: ParsableCommand {
     func run() throws {
         let input = try Image.load(path: image)
         var strength = self.strength ?? 0.8
+        var family = ModelFamily.stableDiffusion
         let (result, options) = try refiner.run(args.options(), args: args) { o in
             let pipe = try StableDiffusionImg2ImgPipeline(components: args.loadComponents())
             args.reportLoad(pipe.components)
-            let family = pipe.components.family
+            family = pipe.components.family
             strength = self.strength ?? (family == .stableDiffusionXL ? 0.3 : 0.8)
-            let o = args.withFamilyDefaults(o, pipe.components)
+            let o = try controlNet.apply(to: args.withFamilyDefaults(o, pipe.components), precision: args.precision)
             return (try pipe(o, image: input, strength: strength, progress: ProgressBar().update), family, o)
         }
-        try args.save(result, options: options, pipeline: "img2img", extra: [("Denoising strength", String(strength))] + refiner.infotext)
+        try args.save(result, options: options, pipeline: "img2img",
+                      extra: [("Denoising strength", String(strength))] + refiner.infotext + controlNet.infotext(task: .imageToImage, family: family))
     }
 }
 
@@ -58,6 +66,8 @@ struct InpaintCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "inpaint", abstract: "Repaint the white part of a mask.")
 
     @OptionGroup var args: GenerationArguments
+
+    @OptionGroup var controlNet: ControlNetArguments
 
     @Option(help: "Input image (PNG or JPEG).")
     var image: String
@@ -81,10 +91,12 @@ struct InpaintCommand: ParsableCommand {
         let maskImage = try Image.load(path: mask)
         let pipe = try StableDiffusionInpaintPipeline(components: args.loadComponents())
         args.reportLoad(pipe.components)
-        let options = args.options(for: pipe.components)
-        let strength = self.strength ?? StableDiffusionInpaintPipeline.defaultStrength(pipe.components.family)
+        let options = try controlNet.apply(to: args.options(for: pipe.components), precision: args.precision)
+        let family = pipe.components.family
+        let strength = self.strength ?? StableDiffusionInpaintPipeline.defaultStrength(family)
         let result = try pipe(options, image: input, mask: maskImage, strength: strength,
                               paddingMaskCrop: paddingMaskCrop, progress: ProgressBar().update)
-        try args.save(result, options: options, pipeline: "inpaint", extra: [("Denoising strength", String(strength))])
+        try args.save(result, options: options, pipeline: "inpaint",
+                      extra: [("Denoising strength", String(strength))] + controlNet.infotext(task: .inpainting, family: family))
     }
 }

@@ -12,7 +12,7 @@ struct SD: ParsableCommand {
 /// Each subcommand lives in its own file; this list is the one place that names them.
 enum SubcommandRegistry {
     static let all: [any ParsableCommand.Type] = [
-        Txt2ImgCommand.self, Img2ImgCommand.self, InpaintCommand.self, Depth2ImgCommand.self, UpscaleCommand.self, TokenizeCommand.self,
+        Txt2ImgCommand.self, Img2ImgCommand.self, InpaintCommand.self, Depth2ImgCommand.self, UpscaleCommand.self, DetectCommand.self, TokenizeCommand.self,
         BenchCommand.self, ConvertCommand.self, DownloadCommand.self, ServeCommand.self, WorkerCommand.self, QueueCommand.self,
     ]
 }

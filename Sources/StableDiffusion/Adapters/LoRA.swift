@@ -17,12 +17,8 @@ public struct LoRA: Sendable, Hashable {
 
     /// Parses the CLI form `FILE[:SCALE]` (a trailing `:number` is the scale; anything else is part of the path).
     public init(argument: String) throws {
-        if let colon = argument.lastIndex(of: ":"), let s = Float(argument[argument.index(after: colon)...]) {
-            guard s.isFinite else { throw PipelineError.invalidArgument("LoRA scale in \"\(argument)\" must be a finite number") }
-            self.init(file: URL(fileURLWithPath: String(argument[..<colon])), scale: s)
-        } else {
-            self.init(file: URL(fileURLWithPath: argument))
-        }
+        let (name, scale) = try ScaledArgument.split(argument, what: "LoRA")
+        self.init(file: URL(fileURLWithPath: name), scale: scale ?? 1)
     }
 }
 

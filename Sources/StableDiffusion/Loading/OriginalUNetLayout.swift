@@ -6,11 +6,34 @@ import Foundation
 enum OriginalUNetLayout {
     static func modules(_ c: UNet2DConditionConfig) -> ModulePrefixMap {
         var m = ModulePrefixMap()
+        addDownHalf(&m, c)
+        m.add("out.0", "conv_norm_out")
+        m.add("out.2", "conv_out")
+        let n = c.blockOutChannels.count
+        // Up blocks have one layer more than the mirrored down block; the upsampler rides on the last
+        // layer's output block, after the attention when the block has one.
+        let upLayers = Array(c.layersPerBlock.reversed())
+        var output = 0
+        for i in 0..<n {
+            let hasAttention = c.upBlockTypes[i] == .crossAttnUpBlock2D
+            for j in 0...upLayers[i] {
+                m.add("output_blocks.\(output).0", "up_blocks.\(i).resnets.\(j)", .unetResnet)
+                if hasAttention { m.add("output_blocks.\(output).1", "up_blocks.\(i).attentions.\(j)") }
+                if j == upLayers[i], i != n - 1 {
+                    m.add("output_blocks.\(output).\(hasAttention ? 2 : 1)", "up_blocks.\(i).upsamplers.0")
+                }
+                output += 1
+            }
+        }
+        return m
+    }
+
+    /// The embeddings, `input_blocks` and `middle_block`: the part a ControlNet copies (`cldm.ControlNet`
+    /// names them the same way).
+    static func addDownHalf(_ m: inout ModulePrefixMap, _ c: UNet2DConditionConfig) {
         m.add("time_embed.0", "time_embedding.linear_1")
         m.add("time_embed.2", "time_embedding.linear_2")
         m.add("input_blocks.0.0", "conv_in")
-        m.add("out.0", "conv_norm_out")
-        m.add("out.2", "conv_out")
         // The x4 upscaler's noise-level table; projection class embeddings are an MLP. SGM keeps SDXL's
         // pooled-text + time-id MLP (diffusers' add_embedding) under the same name.
         m.add("label_emb", "class_embedding")
@@ -35,22 +58,6 @@ enum OriginalUNetLayout {
         m.add("middle_block.0", "mid_block.resnets.0", .unetResnet)
         m.add("middle_block.1", "mid_block.attentions.0")
         m.add("middle_block.2", "mid_block.resnets.1", .unetResnet)
-
-        // Up blocks have one layer more than the mirrored down block; the upsampler rides on the last
-        // layer's output block, after the attention when the block has one.
-        let upLayers = Array(c.layersPerBlock.reversed())
-        var output = 0
-        for i in 0..<n {
-            let hasAttention = c.upBlockTypes[i] == .crossAttnUpBlock2D
-            for j in 0...upLayers[i] {
-                m.add("output_blocks.\(output).0", "up_blocks.\(i).resnets.\(j)", .unetResnet)
-                if hasAttention { m.add("output_blocks.\(output).1", "up_blocks.\(i).attentions.\(j)") }
-                if j == upLayers[i], i != n - 1 {
-                    m.add("output_blocks.\(output).\(hasAttention ? 2 : 1)", "up_blocks.\(i).upsamplers.0")
-                }
-                output += 1
-            }
-        }
-        return m
     }
+
 }

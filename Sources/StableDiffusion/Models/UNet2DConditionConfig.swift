@@ -54,22 +54,29 @@ public struct UNet2DConditionConfig: Sendable, Equatable {
     public var timeCondProjDim: Int?
 
     /// Reads `unet/config.json`; unsupported values are errors naming the key.
-    public init(_ c: ConfigReader) throws {
+    public init(_ c: ConfigReader) throws { try self.init(c, encoderOf: nil) }
+
+    /// Reads a UNet config, or with `encoderOf` a model that is the down half of one (ControlNet: its
+    /// config has the same keys for the down and mid blocks and the embeddings, and no up path).
+    init(_ c: ConfigReader, encoderOf className: String?) throws {
         c.useDiffusersConventions()
-        if let cls = try c.string("_class_name"), cls != "UNet2DConditionModel" {
-            throw c.error("_class_name", "expected UNet2DConditionModel, got \(cls)")
+        let expected = className ?? "UNet2DConditionModel"
+        if let cls = try c.string("_class_name"), cls != expected {
+            throw c.error("_class_name", "expected \(expected), got \(cls)")
         }
+        let encoderOnly = className != nil
         inChannels = try c.int("in_channels", default: 4)
-        outChannels = try c.int("out_channels", default: 4)
+        // An encoder has no output convolution: its output width is that of its input.
+        outChannels = encoderOnly ? inChannels : try c.int("out_channels", default: 4)
         sampleSize = try c.sampleSize()
         blockOutChannels = try c.intList("block_out_channels", default: [320, 640, 1280, 1280])
         let n = blockOutChannels.count
         guard n > 0, blockOutChannels.allSatisfy({ $0 > 0 }) else { throw c.error("block_out_channels", "must be a non-empty list of positive integers") }
         let downs = try c.stringList("down_block_types",
                                      default: ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"])
-        let ups = try c.stringList("up_block_types", default: ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"])
+        let ups = encoderOnly ? [] : try c.stringList("up_block_types", default: ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"])
         guard downs.count == n else { throw c.error("down_block_types", "has \(downs.count) entries but block_out_channels has \(n)") }
-        guard ups.count == n else { throw c.error("up_block_types", "has \(ups.count) entries but block_out_channels has \(n)") }
+        guard encoderOnly || ups.count == n else { throw c.error("up_block_types", "has \(ups.count) entries but block_out_channels has \(n)") }
         downBlockTypes = try downs.map { t in
             guard let b = DownBlock(rawValue: t) else { throw c.error("down_block_types", "block type \(t) is not supported (supported: CrossAttnDownBlock2D, DownBlock2D)") }
             return b
@@ -116,12 +123,14 @@ public struct UNet2DConditionConfig: Sendable, Equatable {
         }
         scaleShiftTimeEmbedding = shift == "scale_shift"
         midBlockScaleFactor = Float(try c.double("mid_block_scale_factor", default: 1))
-        centerInputSample = try c.bool("center_input_sample", default: false)
-        convInKernel = try c.int("conv_in_kernel", default: 3)
-        convOutKernel = try c.int("conv_out_kernel", default: 3)
+        // ControlNetModel has none of these options: its input convolution is 3x3, its time embedding 4x the
+        // first block's width.
+        centerInputSample = encoderOnly ? false : try c.bool("center_input_sample", default: false)
+        convInKernel = encoderOnly ? 3 : try c.int("conv_in_kernel", default: 3)
+        convOutKernel = encoderOnly ? 3 : try c.int("conv_out_kernel", default: 3)
         guard convInKernel % 2 == 1 else { throw c.error("conv_in_kernel", "must be odd") }
         guard convOutKernel % 2 == 1 else { throw c.error("conv_out_kernel", "must be odd") }
-        timeEmbeddingDim = try c.int("time_embedding_dim") ?? blockOutChannels[0] * 4
+        timeEmbeddingDim = (encoderOnly ? nil : try c.int("time_embedding_dim")) ?? blockOutChannels[0] * 4
 
         try c.require("act_fn", oneOf: [.string("silu")])
         try c.require("time_embedding_type", oneOf: [.string("positional")])
@@ -140,7 +149,9 @@ public struct UNet2DConditionConfig: Sendable, Equatable {
         }
         try c.require("encoder_hid_dim", oneOf: [])
         try c.require("encoder_hid_dim_type", oneOf: [])
-        if let d = try c.int("time_cond_proj_dim") {
+        if encoderOnly {
+            timeCondProjDim = nil
+        } else if let d = try c.int("time_cond_proj_dim") {
             guard d > 0 else { throw c.error("time_cond_proj_dim", "must be positive, got \(d)") }
             timeCondProjDim = d
         } else {

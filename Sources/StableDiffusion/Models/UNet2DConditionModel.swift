@@ -7,13 +7,7 @@ public final class UNet2DConditionModel: @unchecked Sendable {
     public let config: UNet2DConditionConfig
 
     let convIn: Conv2D
-    let timeLinear1: Linear, timeLinear2: Linear
-    let classTable: Tensor?
-    let classLinear1: Linear?, classLinear2: Linear?
-    /// SDXL's `add_embedding` (a `TimestepEmbedding` of the pooled text embedding and time-id features).
-    let addLinear1: Linear?, addLinear2: Linear?
-    /// LCM's `time_embedding.cond_proj` (no bias): the guidance embedding onto the timestep features.
-    let timeCondProj: Linear?
+    let timeEmbedding: TimeEmbedding
     let downBlocks: [UNetDownBlock]
     let midBlock: UNetMidBlock?
     let upBlocks: [UNetUpBlock]
@@ -28,26 +22,7 @@ public final class UNet2DConditionModel: @unchecked Sendable {
         let r = WeightReader(weights, precision: precision)
         let ch0 = c.blockOutChannels[0], temb = c.timeEmbeddingDim
         convIn = try r.conv2d("conv_in", in: c.inChannels, out: ch0, kernel: c.convInKernel)
-        timeLinear1 = try r.linear("time_embedding.linear_1", in: ch0, out: temb)
-        timeLinear2 = try r.linear("time_embedding.linear_2", in: temb, out: temb)
-        timeCondProj = try c.timeCondProjDim.map { try r.linear("time_embedding.cond_proj", in: $0, out: ch0, bias: false) }
-        switch c.classEmbedding {
-        case .table(let count)?:
-            classTable = try r.tensor("class_embedding.weight", shape: [count, temb])
-            classLinear1 = nil; classLinear2 = nil
-        case .timestep?:
-            classTable = nil
-            classLinear1 = try r.linear("class_embedding.linear_1", in: ch0, out: temb)
-            classLinear2 = try r.linear("class_embedding.linear_2", in: temb, out: temb)
-        case .identity?, nil:
-            classTable = nil; classLinear1 = nil; classLinear2 = nil
-        }
-        if let added = c.textTimeEmbedding {
-            addLinear1 = try r.linear("add_embedding.linear_1", in: added.inputDim, out: temb)
-            addLinear2 = try r.linear("add_embedding.linear_2", in: temb, out: temb)
-        } else {
-            addLinear1 = nil; addLinear2 = nil
-        }
+        timeEmbedding = try TimeEmbedding(r, config: c)
         let n = c.blockOutChannels.count
         var downs: [UNetDownBlock] = []
         var outC = ch0
@@ -99,17 +74,7 @@ public final class UNet2DConditionModel: @unchecked Sendable {
         }
         let encoderHiddenStates = conditioning.encoderHiddenStates
         let steps = timesteps.count == 1 ? [Float](repeating: timesteps[0], count: b) : timesteps
-        var features = try timestepFeatures(steps, dim: c.blockOutChannels[0], flipSinToCos: c.flipSinToCos, freqShift: c.freqShift)
-        if let timeCondProj, let cond = conditioning.timestepCondition { features = try features + timeCondProj(cond) }
-        var emb = try timeLinear2(try timeLinear1(features, activation: .silu))
-        if let classEmbedding = c.classEmbedding, let labels = conditioning.classLabels {
-            let perSample = labels.count == 1 ? [Float](repeating: labels[0], count: b) : labels
-            emb = try emb + classEmbeddings(perSample, kind: classEmbedding)
-        }
-        if let added = c.textTimeEmbedding, let textTime = conditioning.textTime, let addLinear1, let addLinear2 {
-            emb = try emb + addLinear2(try addLinear1(try textTimeFeatures(textTime, timeEmbedDim: added.timeEmbedDim), activation: .silu))
-        }
-        let tembAct = emb.silu()
+        let tembAct = try timeEmbedding(steps, conditioning: conditioning).silu()
 
         var h = c.centerInputSample ? sample.scaled(by: 2, adding: -1) : sample
         h = try convIn(h)
@@ -117,7 +82,12 @@ public final class UNet2DConditionModel: @unchecked Sendable {
         for block in downBlocks {
             h = try block(h, tembAct: tembAct, context: encoderHiddenStates, skips: &skips)
         }
+        if let control = conditioning.controlResiduals {
+            try control.validate(against: skips, middle: h)
+            for i in skips.indices { skips[i] = try skips[i] + control.down[i] }
+        }
         if let midBlock { h = try midBlock(h, tembAct: tembAct, context: encoderHiddenStates) }
+        if let control = conditioning.controlResiduals { h = try h + control.middle }
         // Sizes that are not multiples of 2^upsamplers are upsampled to the skip's size, as diffusers does.
         for (i, block) in upBlocks.enumerated() {
             let remaining = block.resnets.count
@@ -130,46 +100,5 @@ public final class UNet2DConditionModel: @unchecked Sendable {
             h = try block(h, tembAct: tembAct, context: encoderHiddenStates, skips: &skips, upsampleSize: size)
         }
         return try normOut.then(convOut, h, activation: .silu)
-    }
-
-    /// `concat([text_embeds, add_time_proj(time_ids.flatten()).reshape(batch, -1)], -1)`.
-    private func textTimeFeatures(_ t: UNetConditioning.TextTime, timeEmbedDim: Int) throws -> Tensor {
-        let b = t.textEmbeds.shape[0], pooled = t.textEmbeds.shape[1], ids = t.timeIds.shape[1]
-        let features = timestepFeatures(t.timeIds.scalars, dim: timeEmbedDim, flipSinToCos: config.flipSinToCos, freqShift: config.freqShift)
-        var out = Tensor(uninitializedShape: [b, pooled + ids * timeEmbedDim])
-        let width = pooled + ids * timeEmbedDim
-        out.withUnsafeMutableBufferPointer { o in
-            let text = t.textEmbeds.unsafePointer, time = features.unsafePointer
-            for i in 0..<b {
-                (o.baseAddress! + i * width).update(from: text + i * pooled, count: pooled)
-                (o.baseAddress! + i * width + pooled).update(from: time + i * ids * timeEmbedDim, count: ids * timeEmbedDim)
-            }
-        }
-        return out
-    }
-
-    private func classEmbeddings(_ labels: [Float], kind: UNet2DConditionConfig.ClassEmbedding) throws -> Tensor {
-        let temb = config.timeEmbeddingDim
-        switch kind {
-        case .table(let count):
-            guard let table = classTable else { throw TensorError.invalidArgument("class embedding table missing") }
-            var out = Tensor(uninitializedShape: [labels.count, temb])
-            try out.withUnsafeMutableBufferPointer { p in
-                for (i, l) in labels.enumerated() {
-                    let idx = Int(l)
-                    guard Float(idx) == l, idx >= 0, idx < count else {
-                        throw TensorError.invalidArgument("class label \(l) outside 0..<\(count)")
-                    }
-                    (p.baseAddress! + i * temb).update(from: table.unsafePointer + idx * temb, count: temb)
-                }
-            }
-            return out
-        case .timestep:
-            guard let l1 = classLinear1, let l2 = classLinear2 else { throw TensorError.invalidArgument("class embedding missing") }
-            let f = timestepFeatures(labels, dim: config.blockOutChannels[0], flipSinToCos: config.flipSinToCos, freqShift: config.freqShift)
-            return try l2(try l1(f, activation: .silu))
-        case .identity:
-            throw TensorError.invalidArgument("identity class embeddings need embedding vectors, not labels")
-        }
     }
 }

@@ -31,11 +31,26 @@ public struct UNetConditioning: Sendable {
     /// embedding (`guidanceScaleEmbedding`). Needed exactly when the config has `time_cond_proj_dim`.
     public var timestepCondition: Tensor?
 
-    public init(encoderHiddenStates: Tensor, classLabels: [Float]? = nil, textTime: TextTime? = nil, timestepCondition: Tensor? = nil) {
+    /// ControlNet's output, added to the UNet's skip connections (diffusers' `down_block_additional_residuals`)
+    /// and to its mid block's output (`mid_block_additional_residual`); set per step by the denoising loop.
+    public var controlResiduals: ControlResiduals?
+
+    public init(encoderHiddenStates: Tensor, classLabels: [Float]? = nil, textTime: TextTime? = nil, timestepCondition: Tensor? = nil,
+                controlResiduals: ControlResiduals? = nil) {
         self.encoderHiddenStates = encoderHiddenStates
         self.classLabels = classLabels
         self.textTime = textTime
         self.timestepCondition = timestepCondition
+        self.controlResiduals = controlResiduals
+    }
+
+    /// The second (conditional) half of a classifier-free-guidance batch: what a ControlNet sees in guess mode.
+    func conditionalHalf() throws -> UNetConditioning {
+        func half(_ t: Tensor) throws -> Tensor { try t.slice(axis: 0, t.shape[0] / 2..<t.shape[0]) }
+        let labels = classLabels.map { $0.count > 1 ? Array($0[($0.count / 2)...]) : $0 }
+        return UNetConditioning(encoderHiddenStates: try half(encoderHiddenStates), classLabels: labels,
+                                textTime: try textTime.map { TextTime(textEmbeds: try half($0.textEmbeds), timeIds: try half($0.timeIds)) },
+                                timestepCondition: try timestepCondition.map(half))
     }
 
     /// diffusers' `get_guidance_scale_embedding(w, embedding_dim)` for each `w` (LCM pipelines pass

@@ -9,6 +9,8 @@ struct DenoisingLoop {
     let classifierFreeGuidance: Bool
     /// Checked after every step: when set, the loop stops there and returns the denoised estimate.
     var interruption: PipelineInterruption? = nil
+    /// ControlNets whose residuals each step's UNet call gets.
+    var control: ControlNetGuidance? = nil
 
     /// The loop's result: the final latents, or the denoised estimate at the step where it was interrupted.
     struct Output {
@@ -33,7 +35,12 @@ struct DenoisingLoop {
             let scaled = try scheduler.scaleModelInput(doubled, timestep: t)
             var input = scaled
             if let extraChannels { input = try Tensor.concatenate([input, extraChannels], axis: 3) }
-            var noise = try unet(sample: input, timesteps: [Float(t)], conditioning: conditioning)
+            var stepConditioning = conditioning
+            if let control {
+                stepConditioning.controlResiduals = try control.residuals(step: i, of: timesteps.count, input: scaled, timestep: t,
+                                                                          conditioning: conditioning, classifierFreeGuidance: classifierFreeGuidance)
+            }
+            var noise = try unet(sample: input, timesteps: [Float(t)], conditioning: stepConditioning)
             if classifierFreeGuidance {
                 noise = try guided(noise)
             }

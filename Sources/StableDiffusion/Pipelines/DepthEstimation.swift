@@ -19,8 +19,9 @@ public struct DPTDepthEstimator: DepthEstimating {
     }
 }
 
-enum DepthEstimatorLoader {
-    static func load(modelDirectory: URL, variant: String?) throws -> any DepthEstimating {
+/// Loads a depth-to-image folder's estimator (also for the ControlNet depth module).
+public enum DepthEstimators {
+    public static func load(modelDirectory: URL, variant: String? = nil) throws -> any DepthEstimating {
         let modelDir = modelDirectory.appendingPathComponent("depth_estimator")
         let processorDir = modelDirectory.appendingPathComponent("feature_extractor")
         return DPTDepthEstimator(model: try DPTForDepthEstimation(directory: modelDir, variant: variant),

@@ -36,7 +36,7 @@ public final class StableDiffusionDepth2ImgPipeline: @unchecked Sendable {
     public convenience init(loadingEstimatorFor components: StableDiffusionComponents, variant: String? = nil) throws {
         let hasEstimator = components.index.components["depth_estimator"] != nil && components.singleFileDetection == nil
         let estimator: (any DepthEstimating)? = hasEstimator
-            ? try DepthEstimatorLoader.load(modelDirectory: components.directory, variant: variant) : nil
+            ? try DepthEstimators.load(modelDirectory: components.directory, variant: variant) : nil
         try self.init(components: components, depthEstimator: estimator)
     }
 
@@ -50,6 +50,7 @@ public final class StableDiffusionDepth2ImgPipeline: @unchecked Sendable {
                                progress: ProgressHandler? = nil) throws -> GenerationResult {
         let c = components
         try options.validate(vaeScaleFactor: c.vaeScaleFactor)
+        try options.refuseControlNets("depth-to-image")
         guard strength >= 0, strength <= 1 else { throw PipelineError.invalidArgument("strength must be in [0, 1], got \(strength)") }
         guard image.rank == 4, image.shape[3] == 3, image.shape[1] % c.vaeScaleFactor == 0, image.shape[2] % c.vaeScaleFactor == 0 else {
             throw PipelineError.invalidArgument("image must be NHWC RGB with sides that are multiples of \(c.vaeScaleFactor), got \(image.shape)")

@@ -46,6 +46,12 @@ public struct GenerationOptions: Sendable {
     public var denoisingStart: Double?
     /// `.latents` skips the VAE decode (diffusers' `output_type="latent"`): `GenerationResult.latents` only.
     public var outputType: OutputType = .images
+    /// ControlNets that steer every step (diffusers' ControlNet pipelines; several are summed, as
+    /// `MultiControlNetModel`). Text-to-image, image-to-image and inpainting.
+    public var controlNets: [ControlNetUnit] = []
+    /// diffusers' `guess_mode`: the ControlNets see only the conditional half of a guidance batch, and their
+    /// residuals are scaled from 0.1 (first skip) to 1 (mid block).
+    public var guessMode = false
     /// Lets another thread stop the run after its current step with the picture so far (see `PipelineInterruption`).
     public var interruption: PipelineInterruption?
 
@@ -66,6 +72,9 @@ public struct GenerationOptions: Sendable {
     /// embedding (LCM-distilled, `time_cond_proj_dim`): then there is no unconditional batch, as diffusers'
     /// `do_classifier_free_guidance` is false for such UNets.
     var guidanceEmbedded = false
+    /// Inpainting's `padding_mask_crop` region, which the control images are cropped to as the image is
+    /// (set by the 8-bit image entry point, which computes it).
+    var controlImageCrop: CropRegion?
     /// diffusers' `do_classifier_free_guidance`: guidance above 1, unless the UNet embeds it.
     var classifierFreeGuidance: Bool { guidanceScale > 1 && !guidanceEmbedded }
     var batchSize: Int { prompts.count * numImagesPerPrompt }
@@ -110,8 +119,16 @@ public struct GenerationOptions: Sendable {
             throw PipelineError.invalidArgument("denoising start \(start) must be below denoising end \(end)")
         }
         if let c = clipSkip, c < 0 { throw PipelineError.invalidArgument("clip skip must be >= 0, got \(c)") }
+        for (i, unit) in controlNets.enumerated() { try unit.validate(index: i) }
         if let s = scheduler, !Schedulers.cliNames.contains(s) {
             throw PipelineError.invalidArgument("unknown scheduler \"\(s)\" (choose from \(Schedulers.cliNames.joined(separator: ", ")))")
+        }
+    }
+
+    /// Pipelines without a ControlNet variant in diffusers refuse ControlNets rather than ignore them.
+    func refuseControlNets(_ pipeline: String) throws {
+        guard controlNets.isEmpty else {
+            throw PipelineError.invalidArgument("ControlNet works with text-to-image, image-to-image and inpainting, not \(pipeline)")
         }
     }
 

@@ -46,6 +46,7 @@ extension StableDiffusionInpaintPipeline {
         var options = options
         options.height = height
         options.width = width
+        options.controlImageCrop = crop
         let result = try self(options, image: imageTensor, mask: maskTensor, strength: strength, progress: progress)
         guard let crop else { return result }
         let pasted = try result.rgbImages().map { try imageProcessor.applyOverlay(mask: mask, initImage: rgb, image: $0, cropCoords: crop) }

@@ -65,7 +65,8 @@ public final class StableDiffusionImg2ImgPipeline: @unchecked Sendable {
         }
         let start = Date()
         var generator: RandomGenerators? = generators
-        let out = try PipelineSupport.loop(c, options)
+        let control = try ControlNetGuidance.make(options, c, task: .imageToImage, height: latents.shape[1] * c.vaeScaleFactor, width: latents.shape[2] * c.vaeScaleFactor)
+        let out = try PipelineSupport.loop(c, options, control: control)
             .run(latents: latents, timesteps: timesteps, scheduler: &scheduler, conditioning: conditioning,
                  generator: &generator, progress: progress)
         return try PipelineSupport.result(out, vae: c.vae, seed: seed, scheduler: scheduler, start: start, outputType: options.outputType)

@@ -123,7 +123,8 @@ public final class StableDiffusionInpaintPipeline: @unchecked Sendable {
         }
         let start = Date()
         var generator: RandomGenerators? = generators
-        let out = try PipelineSupport.loop(c, options, classifierFreeGuidance: cfg)
+        let control = try ControlNetGuidance.make(options, c, task: .inpainting, height: height, width: width)
+        let out = try PipelineSupport.loop(c, options, classifierFreeGuidance: cfg, control: control)
             .run(latents: latents, timesteps: timesteps, scheduler: &scheduler, conditioning: conditioning, generator: &generator,
                  extraChannels: extra, progress: progress, afterStep: blend)
         return try PipelineSupport.result(out, vae: c.vae, seed: seed, scheduler: scheduler, start: start, outputType: options.outputType)

@@ -15,9 +15,11 @@ enum PipelineSupport {
     }
 
     /// The denoising loop for `options`: guidance as it asks, and its interruption.
-    static func loop(_ c: StableDiffusionComponents, _ options: GenerationOptions, classifierFreeGuidance: Bool? = nil) -> DenoisingLoop {
+    static func loop(_ c: StableDiffusionComponents, _ options: GenerationOptions, classifierFreeGuidance: Bool? = nil,
+                     control: ControlNetGuidance? = nil) -> DenoisingLoop {
         DenoisingLoop(unet: c.unet, guidanceScale: options.guidanceScale,
-                      classifierFreeGuidance: classifierFreeGuidance ?? options.classifierFreeGuidance, interruption: options.interruption)
+                      classifierFreeGuidance: classifierFreeGuidance ?? options.classifierFreeGuidance, interruption: options.interruption,
+                      control: control)
     }
 
     /// Decodes the loop's latents into the call's result (also after an interruption: the denoised estimate).

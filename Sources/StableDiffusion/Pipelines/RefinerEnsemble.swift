@@ -28,6 +28,9 @@ public enum RefinerEnsemble {
         o.outputType = .images
         o.denoisingStart = switchAt
         o.seed = base.seed
+        // ControlNets steer the base model only (they are trained for its UNet, as in AUTOMATIC1111).
+        o.controlNets = []
+        o.guessMode = false
         return o
     }
 

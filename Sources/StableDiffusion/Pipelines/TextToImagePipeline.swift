@@ -32,8 +32,16 @@ public final class StableDiffusionPipeline: @unchecked Sendable {
         guard options.denoisingStart == nil else {
             throw PipelineError.invalidArgument("denoising start applies to image-to-image (the refiner's part of an ensemble), not text-to-image")
         }
-        let height = options.height ?? c.defaultImageSide
-        let width = options.width ?? c.defaultImageSide
+        // With ControlNets and no size, diffusers takes the first control image's size (rounded down to a
+        // multiple of the VAE scale factor).
+        let controlSize = try options.controlNets.first.map {
+            try VaeImageProcessor(vaeScaleFactor: c.vaeScaleFactor).defaultHeightWidth(for: $0.image, height: options.height, width: options.width)
+        }
+        let height = options.height ?? controlSize?.height ?? c.defaultImageSide
+        let width = options.width ?? controlSize?.width ?? c.defaultImageSide
+        guard height > 0, width > 0 else {
+            throw PipelineError.invalidArgument("the control image is smaller than \(c.vaeScaleFactor) pixels on a side")
+        }
         var scheduler = try PipelineSupport.makeScheduler(c, options)
         let conditioning = try c.unetConditioning(options, height: height, width: width)
         try scheduler.setTimesteps(options.numInferenceSteps)
@@ -52,7 +60,8 @@ public final class StableDiffusionPipeline: @unchecked Sendable {
         let start = Date()
         var generator: RandomGenerators? = generators
         let timesteps = try PipelineSupport.endingAt(options.denoisingEnd, scheduler.timesteps, scheduler: scheduler)
-        let out = try PipelineSupport.loop(c, options)
+        let control = try ControlNetGuidance.make(options, c, task: .textToImage, height: height, width: width)
+        let out = try PipelineSupport.loop(c, options, control: control)
             .run(latents: latents, timesteps: timesteps, scheduler: &scheduler, conditioning: conditioning,
                  generator: &generator, progress: progress)
         return try PipelineSupport.result(out, vae: c.vae, seed: seed, scheduler: scheduler, start: start, outputType: options.outputType)

@@ -55,6 +55,7 @@ public final class StableDiffusionUpscalePipeline: @unchecked Sendable {
                                progress: ProgressHandler? = nil) throws -> GenerationResult {
         let c = components
         try options.validate(vaeScaleFactor: c.vaeScaleFactor)
+        try options.refuseControlNets("x4 upscaling")
         guard noiseLevel >= 0, noiseLevel <= maxNoiseLevel else {
             throw PipelineError.invalidArgument("noise level must be in [0, \(maxNoiseLevel)] (max_noise_level), got \(noiseLevel)")
         }

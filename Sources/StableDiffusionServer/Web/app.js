@@ -22,6 +22,7 @@ const state = {
   maskFile: null,    // data URL of an uploaded mask (instead of the painted one)
   depthFile: null,   // data URL of an uploaded depth map
   lastSeed: null,
+  cnImage: null,     // data URL of the ControlNet control image
   running: null,     // { controller, taskId }
 };
 
@@ -71,6 +72,8 @@ function selectTab(id) {
     f.hidden = !(list.includes("all") || list.includes(id));
   }
   clearErrors();
+  const useInput = $("#cn-use-input");
+  if (useInput) useInput.hidden = id === "txt2img";
   if (id === "inpaint") layoutMask();
 }
 
@@ -212,7 +215,66 @@ function request() {
   }
   if (tab === "depth2img" && state.depthFile) body.depth_map = state.depthFile;
   if (tab === "upscale") body.noise_level = num("noise_level");
+  const unit = controlNetUnit();
+  if (unit) body.alwayson_scripts = { controlnet: { args: [unit] } };
   return body;
+}
+
+// ---- ControlNet (sd-webui-controlnet's unit, as its API takes it) --------------------------------------
+
+function controlNetUnit() {
+  const panel = $("#controlnet");
+  if (!panel || panel.hidden || !$("#cn_enabled").checked) return null;
+  const useInput = state.tab !== "txt2img" && $("#cn_use_input").checked;
+  if (!useInput && !state.cnImage) throw fieldError("alwayson_scripts", "Choose a control image (or turn ControlNet off).");
+  const unit = {
+    enabled: true, model: $("#cn_model").value, module: $("#cn_module").value, weight: num("cn_weight"),
+    guidance_start: num("cn_start"), guidance_end: num("cn_end"), threshold_a: num("cn_low"), threshold_b: num("cn_high"),
+    // Stretched to the picture's size as diffusers (and the CLI) fit control images.
+    resize_mode: "Just Resize", control_mode: "Balanced", pixel_perfect: false, processor_res: 512,
+  };
+  if (!useInput) unit.image = state.cnImage;
+  return unit;
+}
+
+function showModuleFields() {
+  const module = $("#cn_module").value;
+  for (const f of $$("[data-cn-module]")) f.hidden = f.dataset.cnModule !== module;
+}
+
+async function previewControlImage() {
+  clearErrors();
+  const image = state.tab !== "txt2img" && $("#cn_use_input").checked ? state.image : state.cnImage;
+  if (!image) { showErrors({ data: { detail: [{ loc: ["alwayson_scripts"], msg: "Choose a control image first." }] } }); return; }
+  try {
+    const res = await api("/controlnet/detect", {
+      controlnet_module: $("#cn_module").value, controlnet_input_images: [image], controlnet_processor_res: 512,
+      controlnet_threshold_a: num("cn_low"), controlnet_threshold_b: num("cn_high"),
+    });
+    const img = $("#cn_preview_img");
+    img.src = `data:image/png;base64,${res.images[0]}`;
+    img.hidden = false;
+  } catch (e) {
+    const items = ((e.data && e.data.detail) || []).map((it) => ({ loc: ["alwayson_scripts"], msg: it.msg || String(it) }));
+    showErrors({ data: { detail: items.length ? items : [{ loc: ["alwayson_scripts"], msg: e.message }] } });
+  }
+}
+
+/// The panel shows only when the server offers ControlNets (`sd serve --controlnet`).
+async function setupControlNet() {
+  let models = [], modules = [];
+  try {
+    models = (await api("/controlnet/model_list")).model_list || [];
+    modules = (await api("/controlnet/module_list")).module_list || [];
+  } catch (_) { /* a server without the API: no panel */ }
+  if (!models.length) { $("#controlnet").remove(); return; }
+  for (const [select, names] of [[$("#cn_model"), models], [$("#cn_module"), modules]]) {
+    for (const n of names) { const o = document.createElement("option"); o.value = n; o.textContent = n; select.appendChild(o); }
+  }
+  $("#cn_module").addEventListener("change", showModuleFields);
+  $("#cn_image").addEventListener("change", async (e) => { state.cnImage = await readFile(e.target); });
+  $("#cn_preview").addEventListener("click", previewControlImage);
+  showModuleFields();
 }
 
 function fieldError(field, msg) { const e = new Error(msg); e.field = field; return e; }
@@ -425,6 +487,7 @@ async function start() {
     $("#model-name").textContent = state.caps.model || "";
     if (state.caps.width) $("#width").value = state.caps.width;
     if (state.caps.height) $("#height").value = state.caps.height;
+    await setupControlNet();
     buildTabs();
   } catch (e) {
     setStatus(`Cannot reach the server (${e.message}).`);

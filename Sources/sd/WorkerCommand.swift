@@ -14,6 +14,9 @@ struct WorkerCommand: ParsableCommand {
     @Option(help: "A model to hold (folder, Hub repo id or single file); repeatable. Jobs for these models are claimed.")
     var model: [String] = []
 
+    @Option(name: .customLong("controlnet"), help: "A ControlNet loaded beside every --model, for sd-webui-controlnet units (as sd serve --controlnet); repeatable.")
+    var controlNets: [String] = []
+
     @Option(help: "fp32 (diffusers' picture) or bf16 (needs AVX512_BF16 or AMX).")
     var precision: ComputePrecision = .fp32
 
@@ -27,7 +30,9 @@ struct WorkerCommand: ParsableCommand {
         let logger = Logger(label: "sd-worker")
         guard let url = try queue.url() else { throw ValidationError("--queue (or SD_QUEUE_URL) is required") }
         let settings = try queue.settings()
-        let served = try model.map { try ServedModel.load(model: $0, hubProgress: DownloadProgressBar.forStderr()?.update, precision: precision) }
+        let served = try model.map {
+            try ServedModel.load(model: $0, hubProgress: DownloadProgressBar.forStderr()?.update, precision: precision, controlNets: controlNets)
+        }
         let names = served.map(\.name)
         guard Set(names).count == names.count else { throw ValidationError("--model: two models have the same name (\(names.joined(separator: ", ")))") }
         let stop = SignalWaiter()

@@ -1,6 +1,7 @@
 import Foundation
 import XCTest
 import StableDiffusion
+import StableDiffusionServer
 
 /// `sd queue migrate`, `sd worker` and `sd serve --queue` as separate processes on a real PostgreSQL: the
 /// picture a worker draws for a front equals the CLI's, and a worker killed mid-job loses nothing.
@@ -48,8 +49,9 @@ final class QueueProcessTests: XCTestCase {
         return (db, url)
     }
 
-    private func startWorker(_ url: String, name: String, in folder: URL, lease: Double = 30, models: [String] = ["tiny-sd1"]) throws -> SDChild {
-        let modelFlags = models.flatMap { ["--model", ServerModels.root.appendingPathComponent($0).path] }
+    private func startWorker(_ url: String, name: String, in folder: URL, lease: Double = 30, models: [String] = ["tiny-sd1"],
+                             _ extra: [String] = []) throws -> SDChild {
+        let modelFlags = models.flatMap { ["--model", ServerModels.root.appendingPathComponent($0).path] } + extra
         let w = try SDChild(["worker", "--queue", url, "--name", name, "--lease-seconds", String(lease), "--poll-seconds", "0.5"] + modelFlags,
                             folder: folder, label: name)
         addTeardownBlock { w.stop() }
@@ -164,9 +166,9 @@ final class QueueProcessTests: XCTestCase {
         let (_, port) = try startFront(url, in: dir)
         try await waitForModel(port)
 
-        // Long enough (a few seconds) to be caught running: 100 steps at 128 x 128.
+        // Long enough (seconds, several heartbeats) to be caught running: 150 steps at 160 x 160.
         let pending = Task {
-            try await QueueProcessTests.post(port, "/sdapi/v1/txt2img", QueueProcessTests.request(seed: 7, steps: 100, side: 128), timeout: 180)
+            try await QueueProcessTests.post(port, "/sdapi/v1/txt2img", QueueProcessTests.request(seed: 7, steps: 150, side: 160), timeout: 180)
         }
         let deadline = Date().addingTimeInterval(60)
         var running = false
@@ -183,7 +185,7 @@ final class QueueProcessTests: XCTestCase {
         let reply = try await pending.value
         XCTAssertEqual(reply.status, 200, reply.text)
         let picture = try Image.decode(data: reply.images.first.map { [UInt8]($0) } ?? [])
-        XCTAssertEqual(picture.pixels, try cliPixels(seed: 7, steps: 100, side: 128, in: dir))
+        XCTAssertEqual(picture.pixels, try cliPixels(seed: 7, steps: 150, side: 160, in: dir))
         XCTAssertEqual(try pg.psql("SELECT state || ' ' || attempt || ' ' || worker FROM sd_jobs", database: db), "succeeded 2 rescuer")
         XCTAssertEqual(try pg.psql("SELECT count(*) FROM sd_job_images", database: db), "1")
     }
@@ -269,7 +271,7 @@ final class QueueProcessTests: XCTestCase {
         let running = "SELECT count(*) FROM sd_jobs WHERE state = 'running' AND progress_step > 0"
 
         // SIGTERM: the worker stops its job and gives it back to the queue, without costing an attempt.
-        let first = Task { try await QueueProcessTests.post(port, "/sdapi/v1/txt2img", QueueProcessTests.request(seed: 5, steps: 100, side: 128)) }
+        let first = Task { try await QueueProcessTests.post(port, "/sdapi/v1/txt2img", QueueProcessTests.request(seed: 5, steps: 150, side: 192)) }
         try await waitForSQL(pg, db, running, "1")
         XCTAssertEqual(leaving.stop(), 0, leaving.errors.suffix(2000).description)
         XCTAssertEqual(try pg.psql("SELECT state || ' ' || attempt FROM sd_jobs", database: db), "queued 0")
@@ -281,7 +283,7 @@ final class QueueProcessTests: XCTestCase {
         let reply = try await first.value
         XCTAssertEqual(reply.status, 200, reply.text)
         let picture = try Image.decode(data: reply.images.first.map { [UInt8]($0) } ?? [])
-        XCTAssertEqual(picture.pixels, try cliPixels(seed: 5, steps: 100, side: 128, in: dir))
+        XCTAssertEqual(picture.pixels, try cliPixels(seed: 5, steps: 150, side: 192, in: dir))
         XCTAssertEqual(try pg.psql("SELECT state || ' ' || attempt || ' ' || worker FROM sd_jobs", database: db), "succeeded 1 staying")
         // And after it, new work flows.
         let after = try await Self.post(port, "/sdapi/v1/txt2img", Self.request(seed: 1, steps: 1, side: 32))
@@ -317,5 +319,34 @@ final class QueueProcessTests: XCTestCase {
         // Nobody fetched the results: they stay until retention.
         XCTAssertEqual(try pg.psql("SELECT count(*) FROM sd_job_images i JOIN sd_jobs j ON j.id = i.job_id WHERE j.fetched_at IS NULL",
                                    database: db), "2")
+    }
+
+    func testAControlNetUnitCrossesTheQueue() async throws {
+        let pg = try postgres()
+        let dir = try folder()
+        let (_, url) = try migratedQueue(pg, in: dir)
+        let controlNet = ServerModels.root.appendingPathComponent("tiny-controlnet-sd1").path
+        _ = try startWorker(url, name: "w1", in: dir, ["--controlnet", controlNet])
+        let (_, port) = try startFront(url, in: dir)
+        try await waitForModel(port)
+        // The front lists what the worker loaded, from its descriptor.
+        let list = try await Self.get(port, "/controlnet/model_list").json
+        XCTAssertEqual(list["model_list"] as? [String], ["tiny-controlnet-sd1"])
+
+        let control = TestImages.pattern(80, 48)
+        let reply = try await Self.post(port, "/sdapi/v1/txt2img", [
+            "prompt": "a red cube", "seed": 5, "steps": 3, "width": 64, "height": 64, "sampler_name": "Euler", "cfg_scale": 7,
+            "alwayson_scripts": ["ControlNet": ["args": [["enabled": true, "module": "none", "model": "tiny-controlnet-sd1",
+                                                          "weight": 0.7, "image": TestImages.base64(control), "resize_mode": "Just Resize",
+                                                          "guidance_end": 0.7]]]]])
+        XCTAssertEqual(reply.status, 200, reply.text)
+        // The library's picture for the same unit.
+        let served = try ServedModel.load(model: modelPath, controlNets: [controlNet])
+        var o = GenerationOptions(prompt: "a red cube")
+        (o.numInferenceSteps, o.guidanceScale, o.width, o.height, o.seed, o.scheduler) = (3, 7, 64, 64, 5, "euler")
+        o.controlNets = [ControlNetUnit(model: try XCTUnwrap(served.controlNets.first).model, image: control, conditioningScale: 0.7, guidanceEnd: 0.7)]
+        let expected = try StableDiffusionPipeline(components: served.components)(o).rgbImages()[0].pixels
+        let got = try Image.decode(data: Array(try XCTUnwrap(reply.images.first, reply.text))).pixels
+        XCTAssertEqual(got, expected, "the worker's ControlNet picture differs from the library's")
     }
 }

@@ -22,7 +22,7 @@ extension StableDiffusionServer {
             }
         }
         router.get("/v1/files/:id/content") { _, context -> Response in
-            guard let id = context.parameters.get("id"), let png = self.files.get(id) else {
+            guard let id = context.parameters.get("id"), let png = await self.files.get(id) else {
                 return APIError.status(.notFound, "no such file (files expire after \(Int(self.configuration.fileLifetimeSeconds)) s)")
                     .response(.openAI)
             }
@@ -102,15 +102,16 @@ extension StableDiffusionServer {
     func respondOpenAI(_ request: GenerationRequest, format: String, host: String?) async throws -> Response {
         let output = try await generate(request)
         guard !output.images.isEmpty else { throw APIError.cancelled }
-        let data: [JSON] = output.images.map { image in
+        var data: [JSON] = []
+        for image in output.images {
             let payload: (String, JSON)
             if format == "url" {
-                let id = files.put(image.png)
+                let id = try await files.put(image.png)
                 payload = ("url", .string("http://\(host ?? "\(configuration.host):\(configuration.port)")/v1/files/\(id)/content"))
             } else {
                 payload = ("b64_json", .string(Data(image.png).base64EncodedString()))
             }
-            return .object([payload, ("revised_prompt", nil), ("seed", .uint(image.seed))])
+            data.append(.object([payload, ("revised_prompt", nil), ("seed", .uint(image.seed))]))
         }
         let first = output.images[0]
         return .json(.object([("created", .int(Int64(Date().timeIntervalSince1970))), ("data", .array(data)),

@@ -14,7 +14,7 @@ public final class StableDiffusionServer: Sendable {
     /// The models requests may name; `model` is the one they get by default.
     let catalog: ModelCatalog
     let metrics: ServerMetrics
-    let files: FileStore
+    let files: any FileStoring
     let logger: Logger
     private let running = RunningGroup()
     /// The model this process loaded, if any (a front of a shared queue may hold none): what needs weights
@@ -33,12 +33,14 @@ public final class StableDiffusionServer: Sendable {
         let store = MemoryJobStore(capacity: configuration.queueSize, metrics: metrics)
         let worker = GenerationWorker(models: [model], source: store, metrics: metrics, logger: logger,
                                       previewVAE: configuration.previewVAE, previewEvery: configuration.previewEvery)
-        self.init(store: store, catalog: ModelCatalog(fixed: [model.descriptor]), localModel: model, metrics: metrics, worker: worker,
-                  stopWorker: {}, configuration: configuration, logger: logger)
+        self.init(store: store, catalog: ModelCatalog(fixed: [model.descriptor]), localModel: model, metrics: metrics,
+                  files: FileStore(lifetime: configuration.fileLifetimeSeconds), worker: worker, stopWorker: {},
+                  configuration: configuration, logger: logger)
     }
 
     /// `stopWorker` runs at shutdown, after the store stopped taking work.
-    init(store: any JobStore, catalog: ModelCatalog, localModel: ServedModel?, metrics: ServerMetrics, worker: (any Sendable)?,
+    init(store: any JobStore, catalog: ModelCatalog, localModel: ServedModel?, metrics: ServerMetrics, files: any FileStoring,
+         worker: (any Sendable)?,
          stopWorker: @escaping @Sendable () async -> Void, configuration: ServerConfiguration, logger: Logger) {
         self.configuration = configuration
         self.logger = logger
@@ -48,7 +50,7 @@ public final class StableDiffusionServer: Sendable {
         self.store = store
         self.worker = worker
         self.stopWorker = stopWorker
-        files = FileStore(lifetime: configuration.fileLifetimeSeconds)
+        self.files = files
     }
 
     /// Serves until SIGTERM/SIGINT (or `stop` in tests): then it stops taking work, cancels the running

@@ -145,6 +145,16 @@ final class QueueProcessTests: XCTestCase {
         let openAIPicture = try Image.decode(data: b64.map { [UInt8]($0) } ?? [])
         XCTAssertEqual(openAIPicture.pixels, try cliPixels(seed: 9, steps: 3, side: 64, in: dir))
 
+        // response_format=url: the file lives in the database, so the other front serves it too.
+        let byURL = try await Self.post(portA, "/v1/images/generations", ["prompt": "a red cube", "size": "64x64", "seed": 9, "steps": 3,
+                                                                          "guidance_scale": 7, "sampler_name": "Euler a", "response_format": "url"])
+        XCTAssertEqual(byURL.status, 200, byURL.text)
+        let link = ((byURL.json["data"] as? [[String: Any]])?.first?["url"] as? String) ?? ""
+        let path = link.range(of: "/v1/files/").map { String(link[$0.lowerBound...]) } ?? ""
+        let file = try await Self.get(portB, path)
+        XCTAssertEqual(file.status, 200, "\(link): \(file.text)")
+        XCTAssertEqual(try Image.decode(data: [UInt8](file.body)).pixels, openAIPicture.pixels)
+
         // A model no live worker holds: 422 naming it and what is available.
         var other = Self.request(seed: 1, steps: 1, side: 32)
         other["override_settings"] = ["sd_model_checkpoint": "no-such-model"]
@@ -154,7 +164,7 @@ final class QueueProcessTests: XCTestCase {
 
         XCTAssertEqual(frontA.stop(), 0, frontA.errors.suffix(2000).description)
         XCTAssertEqual(try pg.psql("SELECT count(*) || ' ' || string_agg(DISTINCT state, ',') || ' ' || max(attempt) FROM sd_jobs", database: db),
-                       "3 succeeded 1")
+                       "4 succeeded 1")
         XCTAssertEqual(try pg.psql("SELECT worker FROM sd_jobs WHERE model = 'tiny-sd2'", database: db), "w1")
     }
 

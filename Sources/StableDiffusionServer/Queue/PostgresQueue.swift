@@ -202,7 +202,8 @@ public final class PostgresQueue: @unchecked Sendable {
         for model in Set(depth.keys).union(catalog.all.map(\.name)) { metrics.queueDepth(model: model).set(Double(depth[model] ?? 0)) }
     }
 
-    /// Pictures fetched more than `retentionSeconds` ago, jobs ended more than a day ago, workers silent for an hour.
+    /// Pictures fetched more than `retentionSeconds` ago, jobs ended more than a day ago, workers silent for an
+    /// hour, expired files.
     private func purge() async throws {
         try await client.query("""
             DELETE FROM sd_job_images WHERE job_id IN (
@@ -212,5 +213,6 @@ public final class PostgresQueue: @unchecked Sendable {
             DELETE FROM sd_jobs WHERE state IN ('succeeded', 'failed', 'cancelled') AND finished_at < now() - interval '1 day'
             """, logger: logger)
         try await client.query("DELETE FROM sd_workers WHERE heartbeat_at < now() - interval '1 hour'", logger: logger)
+        try await client.query("DELETE FROM sd_files WHERE expires_at < now()", logger: logger)
     }
 }

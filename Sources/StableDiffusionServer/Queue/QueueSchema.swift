@@ -57,6 +57,15 @@ public enum QueueSchema {
             heartbeat_at timestamptz NOT NULL DEFAULT now()
         );
         """,
+        // 2: the PNGs served for OpenAI's response_format=url, so that any front serves them.
+        """
+        CREATE TABLE sd_files (
+            id text PRIMARY KEY,
+            png bytea NOT NULL,
+            expires_at timestamptz NOT NULL
+        );
+        CREATE INDEX sd_files_expiry ON sd_files (expires_at);
+        """,
     ]
 
     /// The version this build of sd reads and writes.

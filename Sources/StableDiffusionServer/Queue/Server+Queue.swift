@@ -9,6 +9,6 @@ extension StableDiffusionServer {
                             logger: Logger) {
         if let localModel { _ = queue.catalog.select(localModel.name) }
         self.init(store: PostgresJobStore(queue: queue, capacity: configuration.queueSize), catalog: queue.catalog, localModel: localModel,
-                  metrics: queue.metrics, worker: worker, stopWorker: { await worker?.stop() }, configuration: configuration, logger: logger)
+                  metrics: queue.metrics, files: PostgresFileStore(queue: queue, lifetime: configuration.fileLifetimeSeconds), worker: worker, stopWorker: { await worker?.stop() }, configuration: configuration, logger: logger)
     }
 }

@@ -71,6 +71,13 @@ final class PostgresQueueTests: XCTestCase {
         XCTAssertEqual(first.after, QueueSchema.current)
         let again = try await PostgresQueue.migrate(url, logger: logger)
         XCTAssertEqual(again.before, QueueSchema.current)
+        // An older schema is upgraded by the migrations it lacks (here the last one, undone by hand).
+        try pg.psql("DROP TABLE sd_files; ALTER TABLE sd_jobs DROP COLUMN preview, DROP COLUMN preview_id; UPDATE sd_schema SET version = 1",
+                    database: db)
+        let upgrade = try await PostgresQueue.migrate(url, logger: logger)
+        XCTAssertEqual(upgrade.before, 1)
+        XCTAssertEqual(upgrade.after, 3)
+        XCTAssertEqual(try pg.psql("SELECT to_regclass('sd_files') IS NOT NULL", database: db), "t")
         XCTAssertEqual(try pg.psql("SELECT count(*) FROM sd_schema", database: db), "1")
         // Another version: fronts and workers refuse it, naming it; migrate refuses a newer one.
         try pg.psql("UPDATE sd_schema SET version = 99", database: db)

@@ -232,6 +232,9 @@ final class QueueProcessTests: XCTestCase {
         XCTAssertGreaterThan(state["sampling_step"] as? Int ?? 0, 0, "\(progress)")
         XCTAssertEqual(state["sampling_steps"] as? Int, 150, "\(progress)")
         XCTAssertGreaterThan(progress["progress"] as? Double ?? 0, 0, "\(progress)")
+        // And the live preview the worker's heartbeat sent (a PNG, base64).
+        let preview = (progress["current_image"] as? String).flatMap { Data(base64Encoded: $0) } ?? Data()
+        XCTAssertEqual(preview.prefix(4), Data([0x89, 0x50, 0x4E, 0x47]), "no live preview in /progress")
         leaving.close()
         try await waitForSQL(pg, db, "SELECT string_agg(state, ',') FROM sd_jobs", "cancelled")
 

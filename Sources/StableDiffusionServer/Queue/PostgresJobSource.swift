@@ -151,11 +151,14 @@ package final class PostgresJobSource: JobSource, @unchecked Sendable {
         _ = try? await register()
         guard let claim = lock.withLock({ current }) else { return }
         let p = claim.job.snapshot
+        // The live preview (the decoded one with --preview-vae, else the cheap linear one), for /progress anywhere.
+        let preview = claim.job.preview()
         do {
             var flags: (Bool, Bool)?
             for try await f in try await queue.client.query("""
                 UPDATE sd_jobs SET lease_expires_at = now() + make_interval(secs => \(queue.settings.leaseSeconds)),
-                    progress_image = \(p.image), progress_step = \(p.step), progress_total = \(p.steps)
+                    progress_image = \(p.image), progress_step = \(p.step), progress_total = \(p.steps),
+                    preview = \(preview.map { ByteBuffer(bytes: $0.png) }), preview_id = \(preview?.id)
                 WHERE id = \(claim.id) AND attempt = \(claim.attempt) AND worker = \(me) AND state = 'running'
                 RETURNING cancel_requested, interrupt_requested
                 """, logger: logger).decode((Bool, Bool).self) { flags = f }
@@ -198,7 +201,7 @@ package final class PostgresJobSource: JobSource, @unchecked Sendable {
             for try await _ in try await conn.query("""
                 UPDATE sd_jobs SET state = \(state), error = \(error), error_status = \(status), error_field = \(field),
                     interrupted = \(interrupted), scheduler_class = \(schedulerClass), finished_at = now(), lease_expires_at = NULL,
-                    progress_step = progress_total
+                    progress_step = progress_total, preview = NULL
                 WHERE id = \(claim.id) AND attempt = \(claim.attempt) AND worker = \(me) AND state = 'running'
                 RETURNING id
                 """, logger: logger).decode(Int64.self) { held = true }

@@ -152,11 +152,12 @@ final class PostgresJobStore: JobStore, @unchecked Sendable {
         var running: JobProgress?
         var queued = 0
         do {
-            for try await (kind, count, image, step, steps, started) in try await client.query("""
-                SELECT kind, (request->>'count')::integer, progress_image, progress_step, progress_total, started_at FROM sd_jobs
-                WHERE state = 'running' AND front = \(me) ORDER BY started_at DESC LIMIT 1
-                """, logger: logger).decode((String, Int, Int, Int, Int, Date?).self) {
-                running = JobProgress(pipeline: kind, count: count, image: image, step: step, steps: steps, started: started)
+            for try await (kind, count, image, step, steps, started, png, id) in try await client.query("""
+                SELECT kind, (request->>'count')::integer, progress_image, progress_step, progress_total, started_at, preview, preview_id
+                FROM sd_jobs WHERE state = 'running' AND front = \(me) ORDER BY started_at DESC LIMIT 1
+                """, logger: logger).decode((String, Int, Int, Int, Int, Date?, Data?, Int?).self) {
+                running = JobProgress(pipeline: kind, count: count, image: image, step: step, steps: steps, started: started,
+                                      preview: Self.preview(png, id))
             }
             for try await n in try await client.query("SELECT count(*)::bigint FROM sd_jobs WHERE state = 'queued'", logger: logger)
                 .decode(Int64.self) { queued = Int(n) }
@@ -168,13 +169,14 @@ final class PostgresJobStore: JobStore, @unchecked Sendable {
 
     func status(ofTask taskID: String) async -> TaskStatus {
         do {
-            var found: (Int64, String, String, Int, String, Int, Int, Int, Int, Date?)?
+            var found: (Int64, String, String, Int, String, Int, Int, Int, Int, Date?, Data?, Int?)?
             for try await r in try await client.query("""
-                SELECT id, state, model, priority, kind, (request->>'count')::integer, progress_image, progress_step, progress_total, started_at
+                SELECT id, state, model, priority, kind, (request->>'count')::integer, progress_image, progress_step, progress_total, started_at,
+                    preview, preview_id
                 FROM sd_jobs WHERE task_id = \(taskID) ORDER BY id DESC LIMIT 1
-                """, logger: logger).decode((Int64, String, String, Int, String, Int, Int, Int, Int, Date?).self) { found = r }
+                """, logger: logger).decode((Int64, String, String, Int, String, Int, Int, Int, Int, Date?, Data?, Int?).self) { found = r }
             guard let found else { return .unknown }
-            let (id, state, model, priority, kind, count, image, step, steps, started) = found
+            let (id, state, model, priority, kind, count, image, step, steps, started, png, previewID) = found
             switch state {
             case "queued":
                 var ahead = 0
@@ -184,7 +186,8 @@ final class PostgresJobStore: JobStore, @unchecked Sendable {
                     """, logger: logger).decode(Int64.self) { ahead = Int(n) }
                 return .queued(position: max(1, ahead))
             case "running":
-                return .running(JobProgress(pipeline: kind, count: count, image: image, step: step, steps: steps, started: started))
+                return .running(JobProgress(pipeline: kind, count: count, image: image, step: step, steps: steps, started: started,
+                                            preview: Self.preview(png, previewID)))
             default:
                 return .finished
             }
@@ -197,6 +200,13 @@ final class PostgresJobStore: JobStore, @unchecked Sendable {
     func shutdown() async {
         lock.withLock { accepting = false }
         queue.wakeups.wakeAll()
+    }
+
+    /// The preview the worker's heartbeat wrote, as the HTTP side reads previews.
+    private static func preview(_ png: Data?, _ id: Int?) -> (@Sendable () -> (png: [UInt8], id: Int)?)? {
+        guard let png, let id else { return nil }
+        let bytes = [UInt8](png)
+        return { (bytes, id) }
     }
 
     /// A database error, as the client sees it: the service is unavailable for now.

@@ -66,6 +66,10 @@ public enum QueueSchema {
         );
         CREATE INDEX sd_files_expiry ON sd_files (expires_at);
         """,
+        // 3: the running job's live preview (a PNG and a number that changes with it), from the heartbeat.
+        """
+        ALTER TABLE sd_jobs ADD COLUMN preview bytea, ADD COLUMN preview_id integer;
+        """,
     ]
 
     /// The version this build of sd reads and writes.

@@ -117,6 +117,10 @@ final class QueueProcessTests: XCTestCase {
         let (db, url) = try migratedQueue(pg, in: dir)
         // Two fronts: A only queues; B is a front with a local worker. Two workers: w1 (two models) and B's.
         _ = try startWorker(url, name: "w1", in: dir, models: ["tiny-sd1", "tiny-sd2"])
+        // A second live worker of the same name is refused (the fences tell runs apart by name).
+        let twin = try sd(["worker", "--queue", url, "--model", modelPath, "--name", "w1"], in: dir)
+        XCTAssertEqual(twin.0, 1)
+        XCTAssertTrue(twin.2.contains("--name w1: a live worker already has this name"), twin.2)
         let (frontA, portA) = try startFront(url, in: dir, name: "front-a")
         let (_, portB) = try startFront(url, in: dir, name: "front-b", ["--model", modelPath])
         try await waitForModel(portA)

@@ -31,8 +31,18 @@ package final class PostgresJobSource: JobSource, @unchecked Sendable {
     private var logger: Logger { queue.logger }
     private var me: String { queue.settings.name }
 
-    /// Registers the worker (so fronts list its models) and starts its heartbeat.
+    /// Registers the worker (so fronts list its models) and starts its heartbeat. A live worker of the same
+    /// name is refused: the fences tell runs apart by worker name.
     func start() async throws {
+        var taken = false
+        try await queue.retrying(patience: 30) {
+            for try await _ in try await self.queue.client.query("""
+                SELECT 1 FROM sd_workers WHERE name = \(self.me) AND heartbeat_at > now() - make_interval(secs => \(self.queue.settings.leaseSeconds))
+                """, logger: self.logger).decode(Int.self) { taken = true }
+        }
+        if taken {
+            throw QueueError.conflict("--name \(me): a live worker already has this name (its heartbeat is recent); give each worker its own")
+        }
         try await queue.retrying(patience: 30) { try await self.register() }
         try? await queue.refreshModels()
         queue.wakeups.onCancel { [weak self] id in

@@ -73,10 +73,11 @@ public enum QueueError: Error, CustomStringConvertible, Sendable {
     case badURL(String)
     case schema(String)
     case unavailable(String)
+    case conflict(String)
 
     public var description: String {
         switch self {
-        case .badURL(let m), .schema(let m), .unavailable(let m): return m
+        case .badURL(let m), .schema(let m), .unavailable(let m), .conflict(let m): return m
         }
     }
 }

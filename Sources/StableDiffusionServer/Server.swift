@@ -24,8 +24,13 @@ public final class StableDiffusionServer: Sendable {
     private let worker: (any Sendable)?
     private let stopWorker: @Sendable () async -> Void
 
-    /// The default model's description (what validation and the info endpoints use).
-    var model: ModelDescriptor { catalog.current }
+    /// The model the request being handled names, when a shared queue has several: its validation and
+    /// defaults are then that model's (see `respond`).
+    @TaskLocal static var requestedModel: ModelDescriptor?
+
+    /// The model a request is validated against: the one it names, else the default (what the info
+    /// endpoints describe).
+    var model: ModelDescriptor { Self.requestedModel ?? catalog.current }
 
     /// One model, one process: an in-memory queue and a generation thread (plain `sd serve`).
     public convenience init(model: ServedModel, configuration: ServerConfiguration, logger: Logger) {
@@ -129,6 +134,9 @@ public final class StableDiffusionServer: Sendable {
         do {
             return try await request.body.consumeWithCancellationOnInboundClose { body in
                 let bytes = try await self.readBody(body, declaredLength: request.headers[.contentLength].flatMap(Int.init), state: bodyRead)
+                if let named = self.namedModel(bytes) {
+                    return try await Self.$requestedModel.withValue(named) { try await work(bytes) }
+                }
                 return try await work(bytes)
             }
         } catch let error as APIError {
@@ -145,6 +153,15 @@ public final class StableDiffusionServer: Sendable {
             logger.error("request failed", metadata: ["error": "\(error)"])
             return APIError.status(.internalServerError, "\(error)").response(style)
         }
+    }
+
+    /// On a shared queue with several models, the one a JSON body names (A1111's
+    /// `override_settings.sd_model_checkpoint`, OpenAI's `model`); nil otherwise (one model: nothing to pick).
+    private func namedModel(_ body: [UInt8]) -> ModelDescriptor? {
+        guard catalog.isShared, catalog.all.count > 1,
+              let object = (try? JSONSerialization.jsonObject(with: Data(body))) as? [String: Any] else { return nil }
+        let title = ((object["override_settings"] as? [String: Any])?["sd_model_checkpoint"] as? String) ?? (object["model"] as? String)
+        return title.flatMap { catalog.named($0) }
     }
 
     /// The whole body, up to the limit (413 beyond). A body the client broke off, by closing or resetting

@@ -116,7 +116,7 @@ final class QueueProcessTests: XCTestCase {
         let dir = try folder()
         let (db, url) = try migratedQueue(pg, in: dir)
         // Two fronts: A only queues; B is a front with a local worker. Two workers: w1 (two models) and B's.
-        _ = try startWorker(url, name: "w1", in: dir, models: ["tiny-sd1", "tiny-sd2"])
+        _ = try startWorker(url, name: "w1", in: dir, models: ["tiny-sd1", "tiny-sd2", "tiny-sdxl"])
         // A second live worker of the same name is refused (the fences tell runs apart by name).
         let twin = try sd(["worker", "--queue", url, "--model", modelPath, "--name", "w1"], in: dir)
         XCTAssertEqual(twin.0, 1)
@@ -126,6 +126,7 @@ final class QueueProcessTests: XCTestCase {
         try await waitForModel(portA)
         try await waitForModel(portA, "tiny-sd2")
         try await waitForModel(portB, "tiny-sd2")
+        try await waitForModel(portA, "tiny-sdxl")
 
         let reply = try await Self.post(portA, "/sdapi/v1/txt2img", Self.request(seed: 42, steps: 3, side: 64))
         XCTAssertEqual(reply.status, 200, reply.text)
@@ -140,6 +141,13 @@ final class QueueProcessTests: XCTestCase {
         XCTAssertEqual(routed.status, 200, routed.text)
         let routedPicture = try Image.decode(data: routed.images.first.map { [UInt8]($0) } ?? [])
         XCTAssertEqual(routedPicture.pixels, try cliPixels(seed: 11, steps: 3, side: 64, model: "tiny-sd2", in: dir))
+
+        // A request that names a model is checked against that model's defaults: SDXL's size, not A1111's 512.
+        let sdxl = try ServerModels.load("tiny-sdxl").descriptor.defaultSide
+        let sized = try await Self.post(portA, "/sdapi/v1/txt2img", ["prompt": "x", "steps": 1, "override_settings": ["sd_model_checkpoint": "tiny-sdxl"]])
+        XCTAssertEqual(sized.status, 200, sized.text)
+        XCTAssertEqual(try Image.decode(data: [UInt8](try XCTUnwrap(sized.images.first))).width, sdxl)
+        XCTAssertEqual(sized.info["sd_model_name"] as? String, "tiny-sdxl")
 
         // OpenAI's endpoint through a front.
         let openAI = try await Self.post(portA, "/v1/images/generations", ["prompt": "a red cube", "size": "64x64", "seed": 9, "steps": 3,
@@ -168,7 +176,7 @@ final class QueueProcessTests: XCTestCase {
 
         XCTAssertEqual(frontA.stop(), 0, frontA.errors.suffix(2000).description)
         XCTAssertEqual(try pg.psql("SELECT count(*) || ' ' || string_agg(DISTINCT state, ',') || ' ' || max(attempt) FROM sd_jobs", database: db),
-                       "4 succeeded 1")
+                       "5 succeeded 1")
         XCTAssertEqual(try pg.psql("SELECT worker FROM sd_jobs WHERE model = 'tiny-sd2'", database: db), "w1")
     }
 

@@ -88,6 +88,9 @@ lcm = build_lcm()
 # The LCM pipeline's defaults: 4 steps, guidance 8.5 (embedded as w = 7.5; no unconditional batch).
 run_case("lcm_distilled_default", lcm, 74, dict(prompt=P, height=64, width=64, num_inference_steps=4, guidance_scale=8.5,
                                                  num_images_per_prompt=2), model="tiny-lcm")
+# A shorter distillation schedule for the call (the pipeline's original_inference_steps argument): other timesteps.
+run_case("lcm_distilled_original20", lcm, 79, dict(prompt=P, height=64, width=64, num_inference_steps=4, guidance_scale=8.5,
+                                                   original_inference_steps=20), model="tiny-lcm")
 # Image-to-image on the LCM folder as AutoPipelineForImage2Image picks it: LatentConsistencyModelImg2ImgPipeline, whose
 # strength shortens the distillation schedule the steps are taken from (all the steps run).
 img2img = AutoPipelineForImage2Image.from_pipe(lcm)

@@ -80,10 +80,9 @@ extension StableDiffusionServer {
         // Off the request's executor thread: the depth module runs a network.
         let out = try await Task.detached {
             try pictures.map { picture -> JSON in
-                let side = Double(min(picture.width, picture.height))
-                let k = Double(unit.processorResolution) / side
-                let w = Int((Double(picture.width) * k).rounded(.toNearestOrEven)), h = Int((Double(picture.height) * k).rounded(.toNearestOrEven))
-                let map = try unit.controlImage(input: picture, width: w, height: h, depthEstimator: estimator)
+                // The map comes back at the processor resolution (the generation size only matters with pixel perfect).
+                let map = try unit.controlImage(input: picture, width: picture.width, height: picture.height,
+                                                depthEstimator: estimator)
                 return .string(Data(try map.pngData(textChunks: [])).base64EncodedString())
             }
         }.value

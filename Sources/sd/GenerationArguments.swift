@@ -49,6 +49,9 @@ struct GenerationArguments: ParsableArguments {
     @Option(help: "Override the scheduler config's timestep spacing: linspace, leading or trailing (Turbo/Lightning/Hyper recipes use trailing).")
     var timestepSpacing: String?
 
+    @Option(help: "LCM/TCD: the distillation schedule the few steps are picked from (diffusers' original_inference_steps; default the scheduler config's, 50).")
+    var originalInferenceSteps: Int?
+
     @Option(help: "Weights variant to load, e.g. fp16 for *.fp16.safetensors.")
     var variant: String?
 
@@ -88,6 +91,7 @@ struct GenerationArguments: ParsableArguments {
             throw ValidationError("--vae: \(vae) does not exist and is not a Hub repo id (a VAE folder, a model folder, an A1111 VAE file, or owner/name)")
         }
         if let eta, !(eta >= 0 && eta.isFinite) { throw ValidationError("--eta must be a number >= 0, got \(eta)") }
+        if let n = originalInferenceSteps, n < 1 { throw ValidationError("--original-inference-steps must be >= 1, got \(n)") }
         if let s = timestepSpacing, !GenerationOptions.timestepSpacings.contains(s) {
             throw ValidationError("--timestep-spacing must be one of \(GenerationOptions.timestepSpacings.joined(separator: ", ")), got \(s)")
         }
@@ -165,6 +169,7 @@ struct GenerationArguments: ParsableArguments {
         o.seed = seed
         o.scheduler = scheduler
         o.timestepSpacing = timestepSpacing
+        o.originalInferenceSteps = originalInferenceSteps
         if let eta { o.eta = eta }
         sdxl.apply(to: &o)
         applyAdapterOptions(&o)

@@ -14,6 +14,7 @@ final class FakeHub {
     static let commitSafety = String(repeating: "d", count: 40)
     static let commitSDXL = String(repeating: "e", count: 40)
     static let commitVAE = String(repeating: "f", count: 40)
+    static let commitControlNet = String(repeating: "9", count: 40)
     static let token = "hf_test_token_123"
 
     let root: URL
@@ -165,6 +166,11 @@ final class FakeHub {
         try write("pickle", v, "diffusion_pytorch_model.bin")
         try write("# tiny taesd", v, "README.md")
 
+        // A ControlNet repo (lllyasviel/control_v11p_sd15_canny's layout: config.json and weights at the top).
+        let n = root.appendingPathComponent("N")
+        try fm.copyItem(at: TinyModels.root.appendingPathComponent("tiny-controlnet-sd1"), to: n)
+        try write("# tiny controlnet", n, "README.md")
+
         func repo(_ commit: String, _ folder: URL, refs: [String: String]) -> [String: Any] {
             ["commits": [commit: folder.path], "refs": refs]
         }
@@ -178,6 +184,7 @@ final class FakeHub {
             "tiny/sd1-safety": repo(commitSafety, d, refs: ["main": commitSafety]),
             "tiny/sdxl": repo(commitSDXL, x, refs: ["main": commitSDXL]),
             "tiny/taesd": repo(commitVAE, v, refs: ["main": commitVAE]),
+            "tiny/controlnet": repo(commitControlNet, n, refs: ["main": commitControlNet]),
             "gated/sd1": gated,
             "old/sd1": ["renamed_to": "tiny/sd1"],
         ]]

@@ -278,6 +278,25 @@ final class HubTests: XCTestCase {
                     contains: ["tiny/taesd", "HF_HUB_OFFLINE"])
     }
 
+    /// `--controlnet owner/name`: a ControlNet repo fetched into the cache as from_pretrained does, then used
+    /// (the picture of the diffusers fixture for the same ControlNet).
+    func testControlNetRepoIdOnTheCommandLine() throws {
+        let hub = try FakeHub(self)
+        let cache = try temporaryFolder(self)
+        let out = try temporaryFolder(self)
+        let c = try PipelineCase("cn_sd1_txt2img")
+        let png = out.appendingPathComponent("cn.png").path
+        let env = ["HF_ENDPOINT": hub.endpoint.absoluteString, "HF_HUB_CACHE": cache.path, "HF_HOME": cache.path]
+        let r = try runSD(["txt2img", "--model", TinyModels.sd1.path, "--prompt", c.json["prompt"]?.stringValue ?? "",
+                           "--negative-prompt", c.json["negative_prompt"]?.stringValue ?? "", "--steps", "6", "--seed", "91",
+                           "--controlnet", "tiny/controlnet:0.8", "--control-image", c.directory.appendingPathComponent("control0.png").path,
+                           "--output", png], env: env)
+        XCTAssertEqual(r.status, 0, r.stderr)
+        try assertPNGMatches(png, c)
+        let snapshot = cache.appendingPathComponent("models--tiny--controlnet/snapshots/\(FakeHub.commitControlNet)")
+        XCTAssertEqual(filesUnder(snapshot), ["config.json", "diffusion_pytorch_model.safetensors"])
+    }
+
     func testDownloadedSnapshotGeneratesAnImage() throws {
         let hub = try FakeHub(self)
         let cache = try temporaryFolder(self)

@@ -69,6 +69,28 @@ final class LCMDistilledTests: XCTestCase {
         XCTAssertGreaterThan(moved, 0.01)
     }
 
+    /// diffusers' `original_inference_steps` call argument (a 20-step distillation schedule: timesteps 999, 749,
+    /// 499, 249 instead of 999, 759, 499, 259), in the library and as `--original-inference-steps`.
+    func testOriginalInferenceSteps() throws {
+        let c = try PipelineCase("lcm_distilled_original20")
+        var o = c.options
+        o.originalInferenceSteps = c.json["original_inference_steps"]?.intValue
+        XCTAssertEqual(o.originalInferenceSteps, 20)
+        let result = try StableDiffusionPipeline(modelDirectory: TinyModels.lcm)(o)
+        assertImagesMatch(result, try c.expectedImages())
+        assertClose(result.latents, try c.tensors.tensor("final_latents"), tolerance: 1e-3, "lcm_distilled_original20")
+        let out = try temporaryFolder(self)
+        let png = out.appendingPathComponent("o.png").path
+        var r = try SDProcess.run(["txt2img", "--model", TinyModels.lcm.path, "--prompt", c.json["prompt"]?.stringValue ?? "",
+                                   "--height", "64", "--width", "64", "--seed", "79", "--original-inference-steps", "20", "--output", png])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        try assertPNGMatches(png, c)
+        r = try SDProcess.run(["txt2img", "--model", TinyModels.lcm.path, "--prompt", "x", "--original-inference-steps", "3",
+                               "--height", "64", "--width", "64", "--output", out.appendingPathComponent("p.png").path])
+        XCTAssertEqual(r.status, 1)
+        XCTAssertTrue(r.stderr.contains("original_inference_steps"), r.stderr)
+    }
+
     /// LatentConsistencyModelImg2ImgPipeline (AutoPipelineForImage2Image's pick for the folder): strength 0.7 takes
     /// the 4 steps from the first 35 of the 50 distillation timesteps, and all 4 run.
     func testImageToImageWithTheLCMUNet() throws {

@@ -229,8 +229,5 @@ final class SDXLPipelineTests: XCTestCase {
         o = GenerationOptions(prompts: ["a", "b"])
         o.prompts2 = ["1", "2", "3"]
         XCTAssertThrowsError(try pipe(o)) { XCTAssertTrue("\($0)".contains("prompt 2"), "\($0)") }
-        o = GenerationOptions(prompt: "x")
-        o.promptSyntax = .a1111
-        XCTAssertThrowsError(try pipe(o)) { XCTAssertTrue("\($0)".contains("SDXL"), "\($0)") }
     }
 }

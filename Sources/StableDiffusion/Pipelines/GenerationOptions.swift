@@ -35,6 +35,9 @@ public struct GenerationOptions: Sendable {
     /// `X.from_config(config, timestep_spacing=...)` in the recipes of SDXL-Turbo, Lightning and Hyper-SD.
     public var timestepSpacing: String?
     public static let timestepSpacings = ["linspace", "leading", "trailing"]
+    /// LCM's and TCD's distillation schedule length for this call (diffusers' `original_inference_steps`
+    /// argument of `set_timesteps` / the LCM pipelines); nil: the scheduler config's (50).
+    public var originalInferenceSteps: Int?
     /// Start from these latents (NHWC, `[batch*images, h/8, w/8, 4]`) instead of drawing them (text-to-image).
     public var latents: Tensor?
     /// diffusers' `denoising_end` (SDXL base in an ensemble of expert denoisers): stop once this fraction of
@@ -87,6 +90,7 @@ public struct GenerationOptions: Sendable {
         if let s = timestepSpacing, !Self.timestepSpacings.contains(s) {
             throw PipelineError.invalidArgument("timestep spacing must be one of \(Self.timestepSpacings.joined(separator: ", ")), got \(s)")
         }
+        if let n = originalInferenceSteps, n < 1 { throw PipelineError.invalidArgument("original inference steps must be >= 1, got \(n)") }
         guard numInferenceSteps >= 1 else { throw PipelineError.invalidArgument("number of inference steps must be >= 1, got \(numInferenceSteps)") }
         guard numImagesPerPrompt >= 1 else { throw PipelineError.invalidArgument("number of images per prompt must be >= 1, got \(numImagesPerPrompt)") }
         guard guidanceScale.isFinite else { throw PipelineError.invalidArgument("guidance scale must be a finite number") }

@@ -8,6 +8,8 @@ enum PipelineSupport {
     static func makeScheduler(_ c: StableDiffusionComponents, _ options: GenerationOptions) throws -> any Scheduler {
         var config = c.schedulerConfig
         if let spacing = options.timestepSpacing { config.values["timestep_spacing"] = .string(spacing) }
+        // Read by LCM and TCD only, as diffusers' set_timesteps argument; the other schedulers have no such key.
+        if let original = options.originalInferenceSteps { config.values["original_inference_steps"] = .int(original) }
         var s = try options.scheduler.map { try Schedulers.make(cliName: $0, config: config) }
             ?? Schedulers.make(config: config)
         s.setEta(options.eta)

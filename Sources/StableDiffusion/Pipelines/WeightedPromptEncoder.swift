@@ -9,10 +9,14 @@ import DiffusionTensor
 public struct WeightedPromptEncoder: Sendable {
     public let tokenizer: CLIPTokenizer
     public let textEncoder: CLIPTextModel
+    /// SDXL's layer: the penultimate hidden state without the final layer norm (AUTOMATIC1111's "penultimate"
+    /// for both SDXL embedders); otherwise the last layer's output through it, as SD 1.x/2.x.
+    public let penultimate: Bool
 
-    public init(tokenizer: CLIPTokenizer, textEncoder: CLIPTextModel) {
+    public init(tokenizer: CLIPTokenizer, textEncoder: CLIPTextModel, penultimate: Bool = false) {
         self.tokenizer = tokenizer
         self.textEncoder = textEncoder
+        self.penultimate = penultimate
     }
 
     /// Tokens per chunk between bos and eos (75).
@@ -61,7 +65,9 @@ public struct WeightedPromptEncoder: Sendable {
     /// `[prompts.count, chunks * 77, dim]`: each chunk encoded on its own, concatenated, not yet weighted.
     public func unweighted(_ prompts: [(ids: [Int], weights: [Float])], chunks: Int, clipSkip: Int?) throws -> Tensor {
         let perChunk = try (0..<chunks).map { c in
-            try textEncoder.promptEmbeddings(inputIds: prompts.map { chunkIDs($0.ids, chunk: c) }, clipSkip: clipSkip)
+            let ids = prompts.map { chunkIDs($0.ids, chunk: c) }
+            return penultimate ? try textEncoder.penultimateHiddenState(inputIds: ids, clipSkip: clipSkip)
+                : try textEncoder.promptEmbeddings(inputIds: ids, clipSkip: clipSkip)
         }
         return try Tensor.concatenate(perChunk, axis: 1)
     }

@@ -126,9 +126,12 @@ extension StableDiffusionServer {
 
     func matchesModel(_ name: String) -> Bool { catalog.named(name) != nil }
 
-    /// Whether a client's checkpoint title names `model` (A1111 titles add an extension or " [hash]").
+    /// Whether a client's checkpoint title names `model`: A1111 titles add an extension, a " [hash]", or both
+    /// ("v1-5-pruned-emaonly.safetensors [6ce0161689]").
     static func names(_ title: String, _ model: String) -> Bool {
-        [model, model + ".safetensors", model + ".ckpt"].contains(title) || title.hasPrefix(model + " [")
+        var name = Substring(title)
+        if name.hasSuffix("]"), let open = name.range(of: " [", options: .backwards) { name = name[..<open.lowerBound] }
+        return [model, model + ".safetensors", model + ".ckpt"].contains(String(name))
     }
 
     /// img2img's inputs, routed by the model: inpainting when a mask is sent or the model is an inpainting

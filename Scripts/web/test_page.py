@@ -14,6 +14,7 @@ import base64
 import io
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -56,7 +57,8 @@ def free_port():
 class Server:
     def __init__(self, model, extra=()):
         self.port = free_port()
-        self.proc = subprocess.Popen([SD, "serve", "--model", model, "--host", "127.0.0.1", "--port", str(self.port), *extra],
+        model_args = ["--model", model] if model else []
+        self.proc = subprocess.Popen([SD, "serve", *model_args, "--host", "127.0.0.1", "--port", str(self.port), *extra],
                                      stdout=subprocess.DEVNULL, stderr=open(os.path.join(ART, f"serve-{self.port}.log"), "w"))
         self.url = f"http://127.0.0.1:{self.port}"
         deadline = time.time() + 60
@@ -391,11 +393,89 @@ def controlnet_session(tmp):
         server.stop()
 
 
+class Postgres:
+    """A throwaway PostgreSQL 15 on loopback (as the user postgres when run as root, which PostgreSQL refuses)."""
+    BIN = "/usr/lib/postgresql/15/bin"
+
+    def __init__(self, tmp):
+        self.dir = os.path.join(tmp, "pg")
+        self.port = free_port()
+        root = os.getuid() == 0
+        self.prefix = ["runuser", "-u", "postgres", "--"] if root else []
+        if root:
+            subprocess.run(["chown", "postgres", tmp], check=True)
+        subprocess.run(self.prefix + [f"{self.BIN}/initdb", "-D", self.dir, "-U", "sd", "--auth=trust", "--no-sync"], check=True,
+                       stdout=subprocess.DEVNULL, timeout=120)
+        subprocess.run(self.prefix + [f"{self.BIN}/pg_ctl", "-D", self.dir, "-o", f"-p {self.port} -k {tmp} -c listen_addresses=127.0.0.1",
+                                      "-l", os.path.join(tmp, "pg.log"), "-w", "start"], check=True, stdout=subprocess.DEVNULL, timeout=120)
+        self.url = f"postgres://sd@127.0.0.1:{self.port}/postgres"
+
+    def stop(self):
+        subprocess.run(self.prefix + [f"{self.BIN}/pg_ctl", "-D", self.dir, "-m", "fast", "-w", "stop"], stdout=subprocess.DEVNULL, timeout=60)
+
+
+def queue_session(tmp):
+    """A front of a shared queue whose worker holds two models: the page's model menu, a picture from the second
+    model equal to the CLI's."""
+    if not os.path.exists(Postgres.BIN):
+        check("model menu (PostgreSQL 15 missing)", False, Postgres.BIN)
+        return
+    # Its own folder under /tmp: PostgreSQL's user cannot enter the session's (root's, mode 0700) folder.
+    qtmp = tempfile.mkdtemp(prefix="sd-page-pg-")
+    pg = Postgres(qtmp)
+    worker = None
+    server = None
+    driver = None
+    try:
+        subprocess.run([SD, "queue", "migrate", "--queue", pg.url], check=True, stdout=subprocess.DEVNULL, timeout=60)
+        sd1, sd2 = os.path.join(MODELS, "tiny-sd1"), os.path.join(MODELS, "tiny-sd2")
+        worker = subprocess.Popen([SD, "worker", "--queue", pg.url, "--model", sd1, "--model", sd2, "--name", "page-w1"],
+                                  stdout=subprocess.DEVNULL, stderr=open(os.path.join(ART, "worker.log"), "w"))
+        server = Server("", ["--queue", pg.url])
+        driver = browser()
+        deadline = time.time() + 60
+        menu = []
+        while time.time() < deadline and len(menu) < 2:  # the front sees the worker's models at its next refresh
+            driver.get(server.url + "/")
+            WebDriverWait(driver, 20).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#tabs button"))
+            menu = [o.text for o in driver.find_elements(By.CSS_SELECTOR, "#model-select option")]
+            if len(menu) < 2:
+                time.sleep(1)
+        check("model menu lists the worker's models", sorted(menu) == ["tiny-sd1", "tiny-sd2"], menu)
+        Select(driver.find_element(By.ID, "model-select")).select_by_value("tiny-sd2")
+        WebDriverWait(driver, 10).until(lambda d: "tiny-sd2" in d.find_element(By.ID, "status").text)
+        driver.find_element(By.ID, "prompt").send_keys(PROMPT)
+        for f, v in (("width", 64), ("height", 64), ("steps", 4), ("cfg_scale", 7.5)):
+            fill(driver, f, v)
+        set_seed(driver, 11)
+        shot(driver, "model-menu")
+        generate_and_wait(driver, 0)
+        got = page_images(driver)
+        want = cli_image(["txt2img", "--model", sd2, "--prompt", PROMPT, "--width", "64", "--height", "64", "--steps", "4",
+                          "--guidance-scale", "7.5", "--seed", "11"])
+        check("the second model's picture equals the CLI's", len(got) == 1 and same_pixels(got[0], want))
+    finally:
+        if driver:
+            driver.quit()
+        if server:
+            server.stop()
+        if worker and worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)
+            try:
+                worker.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait()
+        pg.stop()
+        shutil.rmtree(qtmp, ignore_errors=True)
+
+
 def main():
     os.makedirs(ART, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         sd1_session(tmp)
         controlnet_session(tmp)
+        queue_session(tmp)
         src = test_image(os.path.join(tmp, "depth-input.png"), 96, 64)
         single_tab_session("tiny-sd2-depth", "depth2img", tmp,
                            ["--image", src, "--strength", "0.7", "--steps", "4", "--guidance-scale", "7.5", "--seed", "5"],

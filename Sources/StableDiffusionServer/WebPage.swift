@@ -11,7 +11,14 @@ extension StableDiffusionServer {
         for (path, file) in [("/", "index.html"), ("/index.html", "index.html"), ("/app.js", "app.js"), ("/style.css", "style.css")] {
             router.get(RouterPath(stringLiteral: path)) { _, _ -> Response in self.staticFile(file) }
         }
-        router.get("/sd/v1/capabilities") { _, _ -> Response in .json(self.capabilities()) }
+        // `?model=NAME`: the capabilities of another model the server offers (the page's model menu on a shared queue).
+        router.get("/sd/v1/capabilities") { request, _ -> Response in
+            guard let name = request.uri.queryParameters["model"].map(String.init), !name.isEmpty else { return .json(self.capabilities()) }
+            guard let named = self.catalog.named(name) else {
+                return APIError.invalid("model", "model \"\(name)\" is not available; this server has \(self.catalog.names)").response(.a1111)
+            }
+            return Self.$requestedModel.withValue(named) { .json(self.capabilities()) }
+        }
         router.post("/internal/progress") { request, _ -> Response in
             await self.handle(request, style: .a1111) { body in
                 var r = try FieldReader.parse(body)
@@ -54,7 +61,8 @@ extension StableDiffusionServer {
         let side = Int64(model.defaultSide)
         // The model's own scheduler, so the page's default picture is the CLI's default picture.
         let own = model.schedulerClassName.flatMap { name in SchedulerKind.allCases.first { $0.className == name } }
-        return .object([("model", .string(model.name)), ("kind", .string(model.kind.rawValue)),
+        return .object([("model", .string(model.name)), ("models", .array(catalog.all.map { .string($0.name) })),
+                        ("kind", .string(model.kind.rawValue)),
                         ("pipelines", .array(pipelines.map { .string($0) })), ("endpoints", .object(endpoints)),
                         ("width", .int(side)), ("height", .int(side)),
                         ("default_sampler", own.map { .string(Samplers.a1111Name(engine: $0.cliName)) } ?? nil)])

@@ -23,6 +23,7 @@ const state = {
   depthFile: null,   // data URL of an uploaded depth map
   lastSeed: null,
   cnImage: null,     // data URL of the ControlNet control image
+  model: null,       // the model picked in the menu (a shared queue's fronts offer every live worker's models)
   running: null,     // { controller, taskId }
 };
 
@@ -215,6 +216,7 @@ function request() {
   }
   if (tab === "depth2img" && state.depthFile) body.depth_map = state.depthFile;
   if (tab === "upscale") body.noise_level = num("noise_level");
+  if (state.model) body.override_settings = { sd_model_checkpoint: state.model };
   const unit = controlNetUnit();
   if (unit) body.alwayson_scripts = { controlnet: { args: [unit] } };
   return body;
@@ -458,6 +460,34 @@ function useParameters(text) {
   }
 }
 
+// ---- the model menu (several models: a front of a shared queue) ----------------------------------------
+
+function applyCapabilities() {
+  if (state.caps.default_sampler) $("#sampler_name").value = state.caps.default_sampler;
+  $("#model-name").textContent = state.caps.model || "";
+  if (state.caps.width) $("#width").value = state.caps.width;
+  if (state.caps.height) $("#height").value = state.caps.height;
+}
+
+function setupModelMenu() {
+  const models = state.caps.models || [];
+  if (models.length < 2) return;
+  const menu = $("#model-select");
+  for (const m of models) { const o = document.createElement("option"); o.value = m; o.textContent = m; menu.appendChild(o); }
+  menu.value = state.caps.model;
+  menu.hidden = false;
+  $("#model-name").hidden = true;
+  menu.addEventListener("change", async () => {
+    try {
+      state.caps = await api(`/sd/v1/capabilities?model=${encodeURIComponent(menu.value)}`);
+      state.model = menu.value;
+      applyCapabilities();
+      buildTabs();
+      setStatus(`Model: ${menu.value}.`);
+    } catch (e) { setStatus(`Cannot switch to ${menu.value} (${e.message}).`); }
+  });
+}
+
 // ---- start ---------------------------------------------------------------------------------------
 
 async function start() {
@@ -483,10 +513,8 @@ async function start() {
       o.value = s.name; o.textContent = s.name; o.dataset.aliases = (s.aliases || []).join(",");
       $("#sampler_name").appendChild(o);
     }
-    if (state.caps.default_sampler) $("#sampler_name").value = state.caps.default_sampler;
-    $("#model-name").textContent = state.caps.model || "";
-    if (state.caps.width) $("#width").value = state.caps.width;
-    if (state.caps.height) $("#height").value = state.caps.height;
+    applyCapabilities();
+    setupModelMenu();
     await setupControlNet();
     buildTabs();
   } catch (e) {

@@ -39,6 +39,9 @@ python3 Scripts/queue/load_test.py "${FRONTS[@]}" --requests "$REQUESTS" --concu
         || ', finish->fetch p50 ' || round(1000 * percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM fetched_at - finished_at))::numeric, 1)
         || ', jobs ' || count(*) || ', attempts>1: ' || count(*) FILTER (WHERE attempt > 1)
     FROM sd_jobs WHERE state = 'succeeded'"
+# Every job ended, exactly once: none left queued or running.
+LEFT=$("$PGBIN/psql" -h 127.0.0.1 -p "$PORT" -U sd -d postgres -At -c "SELECT count(*) FROM sd_jobs WHERE state IN ('queued', 'running')")
+[ "$LEFT" = 0 ] || { echo "$LEFT jobs left queued or running" >&2; exit 1; }
 "$SD" serve --model "$MODEL" --port 0 --queue-size 64 > "$WORK/plain.out" 2> "$WORK/plain.err" & PIDS+=($!)
 wait_for "$WORK/plain.out" "listening on"
 echo "plain sd serve (one process, in-memory queue):"

@@ -20,7 +20,14 @@ struct WorkerCommand: ParsableCommand {
     @Option(help: "fp32 (diffusers' picture) or bf16 (needs AVX512_BF16 or AMX).")
     var precision: ComputePrecision = .fp32
 
+    @Option(help: "Serve this worker's GET /metrics on this port (0: any free port; default: no HTTP port).")
+    var metricsPort: Int?
+
+    @Option(help: "The address --metrics-port binds (default: loopback only).")
+    var metricsHost = "127.0.0.1"
+
     func validate() throws {
+        if let metricsPort, !(0...65535).contains(metricsPort) { throw ValidationError("--metrics-port must be 0...65535, got \(metricsPort)") }
         guard !model.isEmpty else { throw ValidationError("--model is required (at least one)") }
         try FlagChecks.precision(precision)
     }
@@ -38,12 +45,23 @@ struct WorkerCommand: ParsableCommand {
         let stop = SignalWaiter()
         try runBlocking {
             let queue = try await PostgresQueue.connect(url, settings: settings, logger: logger)
+            var endpoint: WorkerMetricsServer?
+            if let metricsPort {
+                do {
+                    endpoint = try await WorkerMetricsServer.start(queue: queue, host: metricsHost, port: metricsPort, logger: logger)
+                } catch {
+                    queue.close()
+                    throw ValidationError("--metrics-port: cannot listen on \(metricsHost):\(metricsPort): \(error)")
+                }
+            }
             let worker = try await QueueWorker.start(queue: queue, models: served, logger: logger)
-            // A plain line on stdout for scripts that wait for the worker.
-            FileHandle.standardOutput.write(Data("sd worker: \(settings.name) ready with \(names.joined(separator: ", "))\n".utf8))
+            // A plain line on stdout for scripts that wait for the worker (and read its metrics port).
+            let port = endpoint.map { ", metrics on http://\(metricsHost):\($0.port)/metrics" } ?? ""
+            FileHandle.standardOutput.write(Data("sd worker: \(settings.name) ready with \(names.joined(separator: ", "))\(port)\n".utf8))
             await stop.wait()
             logger.info("stopping: the running job goes back to the queue")
             await worker.stop()
+            await endpoint?.stop()
             queue.close()
         }
     }

@@ -127,6 +127,12 @@ final class QueueProcessTests: XCTestCase {
         try await waitForModel(portA, "tiny-sd2")
         try await waitForModel(portB, "tiny-sd2")
         try await waitForModel(portA, "tiny-sdxl")
+        // A worker whose --metrics-port is taken (by front A) says so and does not start.
+        let taken = try sd(["worker", "--queue", url, "--model", modelPath, "--name", "w9", "--metrics-port", String(portA)], in: dir)
+        XCTAssertNotEqual(taken.0, 0)
+        XCTAssertTrue(taken.2.contains("--metrics-port: cannot listen on 127.0.0.1:\(portA)"), taken.2)
+        let outOfRange = try sd(["worker", "--queue", url, "--model", modelPath, "--metrics-port", "70000"], in: dir)
+        XCTAssertTrue(outOfRange.2.contains("--metrics-port must be 0...65535"), outOfRange.2)
 
         let reply = try await Self.post(portA, "/sdapi/v1/txt2img", Self.request(seed: 42, steps: 3, side: 64))
         XCTAssertEqual(reply.status, 200, reply.text)
@@ -228,7 +234,7 @@ final class QueueProcessTests: XCTestCase {
         let pg = try postgres()
         let dir = try folder()
         let (db, url) = try migratedQueue(pg, in: dir)
-        _ = try startWorker(url, name: "w1", in: dir)
+        let worker = try startWorker(url, name: "w1", in: dir, ["--metrics-port", "0"])
         let (_, port) = try startFront(url, in: dir, ["--queue-size", "1"])
         try await waitForModel(port)
         let long = Self.request(seed: 3, steps: 150, side: 192)
@@ -284,6 +290,17 @@ final class QueueProcessTests: XCTestCase {
             try await Task.sleep(nanoseconds: 100_000_000)
         }
         for w in wanted { XCTAssertTrue(metrics.contains(w), "\(w) not in /metrics:\n\(metrics)") }
+
+        // The worker's own /metrics (--metrics-port): the two jobs it ran, both stopped early, and the queue's series.
+        let line = worker.output.components(separatedBy: "metrics on http://127.0.0.1:").last ?? ""
+        let workerPort = try XCTUnwrap(Int(line.prefix { $0.isNumber }), worker.output)
+        let own = try await Self.get(workerPort, "/metrics").text
+        for w in ["sd_jobs_total{outcome=\"cancelled\"} 2", "sd_jobs_total{outcome=\"done\"} 0", "sd_generation_seconds_count 2",
+                  "sd_jobs_running 0", "sd_queue_workers_alive 1"] {
+            XCTAssertTrue(own.contains(w), "\(w) not in the worker's /metrics:\n\(own)")
+        }
+        let elsewhere = try await Self.get(workerPort, "/sdapi/v1/txt2img")
+        XCTAssertEqual(elsewhere.status, 404, "the worker's port serves only /metrics")
     }
 
     func testAStoppedWorkerGivesItsJobBackAndADatabaseRestartLosesNothing() async throws {

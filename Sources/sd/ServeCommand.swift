@@ -66,6 +66,9 @@ struct ServeCommand: ParsableCommand {
     @Option(help: "Jobs that may wait behind the running one (with --queue: in the shared queue); more get 503 with Retry-After.")
     var queueSize = 16
 
+    @Option(help: "With --queue: the priority of this front's jobs, -100...100 (workers claim the highest first, the oldest within one); e.g. an interactive front above a batch one.")
+    var priority = 0
+
     @Option(help: "Allow this origin with CORS (off unless given).")
     var corsAllowOrigin: String?
 
@@ -86,6 +89,8 @@ struct ServeCommand: ParsableCommand {
 
     func validate() throws {
         guard (0...65535).contains(port) else { throw ValidationError("--port must be in 0...65535, got \(port)") }
+        guard QueueSettings.priorities.contains(priority) else { throw ValidationError("--priority must be in -100...100, got \(priority)") }
+        if priority != 0, try queue.url() == nil { throw ValidationError("--priority needs --queue (or SD_QUEUE_URL): it orders the shared queue") }
         guard queueSize >= 0 else { throw ValidationError("--queue-size must be >= 0, got \(queueSize)") }
         guard maxBodyMb >= 1 else { throw ValidationError("--max-body-mb must be >= 1, got \(maxBodyMb)") }
         for (flag, seconds) in [("--header-timeout", headerTimeout), ("--body-timeout", bodyTimeout), ("--idle-timeout", idleTimeout)] {
@@ -142,7 +147,9 @@ struct ServeCommand: ParsableCommand {
             FileHandle.standardOutput.write(Data("sd serve: listening on http://\(host):\(port)\n".utf8))
         }
         if let queueURL {
-            let queueSettings = try queue.settings()
+            var settings = try queue.settings()
+            settings.priority = priority
+            let queueSettings = settings
             try runBlocking {
                 let queue = try await PostgresQueue.connect(queueURL, settings: queueSettings, logger: logger)
                 var worker: QueueWorker?

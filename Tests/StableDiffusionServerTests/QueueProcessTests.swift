@@ -303,6 +303,38 @@ final class QueueProcessTests: XCTestCase {
         XCTAssertEqual(elsewhere.status, 404, "the worker's port serves only /metrics")
     }
 
+    func testAFrontsPriorityOrdersTheSharedQueue() async throws {
+        let pg = try postgres()
+        let dir = try folder()
+        let (db, url) = try migratedQueue(pg, in: dir)
+        _ = try startWorker(url, name: "w1", in: dir)
+        let (_, batch) = try startFront(url, in: dir, name: "batch")
+        let (_, interactive) = try startFront(url, in: dir, name: "interactive", ["--priority", "10"])
+        try await waitForModel(batch)
+        try await waitForModel(interactive)
+
+        // The worker is busy; a batch job waits, then an interactive one arrives and is claimed first.
+        let long = Task { try await QueueProcessTests.post(batch, "/sdapi/v1/txt2img", QueueProcessTests.request(seed: 3, steps: 150, side: 192)) }
+        try await waitForSQL(pg, db, "SELECT count(*) FROM sd_jobs WHERE state = 'running' AND progress_step > 0", "1")
+        let later = Task { try await QueueProcessTests.post(batch, "/sdapi/v1/txt2img", QueueProcessTests.request(seed: 4, steps: 1, side: 32)) }
+        try await waitForSQL(pg, db, "SELECT count(*) FROM sd_jobs WHERE state = 'queued'", "1")
+        let urgent = Task { try await QueueProcessTests.post(interactive, "/sdapi/v1/txt2img", QueueProcessTests.request(seed: 5, steps: 1, side: 32)) }
+        try await waitForSQL(pg, db, "SELECT string_agg(front || ':' || priority, ',' ORDER BY id) FROM sd_jobs WHERE state = 'queued'",
+                             "batch:0,interactive:10")
+        let stop = try await Self.post(batch, "/sdapi/v1/interrupt", [:])
+        XCTAssertEqual(stop.status, 200)
+        for task in [long, later, urgent] {
+            let reply = try await task.value
+            XCTAssertEqual(reply.status, 200, reply.text)
+        }
+        XCTAssertEqual(try pg.psql("SELECT string_agg(front, ',' ORDER BY started_at) FROM sd_jobs", database: db), "batch,interactive,batch")
+
+        let unqueued = try sd(["serve", "--model", modelPath, "--priority", "5"], in: dir)
+        XCTAssertTrue(unqueued.2.contains("--priority needs --queue"), unqueued.2)
+        let outOfRange = try sd(["serve", "--queue", url, "--priority", "101"], in: dir)
+        XCTAssertTrue(outOfRange.2.contains("--priority must be in -100...100"), outOfRange.2)
+    }
+
     func testAStoppedWorkerGivesItsJobBackAndADatabaseRestartLosesNothing() async throws {
         let pg = try postgres()
         let dir = try folder()

@@ -37,8 +37,9 @@ final class PostgresJobStore: JobStore, @unchecked Sendable {
         do {
             // The bound and the insert in one statement; concurrent fronts may overshoot it by a few.
             let rows = try await client.query("""
-                INSERT INTO sd_jobs (kind, model, request, max_attempts, front, task_id)
-                SELECT \(request.task.pipelineName), \(model), \(json)::jsonb, \(queue.settings.maxAttempts), \(me), \(request.taskID)
+                INSERT INTO sd_jobs (kind, model, request, priority, max_attempts, front, task_id)
+                SELECT \(request.task.pipelineName), \(model), \(json)::jsonb, \(queue.settings.priority), \(queue.settings.maxAttempts), \(me),
+                       \(request.taskID)
                 WHERE (SELECT count(*) FROM sd_jobs WHERE state = 'queued') < \(capacity)
                 RETURNING id
                 """, logger: logger)

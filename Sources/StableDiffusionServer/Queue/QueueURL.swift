@@ -63,6 +63,9 @@ public struct QueueSettings: Sendable {
     public var maxAttempts = 3
     /// Seconds a fetched result's pictures are kept; unfetched ones are kept for a day.
     public var retentionSeconds: Double = 600
+    /// The priority of the jobs this front submits: workers claim the highest first, the oldest within one.
+    public var priority = 0
+    public static let priorities = -100...100
     /// This process's name in the jobs and workers tables (a worker's must be unique among live ones).
     public var name = "\(ProcessInfo.processInfo.hostName)-\(ProcessInfo.processInfo.processIdentifier)"
 

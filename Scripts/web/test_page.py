@@ -344,6 +344,43 @@ def single_tab_session(model_name, tab, tmp, cli_args, form):
         server.stop()
 
 
+def sdxl_session(tmp):
+    """An SDXL base served with --refiner: its tabs, its default size, the refiner field, and the ensemble's picture
+    equal to `sd txt2img --refiner`."""
+    base, refiner = os.path.join(MODELS, "tiny-sdxl"), os.path.join(MODELS, "tiny-sdxl-refiner")
+    server = Server(base, ["--refiner", refiner])
+    driver = browser()
+    try:
+        driver.get(server.url + "/")
+        WebDriverWait(driver, 20).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#tabs button"))
+        caps = json.load(urllib.request.urlopen(server.url + "/sd/v1/capabilities"))
+        check("SDXL tabs", tabs_shown(driver) == ["txt2img", "img2img", "inpaint"], tabs_shown(driver))
+        check("SDXL named in the header", driver.find_element(By.ID, "model-name").text == "tiny-sdxl (SDXL)",
+              driver.find_element(By.ID, "model-name").text)
+        check("SDXL default size", driver.find_element(By.ID, "width").get_attribute("value") == str(caps["width"]), caps)
+        check("refiner field on txt2img", driver.find_element(By.ID, "refiner").is_displayed()
+              and driver.find_element(By.ID, "refiner-name").text == "tiny-sdxl-refiner")
+        open_tab(driver, "inpaint")
+        check("no refiner field on inpaint", not driver.find_element(By.ID, "refiner").is_displayed())
+        open_tab(driver, "txt2img")
+        driver.find_element(By.ID, "prompt").send_keys(PROMPT)
+        for f, v in (("width", 64), ("height", 64), ("steps", 6), ("cfg_scale", 5), ("refiner_switch_at", 0.5)):
+            fill(driver, f, v)
+        set_seed(driver, 21)
+        shot(driver, "sdxl-refiner")
+        generate_and_wait(driver, 0)
+        got = page_images(driver)
+        want = cli_image(["txt2img", "--model", base, "--refiner", refiner, "--refiner-switch", "0.5", "--prompt", PROMPT,
+                          "--width", "64", "--height", "64", "--steps", "6", "--guidance-scale", "5", "--seed", "21"])
+        check("SDXL base + refiner equals the CLI", len(got) == 1 and same_pixels(got[0], want))
+        plain = cli_image(["txt2img", "--model", base, "--prompt", PROMPT, "--width", "64", "--height", "64", "--steps", "6",
+                           "--guidance-scale", "5", "--seed", "21"])
+        check("the refiner changed the picture", len(got) == 1 and not same_pixels(got[0], plain))
+    finally:
+        driver.quit()
+        server.stop()
+
+
 def controlnet_session(tmp):
     """sd serve --controlnet: the panel, a txt2img with a control image equal to the CLI's, the preprocessor preview,
     a ControlNet error shown in the panel."""
@@ -475,6 +512,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         sd1_session(tmp)
         controlnet_session(tmp)
+        sdxl_session(tmp)
         queue_session(tmp)
         src = test_image(os.path.join(tmp, "depth-input.png"), 96, 64)
         single_tab_session("tiny-sd2-depth", "depth2img", tmp,

@@ -62,7 +62,8 @@ extension StableDiffusionServer {
         // The model's own scheduler, so the page's default picture is the CLI's default picture.
         let own = model.schedulerClassName.flatMap { name in SchedulerKind.allCases.first { $0.className == name } }
         return .object([("model", .string(model.name)), ("models", .array(catalog.all.map { .string($0.name) })),
-                        ("kind", .string(model.kind.rawValue)),
+                        ("kind", .string(model.kind.rawValue)), ("family", .string(model.isSDXL ? "sdxl" : "sd")),
+                        ("refiner", model.refinerName.map { .string($0) } ?? nil),
                         ("pipelines", .array(pipelines.map { .string($0) })), ("endpoints", .object(endpoints)),
                         ("width", .int(side)), ("height", .int(side)),
                         ("default_sampler", own.map { .string(Samplers.a1111Name(engine: $0.cliName)) } ?? nil)])

@@ -11,6 +11,8 @@ final class WebPageTests: XCTestCase {
         XCTAssertEqual(own.json["model"] as? String, "tiny-sd1")
         XCTAssertEqual(own.json["models"] as? [String], ["tiny-sd1"])
         XCTAssertEqual(own.json["kind"] as? String, "standard")
+        XCTAssertEqual(own.json["family"] as? String, "sd")
+        XCTAssertTrue(own.json.keys.contains("refiner") && own.json["refiner"] is NSNull, "\(own.json)")
         XCTAssertEqual(own.json["pipelines"] as? [String], ["txt2img", "img2img", "inpaint"])
 
         // A title as A1111 clients write it (extension, hash) names the same model.

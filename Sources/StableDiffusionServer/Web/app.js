@@ -216,6 +216,11 @@ function request() {
   }
   if (tab === "depth2img" && state.depthFile) body.depth_map = state.depthFile;
   if (tab === "upscale") body.noise_level = num("noise_level");
+  // An SDXL base served with --refiner: diffusers' ensemble of expert denoisers, as A1111's refiner fields ask.
+  if (state.caps.refiner && (tab === "txt2img" || tab === "img2img") && $("#refiner-on").checked) {
+    body.refiner_checkpoint = state.caps.refiner;
+    body.refiner_switch_at = num("refiner_switch_at");
+  }
   if (state.model) body.override_settings = { sd_model_checkpoint: state.model };
   const unit = controlNetUnit();
   if (unit) body.alwayson_scripts = { controlnet: { args: [unit] } };
@@ -464,9 +469,17 @@ function useParameters(text) {
 
 function applyCapabilities() {
   if (state.caps.default_sampler) $("#sampler_name").value = state.caps.default_sampler;
-  $("#model-name").textContent = state.caps.model || "";
+  $("#model-name").textContent = (state.caps.model || "") + (state.caps.family === "sdxl" ? " (SDXL)" : "");
   if (state.caps.width) $("#width").value = state.caps.width;
   if (state.caps.height) $("#height").value = state.caps.height;
+  // The refiner field exists only for a model served with one; selectTab shows it on its tabs.
+  const refiner = $("#refiner");
+  if (state.caps.refiner) {
+    refiner.dataset.for = "txt2img img2img";
+    $("#refiner-name").textContent = state.caps.refiner;
+  } else {
+    refiner.dataset.for = "none";
+  }
 }
 
 function setupModelMenu() {

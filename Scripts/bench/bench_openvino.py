@@ -1,8 +1,9 @@
 """OpenVINO side of the per-model CPU benchmark: the compiled models of the OpenVINO export of the random SD 1.5
-folder (Scripts/bench/make_sd15_folder.py --openvino), timed like `sd bench --suite sd15` and bench_torch.py.
+folder (Scripts/bench/make_sd15_folder.py --openvino), timed like `sd bench --suite sd15` and bench_torch.py; with
+--suite sdxl, the SDXL base models of Scripts/bench/make_sdxl_ov.py, timed like `sd bench --suite sdxl`.
 
-    ~/.sd-ov-venv/bin/python Scripts/bench/bench_openvino.py [--runs N] [--threads 2] [--precisions f32 bf16]
-        [--only unet_512 ...] [--ov-model ~/.cache/sd-bench/sd15-random-ov] [--json]
+    ~/.sd-ov-venv/bin/python Scripts/bench/bench_openvino.py [--suite sd15|sdxl] [--runs N] [--threads 2]
+        [--precisions f32 bf16] [--only unet_512 ...] [--ov-model ~/.cache/sd-bench/sd15-random-ov] [--json]
 
 Cases: the UNet step (batch 2, the guidance pair) at 256x256 and 512x512, the text encoder (2 x 77 tokens),
 the VAE decode at 512x512; each model reshaped to the static shape and compiled on CPU with
@@ -21,6 +22,8 @@ import numpy as np
 import openvino as ov
 
 CASES = ["unet_256", "unet_512", "text_encoder", "vae_decode_512"]
+CASES_XL = ["unet_1024", "text_encoder", "text_encoder_2", "vae_decode_1024"]
+DEFAULT_MODEL = {"sd15": "~/.cache/sd-bench/sd15-random-ov", "sdxl": "~/.cache/sd-bench/sdxl-random-ov"}
 
 
 def timed(fn, runs):
@@ -31,6 +34,20 @@ def timed(fn, runs):
         fn()
         times.append(time.perf_counter() - start)
     return min(times), statistics.median(times)
+
+
+def inputs_for_xl(case):
+    """(model subfolder, {input name: array}) for one SDXL case (the input names make_sdxl_ov.py gave)."""
+    rng = np.random.default_rng(0)
+    if case == "unet_1024":
+        return "unet", {"sample": rng.standard_normal((2, 4, 128, 128), dtype=np.float32),
+                        "timestep": np.array([500], dtype=np.int64),
+                        "encoder_hidden_states": rng.standard_normal((2, 77, 2048), dtype=np.float32),
+                        "text_embeds": rng.standard_normal((2, 1280), dtype=np.float32),
+                        "time_ids": np.array([[1024, 1024, 0, 0, 1024, 1024]] * 2, dtype=np.float32)}
+    if case.startswith("text_encoder"):
+        return case, {"input_ids": (np.arange(2 * 77, dtype=np.int64).reshape(2, 77) * 131) % 49408}
+    return "vae_decoder", {"latent_sample": rng.standard_normal((1, 4, 128, 128), dtype=np.float32)}
 
 
 def inputs_for(case):
@@ -52,16 +69,20 @@ def main():
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--precisions", nargs="+", default=["f32", "bf16"], choices=["f32", "bf16"])
     ap.add_argument("--only", nargs="*", default=[])
-    ap.add_argument("--ov-model", default=os.path.expanduser("~/.cache/sd-bench/sd15-random-ov"))
+    ap.add_argument("--suite", choices=["sd15", "sdxl"], default="sd15")
+    ap.add_argument("--ov-model", default=None, help="default: " + ", ".join(f"{k}: {v}" for k, v in DEFAULT_MODEL.items()))
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
+    folder = os.path.expanduser(args.ov_model or DEFAULT_MODEL[args.suite])
+    cases, inputs, maker = ((CASES_XL, inputs_for_xl, "Scripts/bench/make_sdxl_ov.py") if args.suite == "sdxl"
+                            else (CASES, inputs_for, "Scripts/bench/make_sd15_folder.py --openvino"))
     core = ov.Core()
     results = {p: {} for p in args.precisions}
-    for case in [c for c in CASES if not args.only or c in args.only]:
-        sub, feed = inputs_for(case)
-        path = os.path.join(args.ov_model, sub, "openvino_model.xml")
+    for case in [c for c in cases if not args.only or c in args.only]:
+        sub, feed = inputs(case)
+        path = os.path.join(folder, sub, "openvino_model.xml")
         if not os.path.exists(path):
-            sys.exit(f"no {path}: run Scripts/bench/make_sd15_folder.py --openvino")
+            sys.exit(f"no {path}: run {maker}")
         for precision in args.precisions:
             model = core.read_model(path)
             # Match inputs by name; the timestep's rank is whatever the export gave it.

@@ -1,9 +1,11 @@
 """Runs the Swift engine's and PyTorch/diffusers' SD 1.5 benchmarks on this machine, one after the
 other, and prints both with the ratios (PyTorch time / Swift time: > 1 means Swift is faster).
 
-    python3 Scripts/bench/compare.py [--runs 3] [--python ~/.sd-ref-venv/bin/python] [--only unet_512 ...]
-        [--openvino [--ov-python ~/.sd-ov-venv/bin/python] [--ov-model ~/.cache/sd-bench/sd15-random-ov]]
-        [--bf16]
+    python3 Scripts/bench/compare.py [--suite sd15|sdxl] [--runs 3] [--python ~/.sd-ref-venv/bin/python]
+        [--only unet_512 ...] [--openvino [--ov-python ~/.sd-ov-venv/bin/python] [--ov-model DIR]] [--bf16]
+
+--suite sdxl: the SDXL base architecture (UNet 1024 batch 2, both text encoders, VAE decode 1024); its OpenVINO
+models come from Scripts/bench/make_sdxl_ov.py (default ~/.cache/sd-bench/sdxl-random-ov).
 
 Needs the release build (`swift build -c release`) and the reference environment of
 Scripts/reference/requirements.txt. Both sides use random weights with the real SD 1.5 configs from
@@ -49,12 +51,13 @@ def main():
     ap.add_argument("--only", nargs="*", default=[])
     ap.add_argument("--openvino", action="store_true", help="add OpenVINO columns (bench_openvino.py)")
     ap.add_argument("--ov-python", default=os.path.expanduser("~/.sd-ov-venv/bin/python"))
-    ap.add_argument("--ov-model", default=os.path.expanduser("~/.cache/sd-bench/sd15-random-ov"))
+    ap.add_argument("--ov-model", default=None, help="default: the suite's (bench_openvino.py)")
+    ap.add_argument("--suite", choices=["sd15", "sdxl"], default="sd15")
     ap.add_argument("--bf16", action="store_true", help="add bf16 rows (sd --precision bf16, OpenVINO bf16)")
     args = ap.parse_args()
     threads = os.cpu_count() or 2
     sd = os.path.join(ROOT, ".build/release/sd")
-    swift_cmd = [sd, "bench", "--suite", "sd15", "--runs", str(args.runs), "--json"]
+    swift_cmd = [sd, "bench", "--suite", args.suite, "--runs", str(args.runs), "--json"]
     if args.only:
         swift_cmd += ["--only"] + args.only
     swift = run(swift_cmd)
@@ -64,14 +67,16 @@ def main():
             swift_bf16 = run(swift_cmd + ["--precision", "bf16"])
         else:
             notes.append("sd bf16 skipped: this sd has no --precision")
-    torch_cmd = [args.python, "Scripts/reference/bench_torch.py", "--runs", str(args.runs), "--threads", str(threads), "--json"]
+    torch_cmd = [args.python, "Scripts/reference/bench_torch.py", "--suite", args.suite, "--runs", str(args.runs), "--threads", str(threads), "--json"]
     if args.only:
         torch_cmd += ["--only"] + args.only
     torch = run(torch_cmd)
     ov = None
     if args.openvino:
-        ov_cmd = [args.ov_python, "Scripts/bench/bench_openvino.py", "--runs", str(args.runs), "--threads", str(threads),
-                  "--ov-model", args.ov_model, "--json", "--precisions", "f32"] + (["bf16"] if args.bf16 else [])
+        ov_cmd = [args.ov_python, "Scripts/bench/bench_openvino.py", "--suite", args.suite, "--runs", str(args.runs),
+                  "--threads", str(threads), "--json", "--precisions", "f32"] + (["bf16"] if args.bf16 else [])
+        if args.ov_model:
+            ov_cmd += ["--ov-model", args.ov_model]
         if args.only:
             ov_cmd += ["--only"] + args.only
         try:

@@ -158,6 +158,23 @@ def test_image(path, w, h):
     return path
 
 
+def txt2img_against_cli(driver, model, seed, name, fields=(("width", 64), ("height", 64), ("steps", 4), ("cfg_scale", 7.5)),
+                        cli_extra=()):
+    """Fills the text-to-image form, generates, and returns (the page's pictures, `sd txt2img`'s for the same options)."""
+    driver.find_element(By.ID, "prompt").send_keys(PROMPT)
+    for f, v in fields:
+        fill(driver, f, v)
+    set_seed(driver, seed)
+    shot(driver, name)
+    generate_and_wait(driver, 0)
+    flags = {"width": "--width", "height": "--height", "steps": "--steps", "cfg_scale": "--guidance-scale"}
+    args = ["txt2img", "--model", model, "--prompt", PROMPT, "--seed", str(seed), *cli_extra]
+    for f, v in fields:
+        if f in flags:
+            args += [flags[f], str(v)]
+    return page_images(driver), cli_image(args)
+
+
 def sd1_session(tmp):
     model = os.path.join(MODELS, "tiny-sd1")
     server = Server(model)
@@ -169,15 +186,7 @@ def sd1_session(tmp):
         check("no ControlNet panel without --controlnet", not driver.find_elements(By.ID, "controlnet"))
 
         # Text to image, against the CLI.
-        driver.find_element(By.ID, "prompt").send_keys(PROMPT)
-        for f, v in (("width", 64), ("height", 64), ("steps", 4), ("cfg_scale", 7.5)):
-            fill(driver, f, v)
-        set_seed(driver, 42)
-        shot(driver, "txt2img")
-        generate_and_wait(driver, 0)
-        got = page_images(driver)
-        want = cli_image(["txt2img", "--model", model, "--prompt", PROMPT, "--width", "64", "--height", "64", "--steps", "4",
-                          "--guidance-scale", "7.5", "--seed", "42"])
+        got, want = txt2img_against_cli(driver, model, 42, "txt2img")
         check("txt2img equals the CLI", len(got) == 1 and same_pixels(got[0], want))
         params = driver.find_element(By.CSS_SELECTOR, "#gallery .card .params").text
         check("gallery shows the PNG parameters", "Seed: 42" in params and PROMPT in params, params)
@@ -363,15 +372,9 @@ def sdxl_session(tmp):
         open_tab(driver, "inpaint")
         check("no refiner field on inpaint", not driver.find_element(By.ID, "refiner").is_displayed())
         open_tab(driver, "txt2img")
-        driver.find_element(By.ID, "prompt").send_keys(PROMPT)
-        for f, v in (("width", 64), ("height", 64), ("steps", 6), ("cfg_scale", 5), ("refiner_switch_at", 0.5)):
-            fill(driver, f, v)
-        set_seed(driver, 21)
-        shot(driver, "sdxl-refiner")
-        generate_and_wait(driver, 0)
-        got = page_images(driver)
-        want = cli_image(["txt2img", "--model", base, "--refiner", refiner, "--refiner-switch", "0.5", "--prompt", PROMPT,
-                          "--width", "64", "--height", "64", "--steps", "6", "--guidance-scale", "5", "--seed", "21"])
+        got, want = txt2img_against_cli(driver, base, 21, "sdxl-refiner",
+                                        (("width", 64), ("height", 64), ("steps", 6), ("cfg_scale", 5), ("refiner_switch_at", 0.5)),
+                                        ["--refiner", refiner, "--refiner-switch", "0.5"])
         check("SDXL base + refiner equals the CLI", len(got) == 1 and same_pixels(got[0], want))
         plain = cli_image(["txt2img", "--model", base, "--prompt", PROMPT, "--width", "64", "--height", "64", "--steps", "6",
                            "--guidance-scale", "5", "--seed", "21"])
@@ -481,15 +484,7 @@ def queue_session(tmp):
         check("model menu lists the worker's models", sorted(menu) == ["tiny-sd1", "tiny-sd2"], menu)
         Select(driver.find_element(By.ID, "model-select")).select_by_value("tiny-sd2")
         WebDriverWait(driver, 10).until(lambda d: "tiny-sd2" in d.find_element(By.ID, "status").text)
-        driver.find_element(By.ID, "prompt").send_keys(PROMPT)
-        for f, v in (("width", 64), ("height", 64), ("steps", 4), ("cfg_scale", 7.5)):
-            fill(driver, f, v)
-        set_seed(driver, 11)
-        shot(driver, "model-menu")
-        generate_and_wait(driver, 0)
-        got = page_images(driver)
-        want = cli_image(["txt2img", "--model", sd2, "--prompt", PROMPT, "--width", "64", "--height", "64", "--steps", "4",
-                          "--guidance-scale", "7.5", "--seed", "11"])
+        got, want = txt2img_against_cli(driver, sd2, 11, "model-menu")
         check("the second model's picture equals the CLI's", len(got) == 1 and same_pixels(got[0], want))
     finally:
         if driver:

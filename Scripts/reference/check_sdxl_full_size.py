@@ -85,12 +85,18 @@ def main():
     ap.add_argument("--steps", type=int, default=2)
     ap.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
     ap.add_argument("--reference-only", metavar="OUT", help=argparse.SUPPRESS)
+    ap.add_argument("--make-only", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.reference_only:
         reference(args.dir, args.size, args.steps, args.reference_only)
         return
-    if not os.path.exists(os.path.join(args.dir, "model_index.json")):
+    if args.make_only:
         make_folder(args.dir)
+        return
+    if not os.path.exists(os.path.join(args.dir, "model_index.json")):
+        # In a child: the memory torch held while building does not go back to the system, and the fp32 run
+        # after it needs all it can get (an sd fp32 run was OOM-killed beside a parent that built in-process).
+        subprocess.run([sys.executable, os.path.abspath(__file__), "--dir", args.dir, "--make-only"], check=True)
     sd = os.path.join(ROOT, ".build/release/sd")
     rows = {}
     for precision in args.precisions:

@@ -83,51 +83,50 @@ def sdxl(results, want, runs):
 
 
 def sd15(results, want, args):
-    if True:
-        unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(os.path.join(REF, "unet"))).eval()
-        vae = AutoencoderKL.from_config(AutoencoderKL.load_config(os.path.join(REF, "vae"))).eval()
-        text_encoder = CLIPTextModel(CLIPTextConfig.from_pretrained(os.path.join(REF, "text_encoder"))).eval()
-        ctx = torch.randn(2, 77, 768)
-        for size in [s for s in (256, 512) if want(f"unet_{s}")]:
-            x = torch.randn(2, 4, size // 8, size // 8)
-            results[f"unet_{size}"] = timed(lambda: unet(x, 500, encoder_hidden_states=ctx), args.runs)
-        if want("controlnet_unet_512"):
-            # One guided step with a ControlNet (control_v11p_sd15_canny's config), as the ControlNet pipelines run it.
-            cn_config = os.path.join(os.path.dirname(REF), "lllyasviel-control_v11p_sd15_canny")
-            controlnet = ControlNetModel.from_config(ControlNetModel.load_config(cn_config)).eval()
-            x = torch.randn(2, 4, 64, 64)
-            hint = torch.rand(2, 3, 512, 512)
+    unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(os.path.join(REF, "unet"))).eval()
+    vae = AutoencoderKL.from_config(AutoencoderKL.load_config(os.path.join(REF, "vae"))).eval()
+    text_encoder = CLIPTextModel(CLIPTextConfig.from_pretrained(os.path.join(REF, "text_encoder"))).eval()
+    ctx = torch.randn(2, 77, 768)
+    for size in [s for s in (256, 512) if want(f"unet_{s}")]:
+        x = torch.randn(2, 4, size // 8, size // 8)
+        results[f"unet_{size}"] = timed(lambda: unet(x, 500, encoder_hidden_states=ctx), args.runs)
+    if want("controlnet_unet_512"):
+        # One guided step with a ControlNet (control_v11p_sd15_canny's config), as the ControlNet pipelines run it.
+        cn_config = os.path.join(os.path.dirname(REF), "lllyasviel-control_v11p_sd15_canny")
+        controlnet = ControlNetModel.from_config(ControlNetModel.load_config(cn_config)).eval()
+        x = torch.randn(2, 4, 64, 64)
+        hint = torch.rand(2, 3, 512, 512)
 
-            def step():
-                down, mid = controlnet(x, 500, encoder_hidden_states=ctx, controlnet_cond=hint, return_dict=False)
-                unet(x, 500, encoder_hidden_states=ctx, down_block_additional_residuals=down, mid_block_additional_residual=mid)
-            results["controlnet_unet_512"] = timed(step, args.runs)
-        ids = torch.randint(0, 49408, (2, 77))
-        if want("text_encoder"):
-            results["text_encoder"] = timed(lambda: text_encoder(ids), args.runs)
-        z = torch.randn(1, 4, 64, 64)
-        if want("vae_decode_512"):
-            results["vae_decode_512"] = timed(lambda: vae.decode(z), args.runs)
-        if not args.skip_pipeline and want("txt2img_20_512"):
-            # The real CLIP vocabulary, as the SD 1.5 tokenizer has it (committed with the tokenizer fixtures).
-            tok_dir = "/tmp/sd-bench-tokenizer"
-            os.makedirs(tok_dir, exist_ok=True)
-            for f in ("vocab.json", "merges.txt"):
-                src = os.path.join(TOKENIZER, "clip-bpe", f)
-                if not os.path.exists(os.path.join(tok_dir, f)):
-                    os.symlink(src, os.path.join(tok_dir, f))
-            for f in ("tokenizer_config.json", "special_tokens_map.json"):
-                with open(os.path.join(REF, "tokenizer", f)) as s, open(os.path.join(tok_dir, f), "w") as d:
-                    d.write(s.read())
-            tokenizer = CLIPTokenizer.from_pretrained(tok_dir)
-            scheduler = PNDMScheduler.from_pretrained(os.path.join(REF, "scheduler"))
-            pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
-                                           scheduler=scheduler, safety_checker=None, feature_extractor=None,
-                                           requires_safety_checker=False)
-            pipe.set_progress_bar_config(disable=True)
-            run = lambda: pipe("a photograph of an astronaut riding a horse", num_inference_steps=20, height=512,
-                               width=512, generator=torch.Generator("cpu").manual_seed(0), output_type="np")
-            results["txt2img_20_512"] = timed(run, max(1, args.runs - 1))
+        def step():
+            down, mid = controlnet(x, 500, encoder_hidden_states=ctx, controlnet_cond=hint, return_dict=False)
+            unet(x, 500, encoder_hidden_states=ctx, down_block_additional_residuals=down, mid_block_additional_residual=mid)
+        results["controlnet_unet_512"] = timed(step, args.runs)
+    ids = torch.randint(0, 49408, (2, 77))
+    if want("text_encoder"):
+        results["text_encoder"] = timed(lambda: text_encoder(ids), args.runs)
+    z = torch.randn(1, 4, 64, 64)
+    if want("vae_decode_512"):
+        results["vae_decode_512"] = timed(lambda: vae.decode(z), args.runs)
+    if not args.skip_pipeline and want("txt2img_20_512"):
+        # The real CLIP vocabulary, as the SD 1.5 tokenizer has it (committed with the tokenizer fixtures).
+        tok_dir = "/tmp/sd-bench-tokenizer"
+        os.makedirs(tok_dir, exist_ok=True)
+        for f in ("vocab.json", "merges.txt"):
+            src = os.path.join(TOKENIZER, "clip-bpe", f)
+            if not os.path.exists(os.path.join(tok_dir, f)):
+                os.symlink(src, os.path.join(tok_dir, f))
+        for f in ("tokenizer_config.json", "special_tokens_map.json"):
+            with open(os.path.join(REF, "tokenizer", f)) as s, open(os.path.join(tok_dir, f), "w") as d:
+                d.write(s.read())
+        tokenizer = CLIPTokenizer.from_pretrained(tok_dir)
+        scheduler = PNDMScheduler.from_pretrained(os.path.join(REF, "scheduler"))
+        pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+                                       scheduler=scheduler, safety_checker=None, feature_extractor=None,
+                                       requires_safety_checker=False)
+        pipe.set_progress_bar_config(disable=True)
+        run = lambda: pipe("a photograph of an astronaut riding a horse", num_inference_steps=20, height=512,
+                           width=512, generator=torch.Generator("cpu").manual_seed(0), output_type="np")
+        results["txt2img_20_512"] = timed(run, max(1, args.runs - 1))
 
 
 def report(results, args):

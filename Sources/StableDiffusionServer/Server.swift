@@ -108,10 +108,7 @@ public final class StableDiffusionServer: Sendable {
         addA1111ControlNet(to: router)
         addOpenAI(to: router)
         addWebPage(to: router)
-        router.get("/metrics") { _, _ -> Response in
-            Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
-                     body: .init(byteBuffer: ByteBuffer(bytes: self.metrics.text)))
-        }
+        router.get("/metrics") { _, _ -> Response in self.metrics.response }
         return router
     }
 
@@ -244,4 +241,11 @@ private final class RunningGroup: @unchecked Sendable {
     private var group: ServiceGroup?
     func set(_ g: ServiceGroup?) { lock.withLock { group = g } }
     func get() -> ServiceGroup? { lock.withLock { group } }
+}
+
+extension ServerMetrics {
+    /// `GET /metrics`: the Prometheus text format (a server's and a worker's listener).
+    var response: Response {
+        Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"], body: .init(byteBuffer: ByteBuffer(bytes: text)))
+    }
 }

@@ -89,7 +89,7 @@ struct ServeCommand: ParsableCommand {
 
     func validate() throws {
         guard (0...65535).contains(port) else { throw ValidationError("--port must be in 0...65535, got \(port)") }
-        guard QueueSettings.priorities.contains(priority) else { throw ValidationError("--priority must be in -100...100, got \(priority)") }
+        guard QueueSettings.priorities.contains(priority) else { throw ValidationError("--priority must be in \(QueueSettings.priorities), got \(priority)") }
         if priority != 0, try queue.url() == nil { throw ValidationError("--priority needs --queue (or SD_QUEUE_URL): it orders the shared queue") }
         guard queueSize >= 0 else { throw ValidationError("--queue-size must be >= 0, got \(queueSize)") }
         guard maxBodyMb >= 1 else { throw ValidationError("--max-body-mb must be >= 1, got \(maxBodyMb)") }

@@ -1,7 +1,5 @@
-import Foundation
 import Hummingbird
 import Logging
-import NIOCore
 import ServiceLifecycle
 
 /// `sd worker --metrics-port`: a worker's own `GET /metrics` (the jobs it ran and their seconds, plus the queue's
@@ -25,61 +23,33 @@ public final class WorkerMetricsServer: Sendable {
         let metrics = queue.metrics
         let router = Router()
         router.add(middleware: RequestLogMiddleware(metrics: metrics))
-        router.get("/metrics") { _, _ -> Response in
-            Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
-                     body: .init(byteBuffer: ByteBuffer(bytes: metrics.text)))
-        }
-        let bound = BoundPort()
+        router.get("/metrics") { _, _ -> Response in metrics.response }
+        // The bound port, or why the listener ended before binding: whichever comes first.
+        let (bound, report) = AsyncStream<Result<Int, any Error>>.makeStream()
         let app = Application(router: router, server: .guardedHTTP1(limits: ConnectionLimits(), metrics: metrics, logger: logger),
                               configuration: .init(address: .hostname(host, port: port), serverName: "sd-worker"),
-                              onServerRunning: { channel in bound.resolve(.success(channel.localAddress?.port ?? 0)) }, logger: logger)
+                              onServerRunning: { channel in report.yield(.success(channel.localAddress?.port ?? 0)) }, logger: logger)
         let group = ServiceGroup(configuration: .init(services: [app], gracefulShutdownSignals: [], logger: logger))
         let task = Task {
+            defer { report.yield(.failure(CancellationError())) }
             do { try await group.run() } catch {
-                bound.resolve(.failure(error))
+                report.yield(.failure(error))
                 throw error
             }
-            bound.resolve(.failure(CancellationError()))
         }
-        do {
-            return WorkerMetricsServer(port: try await bound.value, group: group, task: task)
-        } catch {
-            task.cancel()
-            throw error
+        for await first in bound {
+            do {
+                return WorkerMetricsServer(port: try first.get(), group: group, task: task)
+            } catch {
+                task.cancel()
+                throw error
+            }
         }
+        throw CancellationError()
     }
 
     public func stop() async {
         await group.triggerGracefulShutdown()
         _ = await task.result
-    }
-}
-
-/// The port the listener bound, or why it could not: resolved once, by whichever comes first.
-private final class BoundPort: @unchecked Sendable {
-    private let lock = NSLock()
-    private var result: Result<Int, any Error>?
-    private var waiter: CheckedContinuation<Int, any Error>?
-
-    func resolve(_ r: Result<Int, any Error>) {
-        let w: CheckedContinuation<Int, any Error>? = lock.withLock {
-            guard result == nil else { return nil }
-            result = r
-            defer { waiter = nil }
-            return waiter
-        }
-        w?.resume(with: r)
-    }
-
-    var value: Int {
-        get async throws {
-            try await withCheckedThrowingContinuation { c in
-                let done: Result<Int, any Error>? = lock.withLock {
-                    if result == nil { waiter = c }
-                    return result
-                }
-                if let done { c.resume(with: done) }
-            }
-        }
     }
 }

@@ -1,13 +1,19 @@
-"""Writes the random-weights SD 1.5 diffusers folder that Scripts/bench/whole_pipeline.py runs every engine
-on, and its OpenVINO export. Both are made once and cached; a folder that is already complete is kept.
+"""Writes the random-weights diffusers folders that Scripts/bench/whole_pipeline.py runs every engine on, and
+their OpenVINO exports. All are made once and cached; a folder that is already complete is kept.
 
-    ~/.sd-ref-venv/bin/python Scripts/bench/make_sd15_folder.py [OUT] [--openvino [OV_OUT]]
-        [--ov-python ~/.sd-ov-venv/bin/python] [--force]
+    ~/.sd-ref-venv/bin/python Scripts/bench/make_sd15_folder.py [OUT] [--arch sd15|sd-turbo] [--openvino [OV_OUT]]
+        [--taesd [TAESD_OUT]] [--ov-python ~/.sd-ov-venv/bin/python] [--force]
 
 OUT (default ~/.cache/sd-bench/sd15-random): the real SD 1.5 architecture (UNet, VAE, text encoder and
 scheduler configs from ../shared/reference-configs, as Scripts/reference/bench_torch.py builds it) with
 PyTorch's default random initialisation under torch.manual_seed(0), fp32 safetensors (about 4 GB), the real
-CLIP vocabulary (the committed tokenizer fixture) and no safety checker.
+CLIP vocabulary (the committed tokenizer fixture) and no safety checker. `--arch sd-turbo` (default OUT
+~/.cache/sd-bench/sd-turbo-random): SD-Turbo's architecture, which is SD 2.1 base's configs with Euler and
+"trailing" timesteps (../shared/reference-configs/PROVENANCE.md).
+
+--taesd (default TAESD_OUT ~/.cache/sd-bench/taesd-random): an AutoencoderTiny with madebyollin/taesd's config
+and random weights; with --openvino also its decoder as OpenVINO IR (TAESD_OUT-ov/vae_decoder), converted by
+openvino.convert_model since optimum-intel does not export AutoencoderTiny.
 
 --openvino (default OV_OUT ~/.cache/sd-bench/sd15-random-ov): exports OUT with optimum-intel's
 `optimum-cli export openvino --task text-to-image --weight-format fp32`, run by --ov-python (the venv of
@@ -24,20 +30,26 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
-SHARED = os.path.join(os.path.dirname(ROOT), "shared", "reference-configs", "runwayml-stable-diffusion-v1-5")
+SHARED_ROOT = os.path.join(os.path.dirname(ROOT), "shared", "reference-configs")
 FIXTURES = os.path.join(ROOT, "Tests", "StableDiffusionTests", "Fixtures")
-DEFAULT_OUT = os.path.expanduser("~/.cache/sd-bench/sd15-random")
-DEFAULT_OV_OUT = os.path.expanduser("~/.cache/sd-bench/sd15-random-ov")
+CACHE = os.path.expanduser("~/.cache/sd-bench")
+# arch: (reference-configs folder, default output name, scheduler class, scheduler overrides)
+ARCHS = {
+    "sd15": ("runwayml-stable-diffusion-v1-5", "sd15-random", "PNDMScheduler", {}),
+    "sd-turbo": ("stabilityai-stable-diffusion-2-1-base", "sd-turbo-random", "EulerDiscreteScheduler",
+                 {"timestep_spacing": "trailing"}),
+}
 WEIGHT_FILES = ("unet/diffusion_pytorch_model.safetensors", "vae/diffusion_pytorch_model.safetensors",
                 "text_encoder/model.safetensors")
 
 
-def config_dir(component):
-    """The committed fixture configs where they exist (unet, vae), else ../shared/reference-configs."""
-    for base in (os.path.join(FIXTURES, "reference-configs", "runwayml-stable-diffusion-v1-5"), SHARED):
+def config_dir(arch, component):
+    """The committed fixture configs where they exist, else ../shared/reference-configs."""
+    name = ARCHS[arch][0]
+    for base in (os.path.join(FIXTURES, "reference-configs", name), os.path.join(SHARED_ROOT, name)):
         if os.path.isdir(os.path.join(base, component)):
             return os.path.join(base, component)
-    sys.exit(f"no SD 1.5 {component} config: expected {SHARED}/{component}")
+    sys.exit(f"no {arch} {component} config: expected {os.path.join(SHARED_ROOT, name, component)}")
 
 
 def folder_complete(out):
@@ -45,9 +57,10 @@ def folder_complete(out):
         os.path.exists(os.path.join(out, f)) for f in WEIGHT_FILES)
 
 
-def make_folder(out):
+def make_folder(out, arch):
+    import diffusers
     import torch
-    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     tmp = out + ".partial"
@@ -58,16 +71,19 @@ def make_folder(out):
     for f in ("vocab.json", "merges.txt"):
         shutil.copy(os.path.join(FIXTURES, "tokenizer", "clip-bpe", f), tok_dir)
     for f in ("tokenizer_config.json", "special_tokens_map.json"):
-        shutil.copy(os.path.join(config_dir("tokenizer"), f), tok_dir)
+        shutil.copy(os.path.join(config_dir(arch, "tokenizer"), f), tok_dir)
 
     torch.manual_seed(0)
     with torch.no_grad():
-        unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(config_dir("unet"))).eval()
-        vae = AutoencoderKL.from_config(AutoencoderKL.load_config(config_dir("vae"))).eval()
-        text_encoder = CLIPTextModel(CLIPTextConfig.from_pretrained(config_dir("text_encoder"))).eval()
+        unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(config_dir(arch, "unet"))).eval()
+        vae = AutoencoderKL.from_config(AutoencoderKL.load_config(config_dir(arch, "vae"))).eval()
+        text_encoder = CLIPTextModel(CLIPTextConfig.from_pretrained(config_dir(arch, "text_encoder"))).float().eval()
+    _, _, scheduler_class, overrides = ARCHS[arch]
+    scheduler_cls = getattr(diffusers, scheduler_class)
+    scheduler = scheduler_cls.from_config(scheduler_cls.load_config(config_dir(arch, "scheduler")), **overrides)
     pipe = StableDiffusionPipeline(
         vae=vae, text_encoder=text_encoder, tokenizer=CLIPTokenizer.from_pretrained(tok_dir), unet=unet,
-        scheduler=PNDMScheduler.from_pretrained(config_dir("scheduler")), safety_checker=None,
+        scheduler=scheduler, safety_checker=None,
         feature_extractor=None, requires_safety_checker=False)
     pipe.save_pretrained(tmp, safe_serialization=True)
     # Newer transformers save only tokenizer.json; keep the files of the real SD 1.5 folder too, for
@@ -77,8 +93,9 @@ def make_folder(out):
             shutil.copy(os.path.join(tok_dir, f), os.path.join(tmp, "tokenizer"))
     shutil.rmtree(tok_dir)
     with open(os.path.join(tmp, "README.txt"), "w") as f:
-        f.write("Random weights (torch.manual_seed(0), default init) with the real SD 1.5 configs, for benchmarks "
-                f"only. Written by Scripts/bench/make_sd15_folder.py with torch {torch.__version__}.\n")
+        f.write(f"Random weights (torch.manual_seed(0), default init) with the real {ARCHS[arch][0]} configs"
+                f"{' and ' + str(overrides) if overrides else ''}, for benchmarks only. Written by "
+                f"Scripts/bench/make_sd15_folder.py --arch {arch} with torch {torch.__version__}.\n")
     del pipe, unet, vae, text_encoder
     gc.collect()
     shutil.rmtree(out, ignore_errors=True)
@@ -120,30 +137,97 @@ def export_openvino(folder, ov_out, ov_python):
     os.rename(tmp, ov_out)
 
 
+def make_taesd(out):
+    """A random-weights AutoencoderTiny with madebyollin/taesd's config (as --vae takes it)."""
+    if os.path.exists(os.path.join(out, "diffusion_pytorch_model.safetensors")):
+        print(f"{out} exists; kept", file=sys.stderr)
+        return
+    import torch
+    from diffusers import AutoencoderTiny
+
+    torch.manual_seed(0)
+    taesd = AutoencoderTiny.from_config(AutoencoderTiny.load_config(os.path.join(SHARED_ROOT, "madebyollin-taesd")))
+    tmp = out + ".partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    taesd.save_pretrained(tmp, safe_serialization=True)
+    shutil.rmtree(out, ignore_errors=True)
+    os.rename(tmp, out)
+    print(f"wrote {out}", file=sys.stderr)
+
+
+def taesd_openvino_child(taesd, ov_out):
+    """Inside the OpenVINO venv: the TAESD decoder (latents in, picture in [-1, 1] out, as AutoencoderTiny.decode)
+    as OpenVINO IR, traced at 64x64 latents and left dynamic in batch and size."""
+    import openvino
+    import torch
+    from diffusers import AutoencoderTiny
+
+    vae = AutoencoderTiny.from_pretrained(taesd).eval()
+
+    class Decoder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.vae = vae
+
+        def forward(self, latent_sample):
+            return self.vae.decode(latent_sample).sample
+
+    with torch.no_grad():
+        model = openvino.convert_model(Decoder(), example_input=torch.zeros(1, 4, 64, 64),
+                                       input=[openvino.PartialShape([-1, 4, -1, -1])])
+    tmp = ov_out + ".partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(os.path.join(tmp, "vae_decoder"))
+    openvino.save_model(model, os.path.join(tmp, "vae_decoder", "openvino_model.xml"), compress_to_fp16=False)
+    shutil.rmtree(ov_out, ignore_errors=True)
+    os.rename(tmp, ov_out)
+
+
+def export_taesd_openvino(taesd, ov_python):
+    ov_out = taesd + "-ov"
+    if os.path.exists(os.path.join(ov_out, "vae_decoder", "openvino_model.xml")):
+        print(f"OpenVINO TAESD {ov_out} exists; kept", file=sys.stderr)
+        return
+    subprocess.run([ov_python, os.path.abspath(__file__), "--taesd-ov-child", taesd, ov_out], check=True)
+    print(f"OpenVINO TAESD decoder in {ov_out}", file=sys.stderr)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("out", nargs="?", default=DEFAULT_OUT)
-    ap.add_argument("--openvino", nargs="?", const=DEFAULT_OV_OUT, default=None, metavar="OV_OUT")
+    ap.add_argument("out", nargs="?")
+    ap.add_argument("--arch", choices=sorted(ARCHS), default="sd15")
+    ap.add_argument("--openvino", nargs="?", const="", default=None, metavar="OV_OUT",
+                    help="also export with optimum-intel (default OUT-ov)")
+    ap.add_argument("--taesd", nargs="?", const=os.path.join(CACHE, "taesd-random"), default=None, metavar="TAESD_OUT")
     ap.add_argument("--ov-python", default=os.path.expanduser("~/.sd-ov-venv/bin/python"))
     ap.add_argument("--force", action="store_true", help="rewrite the folder (and the export) even if present")
+    ap.add_argument("--taesd-ov-child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
-    out = os.path.abspath(os.path.expanduser(args.out))
+    if args.taesd_ov_child:
+        return taesd_openvino_child(*args.taesd_ov_child)
+    out = os.path.abspath(os.path.expanduser(args.out or os.path.join(CACHE, ARCHS[args.arch][1])))
+    ov_out = None if args.openvino is None else os.path.abspath(os.path.expanduser(args.openvino or out + "-ov"))
     if args.force:
         shutil.rmtree(out, ignore_errors=True)
-        if args.openvino:
-            shutil.rmtree(os.path.abspath(os.path.expanduser(args.openvino)), ignore_errors=True)
+        if ov_out:
+            shutil.rmtree(ov_out, ignore_errors=True)
     if folder_complete(out):
         print(f"{out} exists; kept", file=sys.stderr)
     else:
         os.makedirs(os.path.dirname(out), exist_ok=True)
-        make_folder(out)
+        make_folder(out, args.arch)
         print(f"wrote {out}", file=sys.stderr)
     prefix_text_encoder(out)
     with open(os.path.join(out, "model_index.json")) as f:
         assert json.load(f)["_class_name"] == "StableDiffusionPipeline"
-    if args.openvino:
-        export_openvino(out, os.path.abspath(os.path.expanduser(args.openvino)), os.path.expanduser(args.ov_python))
-        print(f"OpenVINO export in {os.path.abspath(os.path.expanduser(args.openvino))}", file=sys.stderr)
+    if ov_out:
+        export_openvino(out, ov_out, os.path.expanduser(args.ov_python))
+        print(f"OpenVINO export in {ov_out}", file=sys.stderr)
+    if args.taesd:
+        taesd = os.path.abspath(os.path.expanduser(args.taesd))
+        make_taesd(taesd)
+        if ov_out:
+            export_taesd_openvino(taesd, os.path.expanduser(args.ov_python))
 
 
 if __name__ == "__main__":

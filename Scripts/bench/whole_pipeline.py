@@ -1,16 +1,25 @@
 """Whole txt2img pipeline, engine against engine: each run is one fresh process that loads the SAME random-weights
-SD 1.5 diffusers folder (Scripts/bench/make_sd15_folder.py) and generates one image; the table has the whole
+diffusers folder (Scripts/bench/make_sd15_folder.py) and generates one image; the table has the whole
 process's wall time (min and median over --runs processes), the seconds per denoising step, the load time,
 the process's CPU time (user + system, median: on a busy machine wall time inflates and this much less; spinning
 thread pools count in it) and the peak resident memory (the child's ru_maxrss, from wait4).
 
-    python3 Scripts/bench/whole_pipeline.py [--runs 3] [--size 512] [--steps 20]
+    python3 Scripts/bench/whole_pipeline.py [--recipe sd15|lcm|turbo] [--runs 3] [--size 512] [--steps N]
         [--engines sd-fp32 sd-bf16 torch-fp32 ov-f32 ov-bf16] [--threads N] [--json FILE]
 
-Engines (same prompt, seed 0, Euler, guidance 7.5, one image):
-  sd-fp32     .build/release/sd txt2img --scheduler euler            (all cores: its OpenMP pool, OMP_NUM_THREADS)
+Recipes (same prompt, seed 0, one image):
+  sd15        SD 1.5 folder (sd15-random), Euler, 20 steps, guidance 7.5, the full VAE
+  lcm         SD 1.5 folder, LCMScheduler, 4 steps, guidance 1 (no unconditional batch), the full VAE: what an
+              LCM-distilled or LCM-LoRA-fused SD 1.5 model costs
+  turbo       SD-Turbo folder (sd-turbo-random: SD 2.1 base, Euler "trailing"), 1 step, guidance 0, TAESD
+              (taesd-random) for the decode: sd --vae, diffusers' AutoencoderTiny, and for OpenVINO the TAESD
+              decoder converted to IR (taesd-random-ov; optimum-intel does not export AutoencoderTiny) decoding
+              the pipeline's latents
+
+Engines:
+  sd-fp32     .build/release/sd txt2img                               (all cores: its OpenMP pool, OMP_NUM_THREADS)
   sd-bf16     the same with --precision bf16 (skipped when this sd has no --precision)
-  torch-fp32  diffusers' StableDiffusionPipeline + EulerDiscreteScheduler, torch.set_num_threads(N)
+  torch-fp32  diffusers' StableDiffusionPipeline + the recipe's scheduler, torch.set_num_threads(N)
               (--torch-python, the venv of Scripts/reference/requirements.txt)
   ov-f32      optimum-intel's OVStableDiffusionPipeline on the OpenVINO export (--ov-model), reshaped to the
   ov-bf16     static size and compiled with INFERENCE_PRECISION_HINT f32 / bf16, INFERENCE_NUM_THREADS N,
@@ -38,7 +47,16 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 PROMPT = "a photograph of an astronaut riding a horse"
 SEED = 0
-GUIDANCE = 7.5
+CACHE = os.path.expanduser("~/.cache/sd-bench")
+# recipe: folder, steps, guidance, scheduler (sd's name, diffusers' class), timestep_spacing override, TAESD
+RECIPES = {
+    "sd15": dict(folder="sd15-random", steps=20, guidance=7.5, scheduler=("euler", "EulerDiscreteScheduler"),
+                 spacing=None, taesd=False),
+    "lcm": dict(folder="sd15-random", steps=4, guidance=1.0, scheduler=("lcm", "LCMScheduler"), spacing=None,
+                taesd=False),
+    "turbo": dict(folder="sd-turbo-random", steps=1, guidance=0.0, scheduler=("euler", "EulerDiscreteScheduler"),
+                  spacing="trailing", taesd=True),
+}
 ENGINES = ["sd-fp32", "sd-bf16", "torch-fp32", "ov-f32", "ov-bf16"]
 STEP_LINE = re.compile(r"step (\d+)/(\d+)")
 LOADED_LINE = re.compile(r"loaded .* in ([0-9.]+) s")
@@ -48,19 +66,22 @@ LOADED_LINE = re.compile(r"loaded .* in ([0-9.]+) s")
 
 def child_main(args):
     """One generation in this process; prints one JSON line: load_s, step_times, decode_s, versions."""
+    import diffusers
     import torch
 
     torch.set_num_threads(args.threads)
-    from diffusers import EulerDiscreteScheduler
-
+    recipe = RECIPES[args.recipe]
+    guidance = recipe["guidance"]
     start = time.perf_counter()
     info = {}
+    ov_taesd = None
     if args.child == "torch":
-        import diffusers
         from diffusers import StableDiffusionPipeline
 
         pipe = StableDiffusionPipeline.from_pretrained(args.model, torch_dtype=torch.float32, safety_checker=None,
                                                        requires_safety_checker=False)
+        if recipe["taesd"]:
+            pipe.vae = diffusers.AutoencoderTiny.from_pretrained(args.taesd, torch_dtype=torch.float32)
         info["versions"] = f"torch {torch.__version__}, diffusers {diffusers.__version__}"
     else:
         import openvino
@@ -72,14 +93,27 @@ def child_main(args):
         pipe = OVStableDiffusionPipeline.from_pretrained(args.model, ov_config=ov_config, compile=False)
         if not args.ov_dynamic:
             pipe.reshape(batch_size=1, height=args.size, width=args.size, num_images_per_prompt=1)
+            if guidance <= 1:  # optimum-intel's reshape assumes the guided batch of 2; these recipes run 1
+                unet = pipe.unet.model
+                shapes = {i: i.get_partial_shape() for i in unet.inputs}
+                for i, shape in shapes.items():
+                    if i.get_any_name() in ("sample", "encoder_hidden_states") and shape.rank.get_length() > 0:
+                        shape[0] = 1
+                unet.reshape(shapes)
         pipe.compile()
+        if recipe["taesd"]:
+            core = openvino.Core()
+            ov_taesd = core.compile_model(os.path.join(args.taesd + "-ov", "vae_decoder", "openvino_model.xml"), "CPU",
+                                          ov_config)
         try:  # what the CPU plugin made of the hint (the compiled UNet's property)
             hint = pipe.unet.request.get_property("INFERENCE_PRECISION_HINT")
             info["unet_precision"] = hint.get_type_name() if hasattr(hint, "get_type_name") else str(hint)
         except Exception:  # noqa: BLE001 - a property this plugin version may not report
             info["unet_precision"] = None
         info["versions"] = f"openvino {openvino.__version__.split('-')[0]}, optimum-intel {optimum_intel_version}"
-    pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config)
+    scheduler_cls = getattr(diffusers, recipe["scheduler"][1])
+    overrides = {"timestep_spacing": recipe["spacing"]} if recipe["spacing"] else {}
+    pipe.scheduler = scheduler_cls.from_config(pipe.scheduler.config, **overrides)
     pipe.set_progress_bar_config(disable=True)
     info["load_s"] = time.perf_counter() - start
 
@@ -91,8 +125,11 @@ def child_main(args):
 
     call = time.perf_counter()
     images = pipe(PROMPT, num_inference_steps=args.steps, height=args.size, width=args.size,
-                  guidance_scale=GUIDANCE, generator=torch.Generator("cpu").manual_seed(SEED), output_type="np",
-                  callback_on_step_end=on_step).images
+                  guidance_scale=guidance, generator=torch.Generator("cpu").manual_seed(SEED),
+                  output_type="latent" if ov_taesd is not None else "np", callback_on_step_end=on_step).images
+    if ov_taesd is not None:  # the TAESD decode (scaling factor 1), then the pipeline's own postprocessing
+        picture = torch.from_numpy(ov_taesd(images.numpy() if hasattr(images, "numpy") else images)[0])
+        images = pipe.image_processor.postprocess(picture, output_type="np")
     end = time.perf_counter()
     assert images[0].shape[:2] == (args.size, args.size), images[0].shape
     info["generate_s"] = end - call
@@ -155,9 +192,15 @@ def engine_command(engine, args, tmp):
     if engine.startswith("sd-"):
         if not os.access(args.sd, os.X_OK):
             return f"skipped: no {args.sd} (swift build -c release --product sd)"
+        recipe = RECIPES[args.recipe]
         cmd = [args.sd, "txt2img", "--model", args.model, "--prompt", PROMPT, "--seed", str(SEED), "--steps",
                str(args.steps), "--height", str(args.size), "--width", str(args.size), "--guidance-scale",
-               str(GUIDANCE), "--scheduler", "euler", "--output", os.path.join(tmp, f"{engine}.png"), "--verbose"]
+               str(recipe["guidance"]), "--scheduler", recipe["scheduler"][0], "--output",
+               os.path.join(tmp, f"{engine}.png"), "--verbose"]
+        if recipe["spacing"]:
+            cmd += ["--timestep-spacing", recipe["spacing"]]
+        if recipe["taesd"]:
+            cmd += ["--vae", args.taesd]
         if engine == "sd-bf16":
             if not sd_has_precision(args.sd):
                 return "skipped: this sd has no --precision"
@@ -167,10 +210,14 @@ def engine_command(engine, args, tmp):
     model = args.model if engine == "torch-fp32" else args.ov_model
     if not os.access(python, os.X_OK):
         return f"skipped: no {python}"
+    arch = "--arch sd-turbo " if args.recipe == "turbo" else ""
     if not os.path.isdir(model):
-        return f"skipped: no {model} (Scripts/bench/make_sd15_folder.py{' --openvino' if engine.startswith('ov') else ''})"
+        return f"skipped: no {model} (Scripts/bench/make_sd15_folder.py {arch}{'--openvino' if engine.startswith('ov') else ''})"
+    if RECIPES[args.recipe]["taesd"] and engine.startswith("ov") and not os.path.isdir(args.taesd + "-ov"):
+        return f"skipped: no {args.taesd}-ov (Scripts/bench/make_sd15_folder.py {arch}--openvino --taesd)"
     cmd = [python, os.path.abspath(__file__), "--child", "torch" if engine == "torch-fp32" else "openvino",
-           "--model", model, "--size", str(args.size), "--steps", str(args.steps), "--threads", str(args.threads)]
+           "--model", model, "--size", str(args.size), "--steps", str(args.steps), "--threads", str(args.threads),
+           "--recipe", args.recipe, "--taesd", args.taesd]
     if engine.startswith("ov-"):
         cmd += ["--precision", engine[3:]]
         if args.ov_dynamic:
@@ -197,13 +244,15 @@ def parse_run(engine, stdout, err):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--recipe", choices=sorted(RECIPES), default="sd15")
     ap.add_argument("--runs", type=int, default=3, help="processes per engine")
     ap.add_argument("--engines", nargs="+", default=ENGINES, choices=ENGINES)
     ap.add_argument("--size", type=int, default=512, help="height and width")
-    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--steps", type=int, help="default: the recipe's")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
-    ap.add_argument("--model", default=os.path.expanduser("~/.cache/sd-bench/sd15-random"))
-    ap.add_argument("--ov-model", default=os.path.expanduser("~/.cache/sd-bench/sd15-random-ov"))
+    ap.add_argument("--model", help="default: the recipe's folder in ~/.cache/sd-bench")
+    ap.add_argument("--ov-model", help="default: the recipe's folder + -ov")
+    ap.add_argument("--taesd", default=os.path.join(CACHE, "taesd-random"), help="the turbo recipe's AutoencoderTiny")
     ap.add_argument("--sd", default=os.path.join(ROOT, ".build", "release", "sd"))
     ap.add_argument("--torch-python", default=os.path.expanduser("~/.sd-ref-venv/bin/python"))
     ap.add_argument("--ov-python", default=os.path.expanduser("~/.sd-ov-venv/bin/python"))
@@ -213,6 +262,10 @@ def main():
     ap.add_argument("--child", choices=["torch", "openvino"], help=argparse.SUPPRESS)
     ap.add_argument("--precision", default="f32", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    recipe = RECIPES[args.recipe]
+    args.steps = args.steps or recipe["steps"]
+    args.model = args.model or os.path.join(CACHE, recipe["folder"])
+    args.ov_model = args.ov_model or args.model.rstrip("/") + "-ov"
     if args.child:
         return child_main(args)
     if args.size % 8 or args.size <= 0 or args.steps < 1 or args.runs < 1:
@@ -220,8 +273,11 @@ def main():
 
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), TOKENIZERS_PARALLELISM="false")
     cpu = cpu_description()
-    print(f"# {cpu}; {args.threads} threads; txt2img {args.size}x{args.size}, {args.steps} Euler steps, guidance "
-          f"{GUIDANCE}, {args.runs} run(s) per engine, each a fresh process", file=sys.stderr, flush=True)
+    what = (f"recipe {args.recipe}: txt2img {args.size}x{args.size}, {args.steps} {recipe['scheduler'][1]} step(s)"
+            f"{', ' + recipe['spacing'] + ' timesteps' if recipe['spacing'] else ''}, guidance {recipe['guidance']}"
+            f"{', TAESD decode' if recipe['taesd'] else ''}, seed {SEED}")
+    print(f"# {cpu}; {args.threads} threads; {what}; {args.runs} run(s) per engine, each a fresh process",
+          file=sys.stderr, flush=True)
     rows = []
     tmp = tempfile.mkdtemp(prefix="sd-whole-")
     try:
@@ -250,8 +306,7 @@ def main():
         shutil.rmtree(tmp, ignore_errors=True)
 
     print(f"CPU: {cpu}")
-    print(f"txt2img {args.size}x{args.size}, {args.steps} Euler steps, guidance {GUIDANCE}, seed {SEED}, "
-          f"{args.threads} threads, whole process per run (load + generate + exit)")
+    print(f"{what}, {args.threads} threads, whole process per run (load + generate + exit)")
     print(f"{'engine':10s} {'precision':9s} {'runs':>4s} {'min s':>8s} {'median s':>9s} {'s/step':>7s} "
           f"{'load s':>7s} {'CPU s':>7s} {'peak RSS MiB':>12s}  notes")
     for row in rows:
@@ -271,7 +326,8 @@ def main():
               f"{max(r['peak_rss_bytes'] for r in runs) / 2**20:12.0f}  {'; '.join(n for n in notes if n)}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"cpu": cpu, "threads": args.threads, "size": args.size, "steps": args.steps, "rows": rows}, f,
+            json.dump({"cpu": cpu, "threads": args.threads, "recipe": args.recipe, "size": args.size, "steps": args.steps,
+                       "rows": rows}, f,
                       indent=1)
 
 

@@ -1,3 +1,7 @@
+#if canImport(CKernels)
+import CKernels
+#endif
+
 /// Storage element types found in model files. Compute is always fp32; half types are converted at load.
 public enum DType: String, Sendable, CaseIterable {
     case float32 = "F32"
@@ -69,13 +73,24 @@ public enum HalfConversion {
         return UInt16((x &+ rounding) >> 16)
     }
 
-    /// Converts `count` little-endian elements of `dtype` at `source` into floats.
+    /// Converts `count` little-endian elements of `dtype` at `source` into floats. Large tensors are split
+    /// across the worker threads: loading is copying and converting gigabytes out of a file mapping, and one
+    /// thread left the other core idle (or spinning) for most of a model's load.
     public static func convert(_ source: UnsafeRawPointer, dtype: DType, count: Int, into dest: UnsafeMutablePointer<Float>) {
+        Parallel.forRanges(count, minChunk: 1 << 18) { r in
+            convertSerially(source + r.lowerBound * dtype.byteSize, dtype: dtype, count: r.count, into: dest + r.lowerBound)
+        }
+    }
+
+    static func convertSerially(_ source: UnsafeRawPointer, dtype: DType, count: Int, into dest: UnsafeMutablePointer<Float>) {
         switch dtype {
         case .float32:
             // Source may be unaligned inside a file mapping.
             UnsafeMutableRawPointer(dest).copyMemory(from: source, byteCount: count * 4)
         case .float16:
+            #if canImport(CKernels)
+            if sdk_f16_to_f32(source, dest, Int64(count)) != 0 { return }
+            #endif
             for i in 0..<count { dest[i] = float(fromHalf: source.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)) }
         case .bfloat16:
             for i in 0..<count { dest[i] = float(fromBFloat16: source.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)) }

@@ -12,9 +12,9 @@ struct BenchCommand: ParsableCommand {
         commandName: "bench",
         abstract: "Measure kernels, or the SD 1.5 architecture with random weights (min and median of several runs).")
 
-    enum Suite: String, ExpressibleByArgument, CaseIterable { case ops, sd15, sdxl }
+    enum Suite: String, ExpressibleByArgument, CaseIterable { case ops, sd15, sdxl, turbo }
 
-    @Option(help: "ops: conv2d, GEMM and attention (fp32, and bf16 where the CPU has it) GFLOP/s; sd15: UNet 256/512, ControlNet + UNet 512, text encoder, VAE decode 512, 20-step txt2img 512; sdxl: UNet 1024 (batch 2), both text encoders, VAE decode 1024.")
+    @Option(help: "ops: conv2d, GEMM and attention (fp32, and bf16 where the CPU has it) GFLOP/s; sd15: UNet 256/512, ControlNet + UNet 512, text encoder, VAE decode 512, 20-step txt2img 512; sdxl: UNet 1024 (batch 2), both text encoders, VAE decode 1024; turbo: SD-Turbo's networks (SD 2.1 base, batch 1, no guidance) UNet 512, text encoder, TAESD decode 512, and their sum.")
     var suite: Suite = .ops
 
     @Option(help: "Timed runs per case (after one warm-up run).")
@@ -26,7 +26,7 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "A tokenizer folder for the txt2img case (any CLIP tokenizer; ids stay within the vocabulary).")
     var tokenizer: String = "Models/tiny-sd1/tokenizer"
 
-    @Option(parsing: .upToNextOption, help: "Run only these cases (sd15: unet_256 unet_512 controlnet_unet_512 text_encoder vae_decode_512 taesd_decode_512 txt2img_20_512; sdxl: unet_1024 text_encoder text_encoder_2 vae_decode_1024; ops: the names it prints).")
+    @Option(parsing: .upToNextOption, help: "Run only these cases (sd15: unet_256 unet_512 controlnet_unet_512 text_encoder vae_decode_512 taesd_decode_512 txt2img_20_512; sdxl: unet_1024 text_encoder text_encoder_2 vae_decode_1024; turbo: unet_512_b1 text_encoder_b1 taesd_decode_512; ops: the names it prints).")
     var only: [String] = []
 
     @Option(help: "fp32 or bf16: what the convolutions and linear layers compute in (sd15: each model as a pipeline loads it).")
@@ -55,6 +55,7 @@ struct BenchCommand: ParsableCommand {
         case .ops: results = try opsSuite()
         case .sd15: results = try sd15Suite()
         case .sdxl: results = try sdxlSuite()
+        case .turbo: results = try turboSuite()
         }
         let peak = ProcessMemory.peakResidentBytes
         if json {
@@ -153,13 +154,7 @@ struct BenchCommand: ParsableCommand {
             results.append(("vae_decode_512", try measure { _ = try vae.decode(z) }))
             log("vae_decode_512 done")
         }
-        if wanted("taesd_decode_512") {
-            // AutoencoderTiny with TAESD's config (its defaults), the --vae choice for fast decodes.
-            let taesd = try AutoencoderTiny(config: AutoencoderTinyConfig(ConfigReader(file: "taesd", values: [:])), weights: weights,
-                                            includeEncoder: false, precision: precision.forModel(.vae))
-            let z = RandomTensorSource(seed: 3, scale: 1).makeTensor("z", shape: [1, 64, 64, 4])
-            results.append(("taesd_decode_512", try measure { _ = try taesd.decode(z) }))
-        }
+        if wanted("taesd_decode_512") { results.append(("taesd_decode_512", try taesdDecode512())) }
         if wanted("txt2img_20_512") {
             start = Date()
             let components = StableDiffusionComponents(
@@ -215,6 +210,42 @@ struct BenchCommand: ParsableCommand {
             log("vae_decode_1024 done")
         }
         return results
+    }
+
+    /// What one SD-Turbo picture costs in networks alone (SD 2.1 base's bundled configs, random weights): one
+    /// batch-1 UNet call at 512x512 (guidance 0 runs no unconditional batch), the text encoder on one 77-token
+    /// prompt, and the TAESD decode. `networks` is their sum: the time a hot request cannot go below.
+    private func turboSuite() throws -> [(String, Measurement)] {
+        let root = try configs.map { URL(fileURLWithPath: $0) } ?? DiffusersConfigFolder.bundled("stabilityai-stable-diffusion-2-1-base").root
+        let weights = RandomTensorSource()
+        var results: [(String, Measurement)] = []
+        if wanted("unet_512_b1") {
+            let config = try UNet2DConditionConfig.load(root.appendingPathComponent("unet/config.json"))
+            let unet = try UNet2DConditionModel(config: config, weights: weights, precision: precision.forModel(.unet))
+            let x = RandomTensorSource(seed: 1, scale: 1).makeTensor("x", shape: [1, 64, 64, config.inChannels])
+            let context = RandomTensorSource(seed: 2, scale: 1).makeTensor("ctx", shape: [1, 77, config.crossAttentionDim[0]])
+            results.append(("unet_512_b1", try measure { _ = try unet(sample: x, timesteps: [999], encoderHiddenStates: context) }))
+        }
+        if wanted("text_encoder_b1") {
+            let encoder = try CLIPTextModel(config: CLIPTextConfig.load(from: root.appendingPathComponent("text_encoder")), weights: weights,
+                                            precision: precision.forModel(.textEncoder))
+            let ids = [(0..<77).map { ($0 * 131) % encoder.config.vocabSize }]
+            results.append(("text_encoder_b1", try measure { _ = try encoder(inputIds: ids) }))
+        }
+        if wanted("taesd_decode_512") { results.append(("taesd_decode_512", try taesdDecode512())) }
+        if results.count == 3 {
+            results.append(("networks", Measurement(min: results.map { $0.1.min }.reduce(0, +), median: results.map { $0.1.median }.reduce(0, +),
+                                                    gflop: nil)))
+        }
+        return results
+    }
+
+    /// AutoencoderTiny with TAESD's config (its defaults), the --vae choice for fast decodes, decoding a 512x512 picture.
+    private func taesdDecode512() throws -> Measurement {
+        let taesd = try AutoencoderTiny(config: AutoencoderTinyConfig(ConfigReader(file: "taesd", values: [:])), weights: RandomTensorSource(),
+                                        includeEncoder: false, precision: precision.forModel(.vae))
+        let z = RandomTensorSource(seed: 3, scale: 1).makeTensor("z", shape: [1, 64, 64, 4])
+        return try measure { _ = try taesd.decode(z) }
     }
 
     private func measure(runs: Int? = nil, _ body: () throws -> Void) throws -> Measurement {

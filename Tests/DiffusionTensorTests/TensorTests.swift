@@ -32,6 +32,33 @@ final class TensorTests: XCTestCase {
         XCTAssertEqual(HalfConversion.float(fromBFloat16: HalfConversion.bfloat16(fromFloat: 3.0)), 3.0)
     }
 
+    /// The bulk conversion (F16C where the CPU has it, split across threads) gives every one of the 65,536
+    /// halves exactly the scalar widening's bits, subnormals and infinities included (NaN stays NaN of the same
+    /// sign: F16C quiets signalling NaNs), from an odd byte offset (as a tensor may sit in a file mapping) and
+    /// across chunk boundaries.
+    func testBulkHalfConversionMatchesScalarForEveryHalf() {
+        let count = 65_536 * 5 + 3  // several threads' chunks, and a tail shorter than a vector
+        var bytes = [UInt8](repeating: 0, count: 2 * count + 1)
+        for i in 0..<count {
+            let h = UInt16(truncatingIfNeeded: i &* 40_503)
+            bytes[1 + 2 * i] = UInt8(h & 0xFF)
+            bytes[2 + 2 * i] = UInt8(h >> 8)
+        }
+        var out = [Float](repeating: 0, count: count)
+        bytes.withUnsafeBytes { raw in
+            out.withUnsafeMutableBufferPointer { HalfConversion.convert(raw.baseAddress! + 1, dtype: .float16, count: count, into: $0.baseAddress!) }
+        }
+        for i in 0..<count {
+            let h = UInt16(bytes[1 + 2 * i]) | UInt16(bytes[2 + 2 * i]) << 8
+            let expected = HalfConversion.float(fromHalf: h)
+            let same = expected.isNaN ? out[i].isNaN && out[i].sign == expected.sign : out[i].bitPattern == expected.bitPattern
+            if !same {
+                XCTFail(String(format: "half 0x%04x: got 0x%08x, expected 0x%08x", h, out[i].bitPattern, expected.bitPattern))
+                return
+            }
+        }
+    }
+
     /// The vectorised activations and softmax stay exact at the extremes (overflow, underflow, -inf).
     func testActivationsAndSoftmaxAtExtremes() throws {
         let xs: [Float] = [-1e4, -100, -88, -87, -20, -3, -1e-6, 0, 1e-6, 3, 20, 87, 88, 100, 1e4, 0.5, -0.5, 7]

@@ -49,4 +49,11 @@ void sdk_f32_to_bf16(const float *src, uint16_t *dst, int64_t n);
 /// The portable loop of sdk_f32_to_bf16, whatever the CPU (tests compare the two).
 void sdk_f32_to_bf16_portable(const float *src, uint16_t *dst, int64_t n);
 
+/// 1 when this CPU has F16C (with AVX), else 0.
+int sdk_has_f16c(void);
+
+/// `n` IEEE halves at `src` (any alignment, little-endian, as in a file mapping) widened to floats exactly,
+/// with F16C. Returns 0 without touching anything when the CPU lacks it (the caller's loop does it then).
+int sdk_f16_to_f32(const void *src, float *dst, int64_t n);
+
 #endif

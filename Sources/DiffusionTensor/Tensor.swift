@@ -122,6 +122,8 @@ public final class TensorStorage: @unchecked Sendable {
 
     public let count: Int
     public let pointer: UnsafeMutablePointer<Float>
+    /// False for storage over memory it does not own (`init(borrowing:count:)`): nothing is freed.
+    private let owned: Bool
     private var bytes: Int { max(count, 1) * MemoryLayout<Float>.stride }
 
     public init(count: Int) {
@@ -130,9 +132,19 @@ public final class TensorStorage: @unchecked Sendable {
         let bytes = max(count, 1) * MemoryLayout<Float>.stride
         let raw = bytes >= BufferPool.minimumBytes ? BufferPool.shared.allocate(bytes) : alignedAllocation(bytes)
         pointer = raw.bindMemory(to: Float.self, capacity: max(count, 1))
+        owned = true
+    }
+
+    /// Storage over fp32 values this object does not own (a read-only file mapping, for
+    /// `TensorSource.withTensor`): valid only while the owner keeps them, and never written.
+    init(borrowing values: UnsafePointer<Float>, count: Int) {
+        self.count = count
+        pointer = UnsafeMutablePointer(mutating: values)
+        owned = false
     }
 
     deinit {
+        guard owned else { return }
         if bytes >= BufferPool.minimumBytes {
             BufferPool.shared.release(UnsafeMutableRawPointer(pointer), bytes)
         } else {
@@ -189,6 +201,12 @@ public struct Tensor: Sendable, CustomStringConvertible {
         }
         self.init(uninitializedShape: shape)
         if n > 0 { HalfConversion.convert(bytes.baseAddress!, dtype: dtype, count: n, into: storage.pointer) }
+    }
+
+    /// A tensor over `count` fp32 values it does not own (see `TensorStorage(borrowing:count:)`).
+    init(borrowing values: UnsafePointer<Float>, shape: [Int]) {
+        self.shape = shape
+        storage = TensorStorage(borrowing: values, count: shape.reduce(1, *))
     }
 
     public var scalars: [Float] { Array(UnsafeBufferPointer(start: storage.pointer, count: count)) }

@@ -9,6 +9,15 @@ public protocol TensorSource: Sendable {
     func tensor(_ name: String) throws -> Tensor
     /// Where the tensors come from, for error messages (a path).
     var sourceDescription: String { get }
+    /// Calls `body` with the tensor in fp32. A source whose file holds it as fp32 may hand over a tensor
+    /// that borrows the file's memory instead of a copy: `body` must neither keep it nor write to it
+    /// (a bf16 layer, which converts its weights and keeps only that copy, is the intended reader).
+    func withTensor<R>(_ name: String, _ body: (Tensor) throws -> R) throws -> R
+}
+
+extension TensorSource {
+    /// A copy, as `tensor(_:)`.
+    public func withTensor<R>(_ name: String, _ body: (Tensor) throws -> R) throws -> R { try body(try tensor(name)) }
 }
 
 /// In-memory tensors by name (tests, converted checkpoints).
@@ -84,6 +93,12 @@ public final class WeightReader: @unchecked Sendable {
             used.insert(name)
             return synthetic.makeTensor(name, shape: expected)
         }
+        try markUsed(name, shape: expected)
+        return try source.tensor(name)
+    }
+
+    /// Throws when `name` is missing or not of `expected` shape; else records it as used.
+    private func markUsed(_ name: String, shape expected: [Int]?) throws {
         guard let shape = source.shape(of: name) else {
             missing.append(name)
             throw TensorError.badFile(file: source.sourceDescription, detail: "missing tensor \(name)")
@@ -92,7 +107,14 @@ public final class WeightReader: @unchecked Sendable {
             throw TensorError.badFile(file: source.sourceDescription, detail: "tensor \(name) has shape \(shape), expected \(expected)")
         }
         used.insert(name)
-        return try source.tensor(name)
+    }
+
+    /// `body` with the tensor `name` of `shape`, which may borrow the file's memory (`TensorSource.withTensor`):
+    /// for layers that keep only a converted copy of their weights.
+    public func withTensor<R>(_ name: String, shape expected: [Int], _ body: (Tensor) throws -> R) throws -> R {
+        if source is any SyntheticTensorSource { return try body(try tensor(name, shape: expected)) }
+        try markUsed(name, shape: expected)
+        return try source.withTensor(name, body)
     }
 
     /// The tensor `name` if present (optional parameters such as a bias), else nil.

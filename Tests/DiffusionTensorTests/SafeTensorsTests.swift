@@ -189,6 +189,44 @@ final class SafeTensorsTests: XCTestCase {
         XCTAssertEqual(headerLength % 8, 0)
     }
 
+    /// `withTensor` lends an F32 tensor in place (its values are the file's bytes, no copy) and converts the
+    /// others exactly as `tensor` does; a bf16 layer built from the lent tensor equals one built from a copy,
+    /// and `WeightReader.withTensor` checks names and shapes as `tensor` does.
+    func testWithTensorLendsF32InPlaceAndConvertsTheRest() throws {
+        let dir = try IOFixture.tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let path = dir.appendingPathComponent("w.safetensors").path
+        let w = try Tensor(shape: [3, 4, 3, 3], scalars: (0..<108).map { Float($0) * 0.37 - 20 })
+        try SafeTensorsWriter.write([(name: "conv.f32", tensor: w, dtype: .float32), (name: "conv.f16", tensor: w, dtype: .float16)], to: path)
+        let file = try SafeTensorsFile(path: path)
+        let range = try XCTUnwrap(file.info("conv.f32")).fileRange
+        try file.withRawBytes("conv.f32") { raw in
+            try file.withTensor("conv.f32") { lent in
+                XCTAssertEqual(lent.shape, [3, 4, 3, 3])
+                XCTAssertEqual(UnsafeRawPointer(lent.unsafePointer), raw.baseAddress, "an F32 tensor is lent in place")
+                XCTAssertTrue(IOFixture.bitsEqual(lent.scalars, w.scalars))
+            }
+        }
+        XCTAssertEqual(range.count, 108 * 4)
+        try file.withTensor("conv.f16") { t in XCTAssertTrue(IOFixture.bitsEqual(t.scalars, try file.tensor("conv.f16").scalars)) }
+        XCTAssertThrowsError(try file.withTensor("absent") { _ in })
+
+        let reader = WeightReader(file, precision: .fp32)
+        XCTAssertThrowsError(try reader.withTensor("conv.f32", shape: [4, 3, 3, 3]) { _ in }) { error in
+            XCTAssertTrue("\(error)".contains("conv.f32") && "\(error)".contains("expected [4, 3, 3, 3]"), "\(error)")
+        }
+        XCTAssertThrowsError(try reader.withTensor("conv.nope", shape: [1]) { _ in })
+        XCTAssertEqual(reader.missing, ["conv.nope"])
+        try reader.withTensor("conv.f32", shape: [3, 4, 3, 3]) { _ in }
+        XCTAssertEqual(reader.unexpected, ["conv.f16"])
+
+        guard (try? ComputePrecision.bf16.checkSupported()) != nil else { return }
+        let x = Tensor(repeating: 0.5, shape: [1, 5, 5, 4])
+        let copied = try Conv2D(weight: try file.tensor("conv.f32"), bias: nil, padding: .uniform(1), precision: .bf16)
+        let lent = try file.withTensor("conv.f32") { try Conv2D(weight: $0, bias: nil, padding: .uniform(1), precision: .bf16) }
+        XCTAssertTrue(IOFixture.bitsEqual(try lent(x).scalars, try copied(x).scalars))
+    }
+
     func testWriterLeavesNothingOnFailure() throws {
         let dir = try IOFixture.tempDir()
         defer { try? FileManager.default.removeItem(at: dir) }

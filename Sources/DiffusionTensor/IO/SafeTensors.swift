@@ -168,4 +168,19 @@ public final class SafeTensorsFile: @unchecked Sendable {
 extension SafeTensorsFile: TensorSource {
     public func shape(of name: String) -> [Int]? { info(name)?.shape }
     public var sourceDescription: String { path }
+
+    /// An F32 tensor is handed over in place, borrowing the mapping (no copy: a bf16 model's load then reads
+    /// each weight once, converting it); its pages are released after `body`. Other types are converted.
+    public func withTensor<R>(_ name: String, _ body: (Tensor) throws -> R) throws -> R {
+        let info = try requireInfo(name)
+        guard info.scalarType.dtype == .float32, info.elementCount > 0,
+              let bytes = file.slice(info.fileRange.lowerBound, info.fileRange.count), let base = bytes.baseAddress,
+              Int(bitPattern: base) % MemoryLayout<Float>.alignment == 0 else {
+            return try body(try tensor(name))
+        }
+        defer { file.release(info.fileRange.lowerBound, info.fileRange.count) }
+        return try withExtendedLifetime(file) {
+            try body(Tensor(borrowing: base.assumingMemoryBound(to: Float.self), shape: info.shape))
+        }
+    }
 }

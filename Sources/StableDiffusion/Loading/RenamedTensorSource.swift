@@ -58,6 +58,12 @@ public struct RenamedTensorSource: TensorSource {
         return e.transform.shape(from: s)
     }
 
+    /// A renamed tensor passes straight through (borrowed where the base lends it); transformed ones are copies.
+    public func withTensor<R>(_ name: String, _ body: (Tensor) throws -> R) throws -> R {
+        guard let e = entries[name], e.transform == .identity else { return try body(try tensor(name)) }
+        return try base.withTensor(e.sourceName, body)
+    }
+
     public func tensor(_ name: String) throws -> Tensor {
         guard let e = entries[name] else {
             throw TensorError.badFile(file: sourceDescription, detail: "tensor \(name) missing")

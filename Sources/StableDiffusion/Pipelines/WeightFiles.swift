@@ -71,4 +71,10 @@ struct ShardedTensorSource: TensorSource, @unchecked Sendable {
         }
         return try shard.tensor(name)
     }
+    func withTensor<R>(_ name: String, _ body: (Tensor) throws -> R) throws -> R {
+        guard let file = owner[name], let shard = shards[file] else {
+            throw TensorError.badFile(file: sourceDescription, detail: "tensor \(name) missing")
+        }
+        return try shard.withTensor(name, body)
+    }
 }

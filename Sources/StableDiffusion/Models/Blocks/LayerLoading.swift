@@ -27,22 +27,26 @@ struct LayerNorm {
 extension WeightReader {
     func conv2d(_ prefix: String, in i: Int, out o: Int, kernel k: Int, stride: Int = 1,
                 padding: ConvPadding? = nil, bias: Bool = true) throws -> Conv2D {
-        let w = try tensor("\(prefix).weight", shape: [o, i, k, k])
         let b = bias ? try tensor("\(prefix).bias", shape: [o]) : nil
-        return try Conv2D(weight: w, bias: b, stride: stride, padding: padding ?? .uniform((k - 1) / 2), precision: precision)
+        return try withWeight("\(prefix).weight", shape: [o, i, k, k]) { w in
+            try Conv2D(weight: w, bias: b, stride: stride, padding: padding ?? .uniform((k - 1) / 2), precision: precision)
+        }
+    }
+
+    /// `body` with a weight: in bf16 it may borrow the file's fp32 values (the layer keeps only its bf16
+    /// copy), saving a copy of every weight at load; in fp32 the layer keeps the tensor, so it is a copy.
+    private func withWeight<R>(_ name: String, shape: [Int], _ body: (Tensor) throws -> R) throws -> R {
+        precision == .bf16 ? try withTensor(name, shape: shape, body) : try body(try tensor(name, shape: shape))
     }
 
     /// A linear layer; also accepts a 1x1 convolution's `[out, in, 1, 1]` weight (the same map on NHWC data).
     func linear(_ prefix: String, in i: Int, out o: Int, bias: Bool = true) throws -> Linear {
         let name = "\(prefix).weight"
-        var w: Tensor
-        if shape(of: name) == [o, i, 1, 1] {
-            w = try tensor(name, shape: [o, i, 1, 1]).reshaped([o, i])
-        } else {
-            w = try tensor(name, shape: [o, i])
-        }
         let b = bias ? try tensor("\(prefix).bias", shape: [o]) : nil
-        return try Linear(weight: w, bias: b, precision: precision)
+        let conv1x1 = shape(of: name) == [o, i, 1, 1]
+        return try withWeight(name, shape: conv1x1 ? [o, i, 1, 1] : [o, i]) { w in
+            try Linear(weight: conv1x1 ? w.reshaped([o, i]) : w, bias: b, precision: precision)
+        }
     }
 
     func groupNorm(_ prefix: String, channels c: Int, groups: Int, eps: Float) throws -> GroupNorm {

@@ -65,16 +65,13 @@ struct ShardedTensorSource: TensorSource, @unchecked Sendable {
 
     var tensorNames: [String] { owner.keys.sorted() }
     func shape(of name: String) -> [Int]? { owner[name].flatMap { shards[$0]?.info(name)?.shape } }
-    func tensor(_ name: String) throws -> Tensor {
+    func tensor(_ name: String) throws -> Tensor { try shard(holding: name).tensor(name) }
+    func withTensor<R>(_ name: String, _ body: (Tensor) throws -> R) throws -> R { try shard(holding: name).withTensor(name, body) }
+
+    private func shard(holding name: String) throws -> SafeTensorsFile {
         guard let file = owner[name], let shard = shards[file] else {
             throw TensorError.badFile(file: sourceDescription, detail: "tensor \(name) missing")
         }
-        return try shard.tensor(name)
-    }
-    func withTensor<R>(_ name: String, _ body: (Tensor) throws -> R) throws -> R {
-        guard let file = owner[name], let shard = shards[file] else {
-            throw TensorError.badFile(file: sourceDescription, detail: "tensor \(name) missing")
-        }
-        return try shard.withTensor(name, body)
+        return shard
     }
 }

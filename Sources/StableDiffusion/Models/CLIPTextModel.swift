@@ -45,13 +45,13 @@ public final class CLIPTextModel: Sendable {
         let prefix = synthetic ? "" : Self.namePrefix(in: weights)
         if !synthetic { try Self.checkNames(config: config, weights: weights, prefix: prefix, withProjection: projected) }
 
-        let reader = WeightReader(weights)
+        let reader = WeightReader(weights, precision: precision)
         func load(_ name: String, _ shape: [Int]) throws -> Tensor { try reader.tensor(prefix + name, shape: shape) }
         let h = config.hiddenSize
         tokenEmbedding = try load("embeddings.token_embedding.weight", [config.vocabSize, h])
         positionEmbedding = try load("embeddings.position_embedding.weight", [config.maxPositionEmbeddings, h])
         layers = try (0..<config.numHiddenLayers).map { i in
-            try CLIPEncoderLayer(config: config, precision: precision) { name, shape in try load("encoder.layers.\(i).\(name)", shape) }
+            try CLIPEncoderLayer(config: config, reader: reader, prefix: "\(prefix)encoder.layers.\(i).")
         }
         finalNorm = try LayerNormWeights(size: h, eps: Float(config.layerNormEps)) { name, shape in
             try load("final_layer_norm.\(name)", shape)
@@ -60,7 +60,7 @@ public final class CLIPTextModel: Sendable {
             ? try Linear(weight: reader.tensor(Self.projectionWeight, shape: [config.projectionDim ?? 0, h]), bias: nil, precision: .fp32)
             : nil
         try reader.requireAllUsed(ignoring: [prefix + Self.positionIdsBuffer])
-        reader.releaseConversionBuffers()
+        reader.finishLoading()
     }
 
     /// The names and shapes of the model's parameters for `config`, in transformers' `state_dict` order,
@@ -276,11 +276,12 @@ final class CLIPEncoderLayer: Sendable {
     private let fc1: Linear, fc2: Linear
     private let heads: Int, scale: Float, activation: Activation
 
-    init(config: CLIPTextConfig, precision: ComputePrecision, load: (String, [Int]) throws -> Tensor) throws {
+    /// - Parameter reader: in the precision of the projections and MLPs (in bf16 they convert the file's
+    ///   values in place, without an fp32 copy); `prefix` ends with the layer's `.`.
+    init(config: CLIPTextConfig, reader: WeightReader, prefix: String) throws {
         let h = config.hiddenSize, f = config.intermediateSize
-        func linear(_ name: String, _ out: Int, _ inp: Int) throws -> Linear {
-            try Linear(weight: load("\(name).weight", [out, inp]), bias: load("\(name).bias", [out]), precision: precision)
-        }
+        func load(_ name: String, _ shape: [Int]) throws -> Tensor { try reader.tensor(prefix + name, shape: shape) }
+        func linear(_ name: String, _ out: Int, _ inp: Int) throws -> Linear { try reader.linear(prefix + name, in: inp, out: out) }
         let eps = Float(config.layerNormEps)
         norm1 = try LayerNormWeights(size: h, eps: eps) { name, shape in try load("layer_norm1.\(name)", shape) }
         qProj = try linear("self_attn.q_proj", h, h)

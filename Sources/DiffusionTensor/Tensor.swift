@@ -124,6 +124,8 @@ public final class TensorStorage: @unchecked Sendable {
     public let pointer: UnsafeMutablePointer<Float>
     /// False for storage over memory it does not own (`init(borrowing:count:)`): nothing is freed.
     private let owned: Bool
+    /// What keeps borrowed memory valid (a mapped file), held as long as this storage; nil otherwise.
+    private let owner: AnyObject?
     private var bytes: Int { max(count, 1) * MemoryLayout<Float>.stride }
 
     public init(count: Int) {
@@ -133,14 +135,17 @@ public final class TensorStorage: @unchecked Sendable {
         let raw = bytes >= BufferPool.minimumBytes ? BufferPool.shared.allocate(bytes) : alignedAllocation(bytes)
         pointer = raw.bindMemory(to: Float.self, capacity: max(count, 1))
         owned = true
+        owner = nil
     }
 
     /// Storage over fp32 values this object does not own (a read-only file mapping, for
-    /// `TensorSource.withTensor`): valid only while the owner keeps them, and never written.
-    init(borrowing values: UnsafePointer<Float>, count: Int) {
+    /// `TensorSource.withTensor`, or packed weights in a cache file): never written, and valid only while
+    /// the memory's owner keeps it. With `owner` it lives as long as this storage.
+    init(borrowing values: UnsafePointer<Float>, count: Int, owner: AnyObject? = nil) {
         self.count = count
         pointer = UnsafeMutablePointer(mutating: values)
         owned = false
+        self.owner = owner
     }
 
     deinit {

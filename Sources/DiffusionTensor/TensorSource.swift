@@ -13,11 +13,16 @@ public protocol TensorSource: Sendable {
     /// that borrows the file's memory instead of a copy: `body` must neither keep it nor write to it
     /// (a bf16 layer, which converts its weights and keeps only that copy, is the intended reader).
     func withTensor<R>(_ name: String, _ body: (Tensor) throws -> R) throws -> R
+    /// What identifies these exact tensors across processes (the files, with size and modification time),
+    /// for `PackedWeightCache`; nil when there is no such identity (tensors in memory, adapters merged in),
+    /// and then nothing is cached.
+    var cacheIdentity: String? { get }
 }
 
 extension TensorSource {
     /// A copy, as `tensor(_:)`.
     public func withTensor<R>(_ name: String, _ body: (Tensor) throws -> R) throws -> R { try body(try tensor(name)) }
+    public var cacheIdentity: String? { nil }
 }
 
 /// In-memory tensors by name (tests, converted checkpoints).
@@ -81,6 +86,10 @@ public final class WeightReader: @unchecked Sendable {
     public let precision: ComputePrecision
     private var used = Set<String>()
     public private(set) var missing: [String] = []
+    #if canImport(CDNNL)
+    /// The source's file in `PackedWeightCache`, opened by the first layer that asks (see `WeightReader+Layers`).
+    var packedFileState: (opened: Bool, file: PackedWeightFile?) = (false, nil)
+    #endif
 
     public init(_ source: any TensorSource, precision: ComputePrecision = .fp32) {
         self.source = source
@@ -98,7 +107,7 @@ public final class WeightReader: @unchecked Sendable {
     }
 
     /// Throws when `name` is missing or not of `expected` shape; else records it as used.
-    private func markUsed(_ name: String, shape expected: [Int]?) throws {
+    func markUsed(_ name: String, shape expected: [Int]?) throws {
         guard let shape = source.shape(of: name) else {
             missing.append(name)
             throw TensorError.badFile(file: source.sourceDescription, detail: "missing tensor \(name)")
@@ -129,8 +138,17 @@ public final class WeightReader: @unchecked Sendable {
     /// Names in the source that no `tensor` call consumed.
     public var unexpected: [String] { source.tensorNames.filter { !used.contains($0) } }
 
-    /// Called by a model once built: the buffers freed while loading (in bf16, the fp32 weights it
-    /// converted) went to the buffer pool, where no activation will reuse them.
+    /// Called by a model once built: writes the packed weights `PackedWeightCache` lacked, then releases
+    /// the buffers loading freed (`releaseConversionBuffers`).
+    public func finishLoading() {
+        #if canImport(CDNNL)
+        if packedFileState.opened { packedFileState.file?.finish() }
+        #endif
+        releaseConversionBuffers()
+    }
+
+    /// The buffers freed while loading (in bf16, the fp32 weights it converted) went to the buffer pool,
+    /// where no activation will reuse them.
     public func releaseConversionBuffers() {
         TensorStorage.releaseCachedBuffers()
     }

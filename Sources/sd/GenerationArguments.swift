@@ -61,6 +61,9 @@ struct GenerationArguments: ParsableArguments {
     @Option(help: "What the models' convolutions and linear layers compute in: fp32 (diffusers' picture) or bf16 (faster, half the weight memory, a picture about 50 dB from fp32's; needs AVX512_BF16 or AMX).")
     var precision: ComputePrecision = .fp32
 
+    @Option(help: "Folder where the models' weights are kept converted and laid out for this CPU, per model and precision (created if needed; about the weights' size in that precision): later runs map them instead of converting every weight again.")
+    var weightCache: String?
+
     @OptionGroup var sdxl: SDXLArguments
 
     @Flag(help: "Report load time and peak memory on stderr.")
@@ -110,6 +113,7 @@ struct GenerationArguments: ParsableArguments {
         try FlagChecks.predictionType(predictionType)
         try FlagChecks.folder("--config", config)
         try FlagChecks.precision(precision)
+        try FlagChecks.weightCache(weightCache)
         switch location {
         case .folder, .hubRepository:
             if config != nil || predictionType != nil {

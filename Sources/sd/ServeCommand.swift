@@ -54,6 +54,9 @@ struct ServeCommand: ParsableCommand {
     @Option(help: "fp32 (diffusers' picture) or bf16 (convolutions and linear layers in bf16: faster, half the weight memory; needs AVX512_BF16 or AMX).")
     var precision: ComputePrecision = .fp32
 
+    @Option(help: "Folder where the models' weights are kept converted and laid out for this CPU, per model and precision (created if needed; about the weights' size in that precision): later runs map them instead of converting every weight again.")
+    var weightCache: String?
+
     @Option(help: "Address to bind (loopback unless told otherwise).")
     var host = "127.0.0.1"
 
@@ -110,6 +113,7 @@ struct ServeCommand: ParsableCommand {
         try FlagChecks.folder("--lora-dir", loraDir)
         try FlagChecks.folder("--config", modelConfig)
         try FlagChecks.precision(precision)
+        try FlagChecks.weightCache(weightCache)
     }
 
     func run() throws {

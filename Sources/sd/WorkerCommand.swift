@@ -20,6 +20,9 @@ struct WorkerCommand: ParsableCommand {
     @Option(help: "fp32 (diffusers' picture) or bf16 (needs AVX512_BF16 or AMX).")
     var precision: ComputePrecision = .fp32
 
+    @Option(help: "Folder where the models' weights are kept converted and laid out for this CPU, per model and precision (created if needed; about the weights' size in that precision): later runs map them instead of converting every weight again.")
+    var weightCache: String?
+
     @Option(help: "Serve this worker's GET /metrics on this port (0: any free port; default: no HTTP port).")
     var metricsPort: Int?
 
@@ -30,6 +33,7 @@ struct WorkerCommand: ParsableCommand {
         if let metricsPort, !(0...65535).contains(metricsPort) { throw ValidationError("--metrics-port must be 0...65535, got \(metricsPort)") }
         guard !model.isEmpty else { throw ValidationError("--model is required (at least one)") }
         try FlagChecks.precision(precision)
+        try FlagChecks.weightCache(weightCache)
     }
 
     func run() throws {

@@ -102,6 +102,29 @@ final class BF16LayerTests: XCTestCase {
         XCTAssertEqual(try linear(few).scalars, firstRows.scalars)
     }
 
+    /// Loading lays the weights out as a 64x64 latent's call wants them, so the first such call moves
+    /// nothing (one pass over the weights at load instead of a copy re-laid-out at the first call), in
+    /// both precisions and for a linear layer at any row count; a size that wants another layout still
+    /// gets it, and the same answer as a layer that started there.
+    func testLoadTimeLayoutFitsTheFirstCall() throws {
+        try requireBF16()
+        let weight = Self.random([320, 320, 3, 3], seed: 7, scale: 0.05), bias = Self.random([320], seed: 8)
+        let x = Self.random([1, 64, 64, 320], seed: 9)
+        for precision in [ComputePrecision.fp32, .bf16] {
+            let conv = try Conv2D(weight: weight, bias: bias, padding: .uniform(1), precision: precision)
+            let first = try conv(x)
+            XCTAssertEqual(conv.weightRelayouts, 0, "\(precision)")
+            // 320 -> 320 at 8x8 wants a narrower output-channel block than at 64x64 in bf16 (oneDNN's choice).
+            let small = Self.random([1, 8, 8, 320], seed: 10)
+            let fresh = try Conv2D(weight: weight, bias: bias, padding: .uniform(1), precision: precision)
+            XCTAssertEqual(try conv(small).scalars, try fresh(small).scalars, "\(precision)")
+            XCTAssertEqual(try conv(x).scalars, first.scalars, "\(precision)")
+        }
+        let linear = try Linear(weight: Self.random([1280, 320], seed: 11, scale: 0.05), bias: nil, precision: .bf16)
+        for rows in [77, 4096, 1] { _ = try linear(Self.random([rows, 320], seed: UInt64(rows))) }
+        XCTAssertEqual(linear.weightRelayouts, 0)
+    }
+
     /// Runs everywhere: the bf16 norm writes exactly the fp32 norm's values rounded (many rows, so several
     /// parallel ranges and cache blocks; 40 channels leave masked tails; two samples).
     func testGroupNormToBF16IsTheFP32NormRounded() throws {

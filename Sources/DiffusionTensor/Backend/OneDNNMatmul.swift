@@ -18,9 +18,37 @@ final class OneDNNMatmulBF16: @unchecked Sendable {
         self.inFeatures = inFeatures
         self.outFeatures = outFeatures
         self.bias = bias
-        // [out, in] row-major is the K x N weight matrix in oneDNN's `ba` layout.
-        weights = OneDNNWeights(storage: BF16Buffer(converting: weight, count: outFeatures * inFeatures).storage,
-                                desc: try OneDNN.memoryDesc([inFeatures, outFeatures], tag: dnnl_ba, type: dnnl_bf16))
+        // [out, in] row-major is the K x N weight matrix in oneDNN's `ba` layout. Converted once, straight
+        // into the blocked layout the matmul wants (the same for every row count).
+        let plain = try OneDNN.memoryDesc([inFeatures, outFeatures], tag: dnnl_ba)
+        let layout = try Self.expectedWeightsLayout(inFeatures: inFeatures, outFeatures: outFeatures)
+            ?? OneDNN.memoryDesc([inFeatures, outFeatures], tag: dnnl_ba, type: dnnl_bf16)
+        weights = try OneDNNWeights(converting: weight, plain: plain, into: layout)
+    }
+
+    /// Over weights already in a bf16 layout of the `[in, out]` matrix (from `PackedWeightCache`).
+    init(packed: OneDNNWeights, outFeatures: Int, inFeatures: Int, bias: TensorStorage?) throws {
+        self.inFeatures = inFeatures
+        self.outFeatures = outFeatures
+        self.bias = bias
+        weights = packed
+    }
+
+    var packedWeights: OneDNNWeights { weights }
+
+    /// The weights layout of the matmul for 4,096 rows (oneDNN picks the same for any row count), or nil.
+    private static func expectedWeightsLayout(inFeatures: Int, outFeatures: Int) throws -> dnnl_memory_desc_t? {
+        var src = try OneDNN.memoryDesc([4096, inFeatures], tag: dnnl_ab, type: dnnl_bf16)
+        var wAny = try OneDNN.memoryDesc([inFeatures, outFeatures], tag: dnnl_format_tag_any, type: dnnl_bf16)
+        var dst = try OneDNN.memoryDesc([4096, outFeatures], tag: dnnl_ab)
+        var desc = dnnl_matmul_desc_t()
+        guard dnnl_matmul_desc_init(&desc, &src, &wAny, nil, &dst) == dnnl_success else { return nil }
+        return withUnsafePointer(to: &desc) { OneDNNWeights.preferredLayout($0) }
+    }
+
+    var weightRelayouts: Int {
+        lock.lock(); defer { lock.unlock() }
+        return weights.relayouts
     }
 
     private struct PlanKey: Hashable { let rows: Int, accumulate: Bool }

@@ -14,6 +14,9 @@ public final class MappedFile: @unchecked Sendable {
     /// Start of the mapping; nil for an empty file (mmap refuses zero-length mappings).
     private let base: UnsafeRawPointer?
     public let count: Int
+    /// Size, modification time and inode when mapped: another file at the path, or this one rewritten,
+    /// has another (what `PackedWeightCache` keys on).
+    public let fileIdentity: String
 
     public init(path: String) throws {
         self.path = path
@@ -31,6 +34,12 @@ public final class MappedFile: @unchecked Sendable {
         }
         let size = Int(st.st_size)
         count = size
+        #if canImport(Darwin)
+        let mtime = st.st_mtimespec
+        #else
+        let mtime = st.st_mtim
+        #endif
+        fileIdentity = "size \(size) mtime \(mtime.tv_sec).\(mtime.tv_nsec) inode \(st.st_ino)"
         if size == 0 {
             base = nil
             return

@@ -169,6 +169,11 @@ extension SafeTensorsFile: TensorSource {
     public func shape(of name: String) -> [Int]? { info(name)?.shape }
     public var sourceDescription: String { path }
 
+    /// The file's absolute path with its size, modification time and inode when mapped.
+    public var cacheIdentity: String? {
+        "safetensors \(URL(fileURLWithPath: path).standardizedFileURL.path) \(file.fileIdentity)"
+    }
+
     /// An F32 tensor is handed over in place, borrowing the mapping (no copy: a bf16 model's load then reads
     /// each weight once, converting it); its pages are released after `body`. Other types are converted.
     public func withTensor<R>(_ name: String, _ body: (Tensor) throws -> R) throws -> R {

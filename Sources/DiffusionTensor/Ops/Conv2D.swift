@@ -35,8 +35,9 @@ public final class Conv2D: @unchecked Sendable {
     /// The portable path's weights (im2col layout); nil with oneDNN.
     private let im2colWeights: TensorStorage?
     #if canImport(CDNNL)
-    /// oneDNN's weights: OIHW as loaded (fp32, or bf16), then whatever the primitive asked for.
-    private let packed: OneDNNWeights?
+    /// oneDNN's weights, in the layout the primitive that ran last asked for. Set once, in `init` (a `var`
+    /// only so that `init` can ask oneDNN for the layout through the layer's own descriptor).
+    private var packed: OneDNNWeights?
     private var plans: [PlanKey: OneDNNPlan] = [:]
     #endif
 
@@ -44,15 +45,35 @@ public final class Conv2D: @unchecked Sendable {
     ///   - weight: `[out, in, kh, kw]`, as torch stores conv weights.
     ///   - bias: `[out]` or nil.
     ///   - precision: `bf16` needs the oneDNN backend and a CPU with AVX512_BF16 or AMX (see `ComputePrecision`).
-    public init(weight: Tensor, bias: Tensor?, stride: Int = 1, padding: ConvPadding = .uniform(0), backend: Backend = .automatic,
-                precision: ComputePrecision = .fp32) throws {
-        guard weight.rank == 4 else { throw TensorError.shapeMismatch("conv2d weight must be [out, in, kh, kw], got \(weight.shape)") }
+    public convenience init(weight: Tensor, bias: Tensor?, stride: Int = 1, padding: ConvPadding = .uniform(0),
+                            backend: Backend = .automatic, precision: ComputePrecision = .fp32) throws {
+        try self.init(shape: weight.shape, weight: weight, bias: bias, stride: stride, padding: padding, backend: backend,
+                      precision: precision)
+    }
+
+    #if canImport(CDNNL)
+    /// A oneDNN convolution over weights already in a oneDNN layout of the precision's type (from
+    /// `PackedWeightCache`); `shape` is the weight's `[out, in, kh, kw]`.
+    convenience init(packed: OneDNNWeights, shape: [Int], bias: Tensor?, stride: Int, padding: ConvPadding,
+                     precision: ComputePrecision) throws {
+        try self.init(shape: shape, weight: nil, bias: bias, stride: stride, padding: padding, backend: .automatic,
+                      precision: precision, packed: packed)
+    }
+
+    /// The weights as the layer holds them (for `PackedWeightCache`); nil off oneDNN.
+    var packedWeights: OneDNNWeights? { packed }
+    #endif
+
+    /// From `weight`, or (oneDNN) from `packed` weights of `shape`.
+    private init(shape: [Int], weight: Tensor?, bias: Tensor?, stride: Int, padding: ConvPadding, backend: Backend,
+                 precision: ComputePrecision, packed given: AnyObject? = nil) throws {
+        guard shape.count == 4 else { throw TensorError.shapeMismatch("conv2d weight must be [out, in, kh, kw], got \(shape)") }
         guard stride >= 1 else { throw TensorError.invalidArgument("conv2d stride must be >= 1, got \(stride)") }
         guard min(padding.top, padding.left, padding.bottom, padding.right) >= 0 else {
             throw TensorError.invalidArgument("conv2d padding must be >= 0, got \(padding)")
         }
-        outChannels = weight.shape[0]; inChannels = weight.shape[1]
-        kernelHeight = weight.shape[2]; kernelWidth = weight.shape[3]
+        outChannels = shape[0]; inChannels = shape[1]
+        kernelHeight = shape[2]; kernelWidth = shape[3]
         self.stride = stride
         self.padding = padding
         if let bias {
@@ -66,17 +87,22 @@ public final class Conv2D: @unchecked Sendable {
         self.precision = precision
         try precision.checkSupported()
         #if canImport(CDNNL)
+        if let given = given as? OneDNNWeights {
+            im2colWeights = nil
+            packed = given
+            return
+        }
+        #endif
+        guard let weight else { throw TensorError.invalidArgument("conv2d: no weights") }
+        #if canImport(CDNNL)
         if backend == .automatic {
             im2colWeights = nil
-            switch precision {
-            case .fp32:
-                // Shared with the loaded tensor until the first call re-lays it out for oneDNN.
-                packed = OneDNNWeights(storage: weight.storage, desc: try OneDNN.memoryDesc(weight.shape, tag: dnnl_oihw))
-            case .bf16:
-                // The bf16 copy is the only one kept: the fp32 tensor goes when the loader drops it.
-                packed = OneDNNWeights(storage: BF16Buffer(converting: weight.unsafePointer, count: weight.count).storage,
-                                       desc: try OneDNN.memoryDesc(weight.shape, tag: dnnl_oihw, type: dnnl_bf16))
-            }
+            // The one copy kept, already in the layout a typical call's primitive wants, in the precision's
+            // type: the tensor (possibly a file's mapping, lent for this call) is not retained.
+            let type = precision == .bf16 ? dnnl_bf16 : dnnl_f32
+            let layout = try expectedWeightsLayout(type: type) ?? OneDNN.memoryDesc(weight.shape, tag: dnnl_oihw, type: type)
+            packed = try OneDNNWeights(converting: weight.unsafePointer, plain: OneDNN.memoryDesc(weight.shape, tag: dnnl_oihw),
+                                       into: layout)
             return
         }
         packed = nil
@@ -97,6 +123,17 @@ public final class Conv2D: @unchecked Sendable {
             dst[((y * kw + x) * i + ic) * o + oc] = src[((oc * i + ic) * kh + y) * kw + x]
         } } } }
         return weights
+    }
+
+    /// How many calls had to move the weights to another layout since loading: 0 while the layout chosen at
+    /// load fits every input size seen (for diagnostics and tests; always 0 off oneDNN).
+    public var weightRelayouts: Int {
+        lock.lock(); defer { lock.unlock() }
+        #if canImport(CDNNL)
+        return packed?.relayouts ?? 0
+        #else
+        return 0
+        #endif
     }
 
     /// Output spatial size for an input of `height` x `width`.
@@ -217,10 +254,19 @@ public final class Conv2D: @unchecked Sendable {
     #if canImport(CDNNL)
     private struct PlanKey: Hashable { let n: Int, h: Int, w: Int, residual: Bool, activation: Activation }
 
-    private func plan(for key: PlanKey) throws -> OneDNNPlan {
-        if let p = plans[key] { return p }
+    /// The weights layout oneDNN picks for a 64x64 input, one image: the size most calls of a latent-space
+    /// layer see at 512x512 and the one whose choice most other sizes share (the first call re-lays the
+    /// weights out where a size wants another). Nil when no implementation takes the shape.
+    private func expectedWeightsLayout(type: dnnl_data_type_t) -> dnnl_memory_desc_t? {
+        let probe = PlanKey(n: 1, h: 64, w: 64, residual: false, activation: .identity)
+        guard var (desc, _, _, _) = try? descriptor(for: probe, type: type) else { return nil }
+        return withUnsafePointer(to: &desc) { OneDNNWeights.preferredLayout($0) }
+    }
+
+    /// The convolution descriptor for an input shape, with `any` weights, and its memory descriptors.
+    private func descriptor(for key: PlanKey, type: dnnl_data_type_t) throws
+        -> (dnnl_convolution_desc_t, src: dnnl_memory_desc_t, dst: dnnl_memory_desc_t, bias: dnnl_memory_desc_t) {
         let (oh, ow) = outputSize(height: key.h, width: key.w)
-        let type = precision == .bf16 ? dnnl_bf16 : dnnl_f32
         var src = try OneDNN.memoryDesc([key.n, inChannels, key.h, key.w], tag: dnnl_nhwc, type: type)
         var dst = try OneDNN.memoryDesc([key.n, outChannels, oh, ow], tag: dnnl_nhwc)
         var wAny = try OneDNN.memoryDesc([outChannels, inChannels, kernelHeight, kernelWidth], tag: dnnl_format_tag_any, type: type)
@@ -240,7 +286,12 @@ public final class Conv2D: @unchecked Sendable {
             } } } }
         } } }
         try OneDNN.check(st, "convolution descriptor")
+        return (desc, src, dst, biasMD)
+    }
 
+    private func plan(for key: PlanKey) throws -> OneDNNPlan {
+        if let p = plans[key] { return p }
+        var (desc, src, dst, biasMD) = try descriptor(for: key, type: precision == .bf16 ? dnnl_bf16 : dnnl_f32)
         var attr: dnnl_primitive_attr_t?
         try OneDNN.check(dnnl_primitive_attr_create(&attr), "attribute creation")
         defer { dnnl_primitive_attr_destroy(attr) }

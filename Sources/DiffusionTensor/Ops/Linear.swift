@@ -40,6 +40,35 @@ public final class Linear: @unchecked Sendable {
         self.weight = weight.storage  // shared, not copied
     }
 
+    #if canImport(CDNNL)
+    /// A bf16 layer over weights already in a oneDNN bf16 layout of `[in, out]` (from `PackedWeightCache`).
+    init(packedBF16 weights: OneDNNWeights, outFeatures: Int, inFeatures: Int, bias: Tensor?) throws {
+        try ComputePrecision.bf16.checkSupported()
+        if let bias, bias.shape != [outFeatures] {
+            throw TensorError.shapeMismatch("linear bias must be [\(outFeatures)], got \(bias.shape)")
+        }
+        self.outFeatures = outFeatures
+        self.inFeatures = inFeatures
+        self.bias = bias?.storage
+        precision = .bf16
+        weight = nil
+        bf16 = try OneDNNMatmulBF16(packed: weights, outFeatures: outFeatures, inFeatures: inFeatures, bias: self.bias)
+    }
+
+    /// The bf16 weights as the layer holds them (for `PackedWeightCache`); nil in fp32.
+    var packedWeights: OneDNNWeights? { bf16?.packedWeights }
+    #endif
+
+    /// How many calls had to move the bf16 weights to another layout since loading (0 while the layout
+    /// chosen at load fits; always 0 in fp32, whose weights stay as loaded). For diagnostics and tests.
+    public var weightRelayouts: Int {
+        #if canImport(CDNNL)
+        return bf16?.weightRelayouts ?? 0
+        #else
+        return 0
+        #endif
+    }
+
     /// Applies the layer to `[..., in]`, returning `[..., out]`. A residual of the output's shape is added
     /// before the activation (it seeds the GEMM's accumulator, so the addition is free).
     public func callAsFunction(_ x: Tensor, residual: Tensor? = nil, activation: Activation = .identity) throws -> Tensor {

@@ -53,6 +53,16 @@ public struct RenamedTensorSource: TensorSource {
 
     public var tensorNames: [String] { entries.keys.sorted() }
 
+    /// The base's identity and the renaming (the same file converted by other rules is other weights).
+    public var cacheIdentity: String? {
+        guard let base = base.cacheIdentity else { return nil }
+        let rules = entries.keys.sorted().map { name in
+            let e = entries[name]!
+            return "\(name)\t\(e.sourceName)\t\(e.transform)"
+        }.joined(separator: "\n")
+        return base + "\nrenamed " + PackedWeightCache.fingerprint(rules)
+    }
+
     public func shape(of name: String) -> [Int]? {
         guard let e = entries[name], let s = base.shape(of: e.sourceName) else { return nil }
         return e.transform.shape(from: s)

@@ -138,7 +138,7 @@ public final class AutoencoderKL: @unchecked Sendable {
         decNormOut = try r.groupNorm("decoder.conv_norm_out", channels: c.blockOutChannels[0], groups: g, eps: 1e-6)
         decConvOut = try r.conv2d("decoder.conv_out", in: c.blockOutChannels[0], out: c.outChannels, kernel: 3)
         try r.requireAllUsed(ignoring: includeEncoder ? [] : ["encoder.", "quant_conv."])
-        r.releaseConversionBuffers()
+        r.finishLoading()
     }
 
     public let hasEncoder: Bool

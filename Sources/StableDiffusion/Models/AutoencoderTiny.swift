@@ -74,7 +74,7 @@ public final class AutoencoderTiny: LatentAutoencoder, @unchecked Sendable {
         }
         decoder = layers
         try r.requireAllUsed(ignoring: includeEncoder ? [] : ["encoder."])
-        r.releaseConversionBuffers()
+        r.finishLoading()
     }
 
     private func run(_ layers: [Layer], _ x: Tensor) throws -> Tensor {

@@ -51,7 +51,7 @@ public final class ControlNetModel: @unchecked Sendable {
         midBlock = c.hasMidBlock ? try UNetMidBlock(r, "mid_block", config: c) : nil
         midProjection = try r.linear("controlnet_mid_block", in: outC, out: outC)
         try r.requireAllUsed()
-        r.releaseConversionBuffers()
+        r.finishLoading()
     }
 
     /// Loads a diffusers ControlNet folder (`config.json` and `diffusion_pytorch_model[.variant].safetensors`

@@ -47,7 +47,7 @@ public final class UNet2DConditionModel: @unchecked Sendable {
         normOut = try r.groupNorm("conv_norm_out", channels: ch0, groups: c.normNumGroups, eps: c.normEps)
         convOut = try r.conv2d("conv_out", in: ch0, out: c.outChannels, kernel: c.convOutKernel)
         try r.requireAllUsed()
-        r.releaseConversionBuffers()
+        r.finishLoading()
     }
 
     /// One denoising step's noise (or v / sample) prediction.

@@ -68,6 +68,17 @@ struct ShardedTensorSource: TensorSource, @unchecked Sendable {
     func tensor(_ name: String) throws -> Tensor { try shard(holding: name).tensor(name) }
     func withTensor<R>(_ name: String, _ body: (Tensor) throws -> R) throws -> R { try shard(holding: name).withTensor(name, body) }
 
+    /// Every shard's identity, and which shard holds which tensor.
+    var cacheIdentity: String? {
+        var lines: [String] = []
+        for file in shards.keys.sorted() {
+            guard let id = shards[file]?.cacheIdentity else { return nil }
+            lines.append(id)
+        }
+        let map = owner.keys.sorted().map { "\($0)\t\(owner[$0] ?? "")" }.joined(separator: "\n")
+        return "sharded\n" + lines.joined(separator: "\n") + "\nweight map " + PackedWeightCache.fingerprint(map)
+    }
+
     private func shard(holding name: String) throws -> SafeTensorsFile {
         guard let file = owner[name], let shard = shards[file] else {
             throw TensorError.badFile(file: sourceDescription, detail: "tensor \(name) missing")

@@ -28,25 +28,14 @@ extension WeightReader {
     func conv2d(_ prefix: String, in i: Int, out o: Int, kernel k: Int, stride: Int = 1,
                 padding: ConvPadding? = nil, bias: Bool = true) throws -> Conv2D {
         let b = bias ? try tensor("\(prefix).bias", shape: [o]) : nil
-        return try withWeight("\(prefix).weight", shape: [o, i, k, k]) { w in
-            try Conv2D(weight: w, bias: b, stride: stride, padding: padding ?? .uniform((k - 1) / 2), precision: precision)
-        }
-    }
-
-    /// `body` with a weight: in bf16 it may borrow the file's fp32 values (the layer keeps only its bf16
-    /// copy), saving a copy of every weight at load; in fp32 the layer keeps the tensor, so it is a copy.
-    private func withWeight<R>(_ name: String, shape: [Int], _ body: (Tensor) throws -> R) throws -> R {
-        precision == .bf16 ? try withTensor(name, shape: shape, body) : try body(try tensor(name, shape: shape))
+        return try convolution(weight: "\(prefix).weight", shape: [o, i, k, k], bias: b, stride: stride,
+                               padding: padding ?? .uniform((k - 1) / 2))
     }
 
     /// A linear layer; also accepts a 1x1 convolution's `[out, in, 1, 1]` weight (the same map on NHWC data).
     func linear(_ prefix: String, in i: Int, out o: Int, bias: Bool = true) throws -> Linear {
-        let name = "\(prefix).weight"
         let b = bias ? try tensor("\(prefix).bias", shape: [o]) : nil
-        let conv1x1 = shape(of: name) == [o, i, 1, 1]
-        return try withWeight(name, shape: conv1x1 ? [o, i, 1, 1] : [o, i]) { w in
-            try Linear(weight: conv1x1 ? w.reshaped([o, i]) : w, bias: b, precision: precision)
-        }
+        return try linear(weight: "\(prefix).weight", out: o, in: i, bias: b)
     }
 
     func groupNorm(_ prefix: String, channels c: Int, groups: Int, eps: Float) throws -> GroupNorm {

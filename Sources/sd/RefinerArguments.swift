@@ -20,15 +20,23 @@ struct RefinerArguments: ParsableArguments {
     }
 
     /// Runs `base` (which loads the base model, completes the options with its family's defaults, runs it and
-    /// lets go of it) with the refiner after it, or alone. The base model is released before the refiner
-    /// loads, so the two are never in memory together. Returns the result and the options the base ran with.
+    /// lets go of it, returning its VAE) with the refiner after it, or alone. The base model is released
+    /// before the refiner loads, so the two are never in memory together; and the last model runs to latents
+    /// and is released too, all but its VAE, before that decodes them (SDXL at 1024x1024: the decode's
+    /// gigabytes of activations never sit beside the UNet's and text encoders' weights). The picture is the
+    /// pipeline's own (`GenerationResult.decodingLatents`). Returns the result and the options the base ran with.
     func run(_ options: GenerationOptions, args: GenerationArguments,
-             base: (GenerationOptions) throws -> (GenerationResult, ModelFamily, GenerationOptions)) throws -> (GenerationResult, GenerationOptions) {
+             base: (GenerationOptions) throws -> (GenerationResult, ModelFamily, GenerationOptions, any LatentAutoencoder))
+        throws -> (GenerationResult, GenerationOptions) {
         guard let refiner else {
-            let (result, _, used) = try base(options)
+            var latentsOnly = options
+            latentsOnly.outputType = .latents
+            var (result, _, used, vae) = try base(latentsOnly)
+            used.outputType = options.outputType
+            if options.outputType == .images { result = try result.decodingLatents(with: vae) }
             return (result, used)
         }
-        let (handOver, family, used) = try base(RefinerEnsemble.baseOptions(options, switchAt: refinerSwitch))
+        let (handOver, family, used, _) = try base(RefinerEnsemble.baseOptions(options, switchAt: refinerSwitch))
         guard family == .stableDiffusionXL else {
             throw PipelineError.invalidArgument("--refiner needs an SDXL base model; --model \(args.model) is an SD 1.x/2.x model")
         }
@@ -40,8 +48,17 @@ struct RefinerArguments: ParsableArguments {
         }
         args.reportLoad(components)
         let second = RefinerEnsemble.refinerOptions(used, switchAt: refinerSwitch, base: handOver)
-        let result = try StableDiffusionImg2ImgPipeline(components: components)(second, image: handOver.latents, progress: ProgressBar().update)
-        return (result, second)
+        let vae = components.vae
+        let latents = try refine(consume components, second, handOver)
+        return (second.outputType == .images ? try latents.decodingLatents(with: vae) : latents, second)
+    }
+
+    /// The refiner's latents; its networks go when this returns (the caller keeps only the VAE).
+    private func refine(_ components: consuming StableDiffusionComponents, _ options: GenerationOptions,
+                        _ handOver: GenerationResult) throws -> GenerationResult {
+        var latentsOnly = options
+        latentsOnly.outputType = .latents
+        return try StableDiffusionImg2ImgPipeline(components: components)(latentsOnly, image: handOver.latents, progress: ProgressBar().update)
     }
 
     /// AUTOMATIC1111's infotext fields for a refined picture.

@@ -17,7 +17,7 @@ struct Txt2ImgCommand: ParsableCommand {
             args.reportLoad(pipe.components)
             family = pipe.components.family
             let o = try controlNet.apply(to: args.withFamilyDefaults(o, pipe.components), precision: args.precision)
-            return (try pipe(o, progress: ProgressBar().update), pipe.components.family, o)
+            return (try pipe(o, progress: ProgressBar().update), pipe.components.family, o, pipe.components.vae)
         }
         try args.save(result, options: options, pipeline: "txt2img",
                       extra: refiner.infotext + controlNet.infotext(task: .textToImage, family: family))
@@ -54,7 +54,7 @@ struct Img2ImgCommand: ParsableCommand {
             family = pipe.components.family
             strength = self.strength ?? (family == .stableDiffusionXL ? 0.3 : 0.8)
             let o = try controlNet.apply(to: args.withFamilyDefaults(o, pipe.components), precision: args.precision)
-            return (try pipe(o, image: input, strength: strength, progress: ProgressBar().update), family, o)
+            return (try pipe(o, image: input, strength: strength, progress: ProgressBar().update), family, o, pipe.components.vae)
         }
         try args.save(result, options: options, pipeline: "img2img",
                       extra: [("Denoising strength", String(strength))] + refiner.infotext + controlNet.infotext(task: .imageToImage, family: family))

@@ -189,6 +189,14 @@ final class SDXLPipelineTests: XCTestCase {
         let refiner = try StableDiffusionXLImg2ImgPipeline(components: StableDiffusionComponents(directory: TinyModels.sdxlRefiner))
         let result = try refiner(o, image: base.latents)
         assertImagesMatch(result, try c.expectedImages())
+        // Latents now, decoded later by the VAE alone (what the CLI does after letting the networks go): the
+        // same picture, bit for bit.
+        o.outputType = .latents
+        let later = try refiner(o, image: base.latents)
+        XCTAssertFalse(later.hasImages)
+        let decoded = try later.decodingLatents(with: refiner.components.vae)
+        XCTAssertTrue(decoded.images.scalars == result.images.scalars, "decodingLatents drew another picture")
+        XCTAssertEqual(decoded.images.shape, result.images.shape)
     }
 
     func testDenoisingFractionsAreValidated() throws {

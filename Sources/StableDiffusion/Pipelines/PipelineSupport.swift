@@ -65,3 +65,16 @@ enum PipelineSupport {
         return image
     }
 }
+
+extension GenerationResult {
+    /// This result with its images: `vae` decodes its latents exactly as the pipelines do (`PipelineSupport.decode`:
+    /// the scaling factor, tiling above the same size, diffusers' postprocess). With `OutputType.latents` a
+    /// caller can first let the UNet and text encoders go, so that the decode's activations never sit beside
+    /// their weights (`sd txt2img` and `img2img` do).
+    public func decodingLatents(with vae: any LatentAutoencoder) throws -> GenerationResult {
+        let start = Date()
+        let images = try PipelineSupport.decode(latents, vae: vae)
+        return GenerationResult(images: images, latents: latents, seed: seed, schedulerName: schedulerName,
+                                denoisingSeconds: denoisingSeconds + Date().timeIntervalSince(start), stoppedAfterStep: stoppedAfterStep)
+    }
+}

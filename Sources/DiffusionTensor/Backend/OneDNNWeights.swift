@@ -12,15 +12,15 @@ final class OneDNNWeights {
     private(set) var relayouts = 0
 
     /// - Parameters:
-    ///   - storage: the data, laid out as `desc` says (shared with a loaded tensor until the first reorder).
-    ///   - desc: a plain layout (OIHW, or `ba` for a linear layer's `[out, in]`) of fp32 or bf16.
+    ///   - storage: the data, laid out as `desc` says (a `PackedWeightCache` file's bytes, borrowed).
+    ///   - desc: its oneDNN layout, of fp32 or bf16.
     init(storage: TensorStorage, desc: dnnl_memory_desc_t) {
         self.storage = storage
         self.desc = desc
     }
 
-    /// The weights converted from `source` (fp32, laid out as `plain`) straight
-    /// into `layout`, the one the layer's primitives are expected to want: loading then writes each weight
+    /// The weights converted from `source` (fp32, laid out as `plain`) straight into `layout`, the one the
+    /// layer's primitives are expected to want: loading then writes each weight
     /// once, instead of a plain copy that the first call re-lays out (a second pass over every weight and
     /// a second set of fresh pages). `source` is only read, and not retained.
     init(converting source: UnsafeRawPointer, plain: dnnl_memory_desc_t, into layout: dnnl_memory_desc_t) throws {

@@ -38,12 +38,23 @@ final class OneDNNMatmulBF16: @unchecked Sendable {
 
     /// The weights layout of the matmul for 4,096 rows (oneDNN picks the same for any row count), or nil.
     private static func expectedWeightsLayout(inFeatures: Int, outFeatures: Int) throws -> dnnl_memory_desc_t? {
-        var src = try OneDNN.memoryDesc([4096, inFeatures], tag: dnnl_ab, type: dnnl_bf16)
-        var wAny = try OneDNN.memoryDesc([inFeatures, outFeatures], tag: dnnl_format_tag_any, type: dnnl_bf16)
-        var dst = try OneDNN.memoryDesc([4096, outFeatures], tag: dnnl_ab)
-        var desc = dnnl_matmul_desc_t()
-        guard dnnl_matmul_desc_init(&desc, &src, &wAny, nil, &dst) == dnnl_success else { return nil }
+        guard var (desc, _, _, _) = try? descriptor(rows: 4096, inFeatures: inFeatures, outFeatures: outFeatures, hasBias: false)
+        else { return nil }
         return withUnsafePointer(to: &desc) { OneDNNWeights.preferredLayout($0) }
+    }
+
+    /// The matmul descriptor for `rows` rows, with `any` weights, and its memory descriptors.
+    private static func descriptor(rows: Int, inFeatures: Int, outFeatures: Int, hasBias: Bool) throws
+        -> (dnnl_matmul_desc_t, src: dnnl_memory_desc_t, dst: dnnl_memory_desc_t, bias: dnnl_memory_desc_t) {
+        var src = try OneDNN.memoryDesc([rows, inFeatures], tag: dnnl_ab, type: dnnl_bf16)
+        var wAny = try OneDNN.memoryDesc([inFeatures, outFeatures], tag: dnnl_format_tag_any, type: dnnl_bf16)
+        var dst = try OneDNN.memoryDesc([rows, outFeatures], tag: dnnl_ab)
+        var biasMD = try OneDNN.memoryDesc([1, outFeatures], tag: dnnl_ab)
+        var desc = dnnl_matmul_desc_t()
+        try OneDNN.check(withUnsafePointer(to: &biasMD) { b in
+            dnnl_matmul_desc_init(&desc, &src, &wAny, hasBias ? b : nil, &dst)
+        }, "matmul descriptor")
+        return (desc, src, dst, biasMD)
     }
 
     var weightRelayouts: Int {
@@ -55,15 +66,8 @@ final class OneDNNMatmulBF16: @unchecked Sendable {
 
     private func plan(for key: PlanKey) throws -> OneDNNPlan {
         if let p = plans[key] { return p }
-        var src = try OneDNN.memoryDesc([key.rows, inFeatures], tag: dnnl_ab, type: dnnl_bf16)
-        var wAny = try OneDNN.memoryDesc([inFeatures, outFeatures], tag: dnnl_format_tag_any, type: dnnl_bf16)
-        var dst = try OneDNN.memoryDesc([key.rows, outFeatures], tag: dnnl_ab)
-        var biasMD = try OneDNN.memoryDesc([1, outFeatures], tag: dnnl_ab)
-        var desc = dnnl_matmul_desc_t()
-        let hasBias = bias != nil
-        try OneDNN.check(withUnsafePointer(to: &biasMD) { b in
-            dnnl_matmul_desc_init(&desc, &src, &wAny, hasBias ? b : nil, &dst)
-        }, "matmul descriptor")
+        var (desc, src, dst, biasMD) = try Self.descriptor(rows: key.rows, inFeatures: inFeatures, outFeatures: outFeatures,
+                                                           hasBias: bias != nil)
 
         var attr: dnnl_primitive_attr_t?
         try OneDNN.check(dnnl_primitive_attr_create(&attr), "attribute creation")

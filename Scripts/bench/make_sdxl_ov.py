@@ -4,8 +4,12 @@ CLIP-L, OpenCLIP bigG (with projection) and the VAE decoder, each built in torch
 in f32 (the same graphs optimum-intel's OVStableDiffusionXLPipeline exports, without its pipeline around them).
 
     ~/.sd-ov-xl-venv/bin/python Scripts/bench/make_sdxl_ov.py [OUT] [--only unet text_encoder text_encoder_2 vae_decoder]
+    ~/.sd-ov-venv/bin/python Scripts/bench/make_sdxl_ov.py --sd15-unet [OUT]
 
-Default OUT: ~/.cache/sd-bench/sdxl-random-ov. Needs openvino and torch + diffusers + transformers in one
+Default OUT: ~/.cache/sd-bench/sdxl-random-ov. `--sd15-unet` writes only the SD 1.5 UNet (its real config,
+random weights; inputs sample, timestep, encoder_hidden_states, as optimum-intel exports it) to
+OUT/unet (default ~/.cache/sd-bench/sd15-random-ov), which is all `bench_openvino.py --only unet_512` reads: the
+per-model UNet comparison without the whole folder and its optimum export. Needs openvino and torch + diffusers + transformers in one
 environment: a venv with openvino==2026.4.1 (Scripts/bench/requirements-openvino.txt's pin) that also sees
 Scripts/reference/requirements.txt's packages. One model at a time: the UNet alone is 10 GB in fp32, and its
 conversion peaked above 24 GB when traced at 1024x1024, so it is traced at 512x512.
@@ -22,6 +26,7 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProject
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 REF_XL = os.path.join(os.path.dirname(ROOT), "shared", "reference-configs", "stabilityai-stable-diffusion-xl-base-1.0")
+REF_15 = os.path.join(os.path.dirname(ROOT), "shared", "reference-configs", "runwayml-stable-diffusion-v1-5")
 PARTS = ["unet", "text_encoder", "text_encoder_2", "vae_decoder"]
 
 
@@ -55,8 +60,22 @@ class Decoder(torch.nn.Module):
         return self.vae.decode(latent_sample, return_dict=False)[0]
 
 
+class SD15UNetStep(torch.nn.Module):
+    def __init__(self, unet):
+        super().__init__()
+        self.unet = unet
+
+    def forward(self, sample, timestep, encoder_hidden_states):
+        return self.unet(sample, timestep, encoder_hidden_states=encoder_hidden_states, return_dict=False)[0]
+
+
 def build(part):
     torch.manual_seed(0)
+    if part == "sd15_unet":
+        unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(os.path.join(REF_15, "unet"))).eval()
+        example = {"sample": torch.randn(2, 4, 64, 64), "timestep": torch.tensor([500], dtype=torch.int64),
+                   "encoder_hidden_states": torch.randn(2, 77, 768)}
+        return SD15UNetStep(unet), example
     if part == "unet":
         unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(os.path.join(REF_XL, "unet"))).eval()
         # Traced at 512x512: the graph does not depend on the size (bench_openvino.py reshapes it to 1024x1024),
@@ -75,11 +94,14 @@ def build(part):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("out", nargs="?", default=os.path.expanduser("~/.cache/sd-bench/sdxl-random-ov"))
+    ap.add_argument("out", nargs="?")
     ap.add_argument("--only", nargs="*", default=PARTS, choices=PARTS)
+    ap.add_argument("--sd15-unet", action="store_true", help="only the SD 1.5 UNet, into OUT/unet")
     args = ap.parse_args()
-    for part in args.only:
-        path = os.path.join(args.out, part, "openvino_model.xml")
+    default = "~/.cache/sd-bench/sd15-random-ov" if args.sd15_unet else "~/.cache/sd-bench/sdxl-random-ov"
+    out = os.path.expanduser(args.out or default)
+    for part in (["sd15_unet"] if args.sd15_unet else args.only):
+        path = os.path.join(out, "unet" if part == "sd15_unet" else part, "openvino_model.xml")
         if os.path.exists(path):
             print(f"{path} exists", file=sys.stderr)
             continue

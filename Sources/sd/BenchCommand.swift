@@ -108,8 +108,27 @@ struct BenchCommand: ParsableCommand {
         ] + (Attention.bfloat16Available ? [
             ("attention_self_bf16", { _ = try Attention.scaledDotProduct(query: q, key: k, value: v, heads: 8, precision: .bf16) }),
             ("attention_cross_bf16", { _ = try Attention.scaledDotProduct(query: q, key: kc, value: vc, heads: 8, precision: .bf16) }),
-        ] : [])
+        ] : []) + (try winogradCases())
         return try cases.filter { wanted($0.0) }.map { ($0.0, try measure($0.1)) }
+    }
+
+    /// bf16 only: the UNet's 3x3 convolution shapes (batch 2, SD 1.5 at 512x512 and SDXL at 1024x1024), direct
+    /// against Winograd F(2x2, 3x3), to place `Conv2D.prefersWinograd`'s threshold.
+    private func winogradCases() throws -> [(String, () throws -> Void)] {
+        guard precision == .bf16 else { return [] }
+        var cases: [(String, () throws -> Void)] = []
+        for (size, channels) in [(128, 320), (64, 320), (32, 640), (16, 1280), (8, 1280)] {
+            let name = "conv3x3_2x\(size)x\(size)x\(channels)"
+            guard only.contains(where: { $0.hasPrefix(name) }) || (only.isEmpty && size <= 64) else { continue }
+            let direct = try Conv2D(weight: Self.random([channels, channels, 3, 3], scale: 0.02), bias: Self.random([channels]),
+                                    padding: .uniform(1), precision: precision, algorithm: .direct)
+            let winograd = try Conv2D(weight: Self.random([channels, channels, 3, 3], scale: 0.02), bias: Self.random([channels]),
+                                      padding: .uniform(1), precision: precision, algorithm: .winograd)
+            let x = Self.random([2, size, size, channels])
+            cases.append(("\(name)_direct", { _ = try direct(x) }))
+            cases.append(("\(name)_winograd", { _ = try winograd(x) }))
+        }
+        return cases
     }
 
     private func sd15Suite() throws -> [(String, Measurement)] {

@@ -56,4 +56,18 @@ int sdk_has_f16c(void);
 /// with F16C. Returns 0 without touching anything when the CPU lacks it (the caller's loop does it then).
 int sdk_f16_to_f32(const void *src, float *dst, int64_t n);
 
+/// Winograd F(2x2, 3x3) for a 3x3 convolution with stride 1 and padding 1 (winograd.c says how).
+/// The weights `g` (fp32 `[3][3][c][k]`, HWIO) transformed into `u`, fp32 `[16][c][k]`.
+void sdk_winograd_weights(const float *g, int64_t k, int64_t c, float *u);
+
+/// Input tiles `tile0 ..< tile0 + count` of an NHWC image batch (`h` x `w` x `c`, fp32, or bf16 when `src_bf16`)
+/// transformed into bf16 `dst` `[16][rows][c]` at rows `row0 ...`. `portable` forces the scalar loop.
+void sdk_winograd_input(const void *src, int src_bf16, int64_t h, int64_t w, int64_t c, int64_t tile0, int64_t count,
+                        uint16_t *dst, int64_t row0, int64_t rows, int portable);
+
+/// The products `m` (fp32 `[16][rows][k]`, rows `row0 ...` for tiles `tile0 ..< tile0 + count`) transformed into
+/// the NHWC fp32 output (`h` x `w` x `k`), plus `bias` (or NULL); added to what `out` holds when `accumulate`.
+void sdk_winograd_output(const float *m, int64_t rows, int64_t row0, int64_t h, int64_t w, int64_t k, int64_t tile0,
+                         int64_t count, const float *bias, int accumulate, float *out, int portable);
+
 #endif

@@ -42,12 +42,19 @@ final class OneDNNWeights {
     /// A new buffer holding `source` (laid out as `from`) in the layout and type of `to`, by a oneDNN reorder.
     private static func reordered(_ source: UnsafeMutableRawPointer, from: dnnl_memory_desc_t,
                                   to: dnnl_memory_desc_t) throws -> TensorStorage {
+        var target = to
+        let packed = TensorStorage(count: (dnnl_memory_desc_get_size(&target) + 3) / 4)
+        try reorder(source, from: from, to: to, into: UnsafeMutableRawPointer(packed.pointer))
+        return packed
+    }
+
+    /// `source` (laid out as `from`) written into `destination` (caller-allocated) in the layout and type of `to`.
+    static func reorder(_ source: UnsafeMutableRawPointer, from: dnnl_memory_desc_t, to: dnnl_memory_desc_t,
+                                into destination: UnsafeMutableRawPointer) throws {
         var from = from, target = to
-        let bytes = dnnl_memory_desc_get_size(&target)
-        let packed = TensorStorage(count: (bytes + 3) / 4)
         let src = try OneDNN.memory(&from, source)
         defer { dnnl_memory_destroy(src) }
-        let dst = try OneDNN.memory(&target, packed.pointer)
+        let dst = try OneDNN.memory(&target, destination)
         defer { dnnl_memory_destroy(dst) }
         var rpd: dnnl_primitive_desc_t?
         try OneDNN.check(dnnl_reorder_primitive_desc_create(&rpd, &from, OneDNN.shared.engine, &target, OneDNN.shared.engine, nil),
@@ -58,7 +65,6 @@ final class OneDNNWeights {
         guard let reorder else { throw TensorError.backend("oneDNN returned no reorder primitive") }
         defer { dnnl_primitive_destroy(reorder) }
         try OneDNN.execute(reorder, [(Int32(DNNL_ARG_FROM), src), (Int32(DNNL_ARG_TO), dst)])
-        return packed
     }
 
     /// The weights layout a primitive descriptor for `desc` (a convolution or matmul descriptor with `any`

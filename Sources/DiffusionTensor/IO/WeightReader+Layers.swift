@@ -16,7 +16,8 @@ extension WeightReader {
         #if canImport(CDNNL)
         guard let file = packedFile() else { return try build() }
         let conv: Conv2D
-        if let cached = file.weights(name, dims: shape, type: precision == .bf16 ? dnnl_bf16 : dnnl_f32) {
+        let dims = Conv2D.packedShape(shape, stride: stride, padding: padding, precision: precision)
+        if let cached = file.weights(name, dims: dims, type: precision == .bf16 ? dnnl_bf16 : dnnl_f32) {
             try markUsed(name, shape: shape)
             conv = try Conv2D(packed: cached, shape: shape, bias: bias, stride: stride, padding: padding, precision: precision)
         } else {

@@ -86,7 +86,28 @@ AVX512 static void activation_row512(float *p, int64_t n, int kind) {
         _mm512_mask_storeu_ps(p + i, k, activation512(_mm512_maskz_loadu_ps(k, p + i), kind));
     }
 }
+
+/* GEGLU rows: out[r][j] = h[r][j] * gelu(h[r][n + j]), as activation_row512 then a multiply would give. */
+AVX512 static void geglu_rows512(const float *h, int64_t rows, int64_t n, float *out) {
+    for (int64_t r = 0; r < rows; r++) {
+        const float *a = h + r * 2 * n, *g = a + n;
+        float *o = out + r * n;
+        for (int64_t j = 0; j < n; j += 16) {
+            const __mmask16 k = n - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - j)) - 1);
+            const __m512 gate = activation512(_mm512_maskz_loadu_ps(k, g + j), SDK_GELU);
+            _mm512_mask_storeu_ps(o + j, k, _mm512_mul_ps(gate, _mm512_maskz_loadu_ps(k, a + j)));
+        }
+    }
+}
 #endif
+
+int sdk_geglu_rows(const float *h, int64_t rows, int64_t n, float *out) {
+#ifdef SDK_X86
+    if (sdk_has_avx512()) { geglu_rows512(h, rows, n, out); return 1; }
+#endif
+    (void)h; (void)rows; (void)n; (void)out;
+    return 0;
+}
 
 /* Portable fallbacks (callers normally keep their own SIMD code where AVX-512 is missing). */
 float sdk_exp_minus_max(float *p, int64_t n) {

@@ -142,6 +142,48 @@ final class BF16LayerTests: XCTestCase {
         }
     }
 
+    /// Runs everywhere: the bf16 layer norm and GEGLU write exactly the fp32 ones' values rounded (rows across
+    /// parallel ranges and cache blocks, 40 and 72 channels for masked tails); GEGLU is `a * gelu(b)` on the halves.
+    func testLayerNormAndGEGLUToBF16AreTheFP32OnesRounded() throws {
+        let x = Self.random([3, 700, 40], seed: 70, scale: 3)
+        let gamma = Self.random([40], seed: 71), beta = Self.random([40], seed: 72)
+        let norm = try x.layerNorm(gamma: gamma, beta: beta, eps: 1e-5)
+        let normBF16 = try x.layerNormBF16(gamma: gamma, beta: beta, eps: 1e-5)
+        XCTAssertEqual(normBF16.shape, x.shape)
+        XCTAssertEqual(normBF16.widened().scalars, norm.roundedToBF16().scalars)
+
+        let h = Self.random([2, 333, 144], seed: 73, scale: 2)
+        let gated = try h.geglu()
+        XCTAssertEqual(gated.shape, [2, 333, 72])
+        let hs = h.scalars, gs = gated.scalars
+        for row in [0, 1, 400, 665] {
+            for j in [0, 15, 16, 71] {
+                let a = hs[row * 144 + j], b = hs[row * 144 + 72 + j]
+                XCTAssertEqual(gs[row * 72 + j], a * Activation.gelu.apply(b), accuracy: 1e-5 * max(1, abs(a * b)), "row \(row) column \(j)")
+            }
+        }
+        XCTAssertEqual(try h.gegluBF16().widened().scalars, gated.roundedToBF16().scalars)
+        XCTAssertThrowsError(try Self.random([4, 5], seed: 74).geglu()) { XCTAssertTrue("\($0)".contains("even"), "\($0)") }
+    }
+
+    /// A bf16 linear layer gives, on a bf16 input, what it gives on the fp32 input holding the same values, with a
+    /// residual too; an fp32 layer refuses a bf16 input.
+    func testLinearOnBF16InputMatchesRoundingItself() throws {
+        let x = Self.random([2, 50, 64], seed: 80, scale: 2)
+        let w = Self.random([96, 64], seed: 81, scale: 0.1), b = Self.random([96], seed: 82)
+        let rounded = BF16Tensor(rounding: x)
+        XCTAssertThrowsError(try Linear(weight: w, bias: b)(.bf16(rounded))) { XCTAssertTrue("\($0)".contains("bf16"), "\($0)") }
+        try requireBF16()
+        let linear = try Linear(weight: w, bias: b, precision: .bf16)
+        XCTAssertEqual(try linear(.bf16(rounded)).scalars, try linear(x).scalars)
+        let residual = Self.random([2, 50, 96], seed: 83)
+        XCTAssertEqual(try linear(.bf16(rounded), residual: residual, activation: .silu).scalars,
+                       try linear(x, residual: residual, activation: .silu).scalars)
+        XCTAssertEqual(try linear(LayerInput(x, for: .bf16)).scalars, try linear(x).scalars)
+        XCTAssertThrowsError(try linear(.bf16(try rounded.reshaped([50, 2, 64])), residual: residual))
+        XCTAssertThrowsError(try rounded.reshaped([7, 64]))
+    }
+
     /// Runs everywhere: the bf16 upsampling holds the fp32 upsampling's values rounded.
     func testUpsamplingToBF16IsTheFP32UpsamplingRounded() throws {
         let x = Self.random([2, 5, 7, 24], seed: 60, scale: 3)

@@ -29,6 +29,10 @@ int sdk_channel_sums(const float *x, int64_t c, int64_t from, int64_t to, const 
 /// y = x * a + b per channel for `rows` rows of `c` channels, then the activation `kind` (0: none).
 int sdk_affine_rows(const float *x, float *y, int64_t rows, int64_t c, const float *a, const float *b, int kind);
 
+/// GEGLU over `rows` rows of `2n` floats: out[r][j] = h[r][j] * gelu(h[r][n + j]) (erf GELU, as sdk_activation's).
+/// Returns 0 without writing when the CPU lacks AVX-512 (the caller's loop does it then).
+int sdk_geglu_rows(const float *h, int64_t rows, int64_t n, float *out);
+
 /// Layer norm over each of `rows` rows of `c` floats (mean and variance in double); g and b may be NULL.
 int sdk_layer_norm_rows(const float *x, float *y, int64_t rows, int64_t c, const float *g, const float *b, float eps);
 

@@ -42,12 +42,39 @@ public struct BF16Tensor: @unchecked Sendable {
         self.init(shape: tensor.shape, buffer: BF16Buffer(converting: tensor.unsafePointer, count: tensor.count))
     }
 
+    /// The same values under another shape of the same count.
+    public func reshaped(_ newShape: [Int]) throws -> BF16Tensor {
+        guard newShape.reduce(1, *) == count, newShape.allSatisfy({ $0 >= 0 }) else {
+            throw TensorError.shapeMismatch("cannot reshape bf16 \(shape) to \(newShape)")
+        }
+        return BF16Tensor(shape: newShape, buffer: buffer)
+    }
+
     /// The values widened to fp32 (exact).
     public func widened() -> Tensor {
         var out = Tensor(uninitializedShape: shape)
         let b = buffer.pointer
         out.withUnsafeMutableBufferPointer { o in for i in 0..<o.count { o[i] = BF16.float(b[i]) } }
         return out
+    }
+}
+
+/// A layer's input as its producer wrote it: fp32, or already rounded to bf16 for a bf16 layer (a norm or an
+/// activation writing bf16 spares the layer its own rounding pass, and several layers reading one input share it).
+public enum LayerInput: @unchecked Sendable {
+    case fp32(Tensor)
+    case bf16(BF16Tensor)
+
+    public var shape: [Int] {
+        switch self {
+        case .fp32(let t): return t.shape
+        case .bf16(let t): return t.shape
+        }
+    }
+
+    /// `x` as a layer of `precision` takes it: rounded once to bf16 for a bf16 layer.
+    public init(_ x: Tensor, for precision: ComputePrecision) {
+        self = precision == .bf16 ? .bf16(BF16Tensor(rounding: x)) : .fp32(x)
     }
 }
 

@@ -90,11 +90,19 @@ final class OneDNNMatmulBF16: @unchecked Sendable {
     func run(_ x: UnsafePointer<Float>, rows: Int, into y: UnsafeMutablePointer<Float>, accumulate: Bool) throws {
         guard rows > 0 else { return }
         let rounded = BF16Buffer(converting: x, count: rows * inFeatures)
+        try withExtendedLifetime(rounded) {
+            try run(bf16Input: rounded.pointer, rows: rows, into: y, accumulate: accumulate)
+        }
+    }
+
+    /// The same on an input already in bf16, `[rows, in]`.
+    func run(bf16Input x: UnsafeMutablePointer<UInt16>, rows: Int, into y: UnsafeMutablePointer<Float>, accumulate: Bool) throws {
+        guard rows > 0 else { return }
         lock.lock()
         defer { lock.unlock() }
         let p = try plan(for: PlanKey(rows: rows, accumulate: accumulate))
         try weights.reorder(to: p.wts)
-        try p.execute(source: UnsafeMutableRawPointer(rounded.pointer), weights: weights.pointer,
+        try p.execute(source: UnsafeMutableRawPointer(x), weights: weights.pointer,
                       destination: UnsafeMutableRawPointer(y), bias: bias.map { UnsafeMutableRawPointer($0.pointer) })
     }
 }

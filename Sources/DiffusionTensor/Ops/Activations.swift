@@ -101,4 +101,55 @@ extension Tensor {
     public func silu() -> Tensor { applying(.silu) }
     public func gelu(approximateTanh: Bool = false) -> Tensor { applying(approximateTanh ? .geluTanh : .gelu) }
     public func quickGelu() -> Tensor { applying(.quickGelu) }
+
+    /// GEGLU (diffusers' `GEGLU` after its projection): the last dimension's halves `a` and `b` give `a * gelu(b)`
+    /// (erf GELU), `[..., 2n] -> [..., n]`.
+    public func geglu() throws -> Tensor {
+        let n = try gegluWidth()
+        var out = Tensor(uninitializedShape: Array(shape.dropLast()) + [n])
+        let h = unsafePointer
+        out.withUnsafeMutableBufferPointer { ob in
+            let y = ob.baseAddress!
+            Parallel.forRanges(count / (2 * n), minChunk: 16) { r in
+                Self.gegluRows(h + r.lowerBound * 2 * n, rows: r.count, width: n, into: y + r.lowerBound * n)
+            }
+        }
+        return out
+    }
+
+    /// `geglu` written straight to bf16 (what the bf16 projection after it rounds its input to).
+    public func gegluBF16() throws -> BF16Tensor {
+        let n = try gegluWidth()
+        let out = BF16Buffer(count: count / 2)
+        let h = unsafePointer, y = out.pointer
+        let blockRows = max(1, 16_384 / n)
+        Parallel.forRanges(count / (2 * n), minChunk: 16) { r in
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: blockRows * n) { block in
+                let tmp = block.baseAddress!
+                for first in stride(from: r.lowerBound, to: r.upperBound, by: blockRows) {
+                    let rows = min(blockRows, r.upperBound - first)
+                    Self.gegluRows(h + first * 2 * n, rows: rows, width: n, into: tmp)
+                    sdk_f32_to_bf16(tmp, y + first * n, Int64(rows * n))
+                }
+            }
+        }
+        return BF16Tensor(shape: Array(shape.dropLast()) + [n], buffer: out)
+    }
+
+    private func gegluWidth() throws -> Int {
+        guard rank >= 1, let last = shape.last, last > 0, last % 2 == 0 else {
+            throw TensorError.shapeMismatch("geglu needs an even, non-empty last dimension, got \(shape)")
+        }
+        return last / 2
+    }
+
+    static func gegluRows(_ h: UnsafePointer<Float>, rows: Int, width n: Int, into out: UnsafeMutablePointer<Float>) {
+        if KernelDispatch.native, sdk_geglu_rows(h, Int64(rows), Int64(n), out) != 0 { return }
+        for i in 0..<rows {
+            let row = h + i * 2 * n, dst = out + i * n
+            dst.update(from: row + n, count: n)
+            Activation.gelu.apply(inPlace: dst, count: n, serial: true)
+            for j in 0..<n { dst[j] *= row[j] }
+        }
+    }
 }

@@ -69,20 +69,47 @@ public final class Linear: @unchecked Sendable {
         #endif
     }
 
-    /// Applies the layer to `[..., in]`, returning `[..., out]`. A residual of the output's shape is added
-    /// before the activation (it seeds the GEMM's accumulator, so the addition is free).
-    public func callAsFunction(_ x: Tensor, residual: Tensor? = nil, activation: Activation = .identity) throws -> Tensor {
-        guard x.rank >= 1, x.shape[x.rank - 1] == inFeatures else {
-            throw TensorError.shapeMismatch("linear expects last dimension \(inFeatures), got \(x.shape)")
+    /// Checks an input shape and the residual; the output buffer (the residual, when given) and the row count.
+    private func output(for shape: [Int], residual: Tensor?) throws -> (Tensor, rows: Int) {
+        guard shape.count >= 1, shape[shape.count - 1] == inFeatures else {
+            throw TensorError.shapeMismatch("linear expects last dimension \(inFeatures), got \(shape)")
         }
-        let rows = x.count / max(inFeatures, 1)
-        var outShape = x.shape
+        let rows = shape.reduce(1, *) / max(inFeatures, 1)
+        var outShape = shape
         outShape[outShape.count - 1] = outFeatures
         if let residual, residual.shape != outShape {
             throw TensorError.shapeMismatch("linear residual must be \(outShape), got \(residual.shape)")
         }
         FlopCounter.add(2 * Double(rows) * Double(inFeatures * outFeatures))
-        var out = residual ?? Tensor(uninitializedShape: outShape)
+        return (residual ?? Tensor(uninitializedShape: outShape), rows)
+    }
+
+    /// The layer on an input as its producer wrote it: a bf16 input goes to the bf16 GEMM as it is (a bf16
+    /// layer only; an fp32 layer refuses it).
+    public func callAsFunction(_ x: LayerInput, residual: Tensor? = nil, activation: Activation = .identity) throws -> Tensor {
+        switch x {
+        case .fp32(let t): return try self(t, residual: residual, activation: activation)
+        case .bf16(let t):
+            #if canImport(CDNNL)
+            if let bf16 {
+                var (out, rows) = try output(for: t.shape, residual: residual)
+                try withExtendedLifetime(t.buffer) {
+                    try out.withUnsafeMutableBufferPointer { ob in
+                        try bf16.run(bf16Input: t.buffer.pointer, rows: rows, into: ob.baseAddress!, accumulate: residual != nil)
+                        activation.apply(inPlace: ob.baseAddress!, count: ob.count)
+                    }
+                }
+                return out
+            }
+            #endif
+            throw TensorError.invalidArgument("linear: a bf16 input needs a layer in bf16 precision, this one is fp32")
+        }
+    }
+
+    /// Applies the layer to `[..., in]`, returning `[..., out]`. A residual of the output's shape is added
+    /// before the activation (it seeds the GEMM's accumulator, so the addition is free).
+    public func callAsFunction(_ x: Tensor, residual: Tensor? = nil, activation: Activation = .identity) throws -> Tensor {
+        var (out, rows) = try output(for: x.shape, residual: residual)
         let o = outFeatures
         #if canImport(CDNNL)
         if let bf16 {

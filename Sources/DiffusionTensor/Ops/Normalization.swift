@@ -145,34 +145,63 @@ extension Tensor {
 
     /// Layer normalisation over the last dimension (torch `layer_norm` with `normalized_shape = [C]`).
     public func layerNorm(gamma: Tensor?, beta: Tensor?, eps: Float) throws -> Tensor {
-        guard rank >= 1 else { throw TensorError.shapeMismatch("layerNorm needs rank >= 1, got \(shape)") }
-        let c = shape[rank - 1]
-        if let gamma, gamma.shape != [c] { throw TensorError.shapeMismatch("layerNorm gamma must be [\(c)], got \(gamma.shape)") }
-        if let beta, beta.shape != [c] { throw TensorError.shapeMismatch("layerNorm beta must be [\(c)], got \(beta.shape)") }
-        let rows = count / max(c, 1)
+        let c = try layerNormChannels(gamma: gamma, beta: beta)
         var out = Tensor(uninitializedShape: shape)
         let x = unsafePointer
         let g = gamma?.unsafePointer, b = beta?.unsafePointer
         out.withUnsafeMutableBufferPointer { ob in
             let y = ob.baseAddress!
-            Parallel.forRanges(rows, minChunk: 16) { r in
-                if KernelDispatch.native,
-                   sdk_layer_norm_rows(x + r.lowerBound * c, y + r.lowerBound * c, Int64(r.count), Int64(c), g, b, eps) != 0 {
-                    return
-                }
-                for i in r {
-                    let xi = x + i * c, yo = y + i * c
-                    var sum = 0.0
-                    for j in 0..<c { sum += Double(xi[j]) }
-                    let mean = sum / Double(c)
-                    var sq = 0.0
-                    for j in 0..<c { let d = Double(xi[j]) - mean; sq += d * d }
-                    let rstd = Float(1 / (sq / Double(c) + Double(eps)).squareRoot())
-                    let m = Float(mean)
-                    for j in 0..<c { yo[j] = (xi[j] - m) * rstd * (g?[j] ?? 1) + (b?[j] ?? 0) }
-                }
+            Parallel.forRanges(count / max(c, 1), minChunk: 16) { r in
+                Self.layerNormRows(x + r.lowerBound * c, y + r.lowerBound * c, rows: r.count, channels: c, gamma: g, beta: b, eps: eps)
             }
         }
         return out
+    }
+
+    /// `layerNorm` written straight to bf16: the same fp32 values, rounded as a bf16 layer rounds its input,
+    /// without the fp32 tensor in between (the bf16 projections after a transformer block's norms take this).
+    public func layerNormBF16(gamma: Tensor?, beta: Tensor?, eps: Float) throws -> BF16Tensor {
+        let c = try layerNormChannels(gamma: gamma, beta: beta)
+        let out = BF16Buffer(count: count)
+        let x = unsafePointer, y = out.pointer
+        let g = gamma?.unsafePointer, b = beta?.unsafePointer
+        // Rows go through an fp32 block small enough to stay in cache, then to bf16.
+        let blockRows = max(1, 16_384 / max(c, 1))
+        Parallel.forRanges(count / max(c, 1), minChunk: 16) { r in
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: blockRows * c) { block in
+                let tmp = block.baseAddress!
+                for first in stride(from: r.lowerBound, to: r.upperBound, by: blockRows) {
+                    let n = min(blockRows, r.upperBound - first)
+                    Self.layerNormRows(x + first * c, tmp, rows: n, channels: c, gamma: g, beta: b, eps: eps)
+                    sdk_f32_to_bf16(tmp, y + first * c, Int64(n * c))
+                }
+            }
+        }
+        return BF16Tensor(shape: shape, buffer: out)
+    }
+
+    private func layerNormChannels(gamma: Tensor?, beta: Tensor?) throws -> Int {
+        guard rank >= 1 else { throw TensorError.shapeMismatch("layerNorm needs rank >= 1, got \(shape)") }
+        let c = shape[rank - 1]
+        if let gamma, gamma.shape != [c] { throw TensorError.shapeMismatch("layerNorm gamma must be [\(c)], got \(gamma.shape)") }
+        if let beta, beta.shape != [c] { throw TensorError.shapeMismatch("layerNorm beta must be [\(c)], got \(beta.shape)") }
+        return c
+    }
+
+    /// `rows` rows of `channels` normalised (mean and variance in Double) from `x` into `y`.
+    static func layerNormRows(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, rows: Int, channels c: Int,
+                              gamma g: UnsafePointer<Float>?, beta b: UnsafePointer<Float>?, eps: Float) {
+        if KernelDispatch.native, sdk_layer_norm_rows(x, y, Int64(rows), Int64(c), g, b, eps) != 0 { return }
+        for i in 0..<rows {
+            let xi = x + i * c, yo = y + i * c
+            var sum = 0.0
+            for j in 0..<c { sum += Double(xi[j]) }
+            let mean = sum / Double(c)
+            var sq = 0.0
+            for j in 0..<c { let d = Double(xi[j]) - mean; sq += d * d }
+            let rstd = Float(1 / (sq / Double(c) + Double(eps)).squareRoot())
+            let m = Float(mean)
+            for j in 0..<c { yo[j] = (xi[j] - m) * rstd * (g?[j] ?? 1) + (b?[j] ?? 0) }
+        }
     }
 }

@@ -21,7 +21,13 @@ final class AttentionLayer {
 
     /// `out(attention(q(x), k(ctx), v(ctx))) + residual`, over `[batch, tokens, channels]`.
     func callAsFunction(_ x: Tensor, context: Tensor?, residual: Tensor?) throws -> Tensor {
-        let ctx = context ?? x
+        try self(.fp32(x), context: context, residual: residual)
+    }
+
+    /// The same on an input as its norm wrote it (bf16 for a bf16 model: the three projections of
+    /// self-attention share it, where each would otherwise round the fp32 input itself).
+    func callAsFunction(_ x: LayerInput, context: Tensor?, residual: Tensor?) throws -> Tensor {
+        let ctx = context.map { LayerInput($0, for: toK.precision) } ?? x
         let q = try toQ(x), k = try toK(ctx), v = try toV(ctx)
         // A bf16 model's attention multiplies in bf16 too (its projections say which the model is).
         let precision: ComputePrecision = toQ.precision == .bf16 && Attention.bfloat16Available ? .bf16 : .fp32
@@ -41,22 +47,10 @@ final class FeedForward {
         out = try r.linear("\(p).net.2", in: inner, out: dim)
     }
 
-    func callAsFunction(_ x: Tensor, residual: Tensor) throws -> Tensor {
+    /// `out(geglu(proj(x))) + residual`; a bf16 model's GEGLU writes bf16 for `out` directly.
+    func callAsFunction(_ x: LayerInput, residual: Tensor) throws -> Tensor {
         let h = try proj(x)
-        let rows = h.count / (2 * inner)
-        var gated = Tensor(uninitializedShape: Array(x.shape.dropLast()) + [inner])
-        let src = h.unsafePointer, n = inner
-        gated.withUnsafeMutableBufferPointer { gb in
-            let g = gb.baseAddress!
-            Parallel.forRanges(rows, minChunk: 16) { r in
-                for i in r {
-                    let row = src + i * 2 * n, dst = g + i * n
-                    dst.update(from: row + n, count: n)
-                    Activation.gelu.apply(inPlace: dst, count: n, serial: true)
-                    for j in 0..<n { dst[j] *= row[j] }
-                }
-            }
-        }
+        let gated: LayerInput = out.precision == .bf16 ? .bf16(try h.gegluBF16()) : .fp32(try h.geglu())
         return try out(gated, residual: residual)
     }
 }
@@ -81,9 +75,9 @@ final class BasicTransformerBlock {
     }
 
     func callAsFunction(_ x: Tensor, context: Tensor) throws -> Tensor {
-        var h = try attn1(try norm1(x), context: onlyCrossAttention ? context : nil, residual: x)
-        h = try attn2(try norm2(h), context: context, residual: h)
-        return try ff(try norm3(h), residual: h)
+        var h = try attn1(try norm1.input(x, for: attn1.toQ), context: onlyCrossAttention ? context : nil, residual: x)
+        h = try attn2(try norm2.input(h, for: attn2.toQ), context: context, residual: h)
+        return try ff(try norm3.input(h, for: ff.proj), residual: h)
     }
 }
 
@@ -110,7 +104,7 @@ final class Transformer2DModel {
 
     func callAsFunction(_ x: Tensor, context: Tensor) throws -> Tensor {
         let (b, h, w, c) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
-        var t = try projIn(try norm(x).reshaped([b, h * w, c]))
+        var t = try projIn(try norm.input(x, for: projIn, shape: [b, h * w, c]))
         for block in blocks { t = try block(t, context: context) }
         return try projOut(t, residual: x.reshaped([b, h * w, c])).reshaped([b, h, w, c])
     }

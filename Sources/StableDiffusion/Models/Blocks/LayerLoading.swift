@@ -14,12 +14,23 @@ struct GroupNorm {
         let normalized = try x.groupNormBF16(groups: groups, gamma: gamma, beta: beta, eps: eps, activation: activation)
         return try conv(normalized, residual: consume residual)
     }
+
+    /// The normalised `x` as `layer` takes it (written straight to bf16 for a bf16 layer), as `shape`.
+    func input(_ x: Tensor, for layer: Linear, shape: [Int]) throws -> LayerInput {
+        guard layer.precision == .bf16 else { return .fp32(try self(x).reshaped(shape)) }
+        return .bf16(try x.groupNormBF16(groups: groups, gamma: gamma, beta: beta, eps: eps).reshaped(shape))
+    }
 }
 
 /// Layer normalisation parameters (`torch.nn.LayerNorm` over the last dimension).
 struct LayerNorm {
     let gamma: Tensor, beta: Tensor, eps: Float
     func callAsFunction(_ x: Tensor) throws -> Tensor { try x.layerNorm(gamma: gamma, beta: beta, eps: eps) }
+
+    /// The normalised `x` as `layer` takes it: written straight to bf16 for a bf16 layer.
+    func input(_ x: Tensor, for layer: Linear) throws -> LayerInput {
+        layer.precision == .bf16 ? .bf16(try x.layerNormBF16(gamma: gamma, beta: beta, eps: eps)) : .fp32(try self(x))
+    }
 }
 
 /// Builders for layers from diffusers/transformers weight names (`prefix.weight`, `prefix.bias`), in the

@@ -33,7 +33,7 @@ int64_t sdk_attention_bf16_packed_bytes(const sdk_attention_args *a) {
     return a->batch * a->heads * layout(a).bytes;
 }
 
-void sdk_attention_bf16_pack(const sdk_attention_args *a, int64_t batch_head, void *packed) {
+static void pack_portable(const sdk_attention_args *a, int64_t batch_head, void *packed) {
     const packed_layout p = layout(a);
     const int64_t d = a->head_dim, dim = a->heads * d, lk = a->key_tokens;
     const int64_t bi = batch_head / a->heads, h = batch_head % a->heads;
@@ -56,7 +56,7 @@ int64_t sdk_attention_bf16_scratch_floats(const sdk_attention_args *a) {
 }
 
 #ifdef SDK_X86
-#define BF16 __attribute__((target("avx512f,avx512bw,avx512bf16")))
+#define BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))  /* every AVX512_BF16 CPU has VL */
 
 /* Two fp32 rows (16 lanes each) as 16 bf16 pairs: lane i = (a[i], b[i]). */
 BF16 ALWAYS_INLINE __m512i pair_bf16(__m512 a, __m512 b) {
@@ -150,6 +150,32 @@ BF16 ALWAYS_INLINE void softmax_step2_512(float *s, int64_t nk, const __m512 *tm
     for (int v = 0; v < QV; v++) l[v] = _mm512_fmadd_ps(l[v], alpha[v], sum[v]);
 }
 
+/* The pack with AVX-512: K rows converted 16 values at a time; V transposed in 16 x 16 blocks (keys x head-dim
+   columns), then each column's 16 keys converted and stored as one row piece of V^T. Rounding as vcvtneps2bf16
+   (nearest even; subnormals flushed, which no attention input has). Padding is written as zeros. */
+BF16 static void pack512(const sdk_attention_args *a, int64_t batch_head, void *packed) {
+    const packed_layout p = layout(a);
+    const int64_t d = a->head_dim, dim = a->heads * d, lk = a->key_tokens;
+    const int64_t bi = batch_head / a->heads, h = batch_head % a->heads;
+    const float *k = a->k + bi * lk * dim + h * d, *v = a->v + bi * lk * dim + h * d;
+    uint16_t *kp = (uint16_t *)((char *)packed + batch_head * p.bytes);
+    uint16_t *vt = (uint16_t *)((char *)kp + p.k_bytes);
+    for (int64_t j = 0; j < lk; j++)
+        for (int64_t c = 0; c < p.k_row; c += 16) {
+            const __mmask16 in = first_lanes(d - c), out = first_lanes(p.k_row - c);
+            _mm256_mask_storeu_epi16(kp + j * p.k_row + c, out, (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(in, k + j * dim + c)));
+        }
+    for (int64_t j = 0; j < p.v_row; j += 16)
+        for (int64_t c = 0; c < d; c += 16) {
+            const __mmask16 cols = first_lanes(d - c), keys = first_lanes(p.v_row - j);
+            __m512 r[16];
+            for (int i = 0; i < 16; i++) r[i] = j + i < lk ? _mm512_maskz_loadu_ps(cols, v + (j + i) * dim + c) : _mm512_setzero_ps();
+            transpose16x16(r);
+            for (int i = 0; i < 16 && c + i < d; i++)
+                _mm256_mask_storeu_epi16(vt + (c + i) * p.v_row + j, keys, (__m256i)_mm512_cvtneps_pbh(r[i]));
+        }
+}
+
 BF16 static void task_bf16(const sdk_attention_args *a, const task_view *t, const void *packed, float *scratch) {
     const packed_layout pl = layout(a);
     const int64_t d = t->d, pairs = pl.k_row / 2, k_row = pl.k_row / 2, v_row = pl.v_row / 2;
@@ -199,4 +225,11 @@ int sdk_attention_bf16(const sdk_attention_args *a, int64_t task, const void *pa
     (void)a; (void)task; (void)packed; (void)scratch;
     return -1;
 #endif
+}
+
+void sdk_attention_bf16_pack(const sdk_attention_args *a, int64_t batch_head, void *packed) {
+#ifdef SDK_X86
+    if (sdk_has_avx512_bf16()) { pack512(a, batch_head, packed); return; }
+#endif
+    pack_portable(a, batch_head, packed);
 }

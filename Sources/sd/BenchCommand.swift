@@ -108,8 +108,21 @@ struct BenchCommand: ParsableCommand {
         ] + (Attention.bfloat16Available ? [
             ("attention_self_bf16", { _ = try Attention.scaledDotProduct(query: q, key: k, value: v, heads: 8, precision: .bf16) }),
             ("attention_cross_bf16", { _ = try Attention.scaledDotProduct(query: q, key: kc, value: vc, heads: 8, precision: .bf16) }),
-        ] : []) + (try winogradCases())
+        ] : []) + (try winogradCases()) + (try sdxlMatmulCases())
         return try cases.filter { wanted($0.0) }.map { ($0.0, try measure($0.1)) }
+    }
+
+    /// The SDXL UNet's largest linear layers at 1024x1024 (batch 2), only when named with `--only`.
+    private func sdxlMatmulCases() throws -> [(String, () throws -> Void)] {
+        var cases: [(String, () throws -> Void)] = []
+        for (rows, i, o) in [(2048, 1280, 10240), (2048, 1280, 1280), (2048, 5120, 1280), (8192, 640, 5120), (8192, 640, 640)] {
+            let name = "matmul_\(rows)x\(i)x\(o)"
+            guard only.contains(name) else { continue }
+            let layer = try Linear(weight: Self.random([o, i], scale: 0.05), bias: nil, precision: precision)
+            let x = Self.random([rows, i])
+            cases.append((name, { _ = try layer(x) }))
+        }
+        return cases
     }
 
     /// bf16 only: the UNet's 3x3 convolution shapes (batch 2, SD 1.5 at 512x512 and SDXL at 1024x1024), direct
@@ -117,7 +130,7 @@ struct BenchCommand: ParsableCommand {
     private func winogradCases() throws -> [(String, () throws -> Void)] {
         guard precision == .bf16 else { return [] }
         var cases: [(String, () throws -> Void)] = []
-        for (size, channels) in [(128, 320), (64, 320), (32, 640), (16, 1280), (8, 1280)] {
+        for (size, channels) in [(128, 320), (64, 320), (64, 640), (32, 640), (32, 1280), (16, 1280), (8, 1280)] {
             let name = "conv3x3_2x\(size)x\(size)x\(channels)"
             guard only.contains(where: { $0.hasPrefix(name) }) || (only.isEmpty && size <= 64) else { continue }
             let direct = try Conv2D(weight: Self.random([channels, channels, 3, 3], scale: 0.02), bias: Self.random([channels]),

@@ -16,7 +16,7 @@ final class OneDNNWinograd {
     private var plans: [Int: OneDNNPlan] = [:]
 
     /// Largest bytes of products (fp32 `[16][rows][out]`) one chunk of tiles writes; larger images run in chunks.
-    static let chunkBytes = 32 << 20
+    static let chunkBytes = 64 << 20
 
     /// - Parameter weight: fp32 `[out, in, 3, 3]` (torch's layout), only read.
     init(weight: UnsafePointer<Float>, outChannels k: Int, inChannels c: Int) throws {

@@ -112,7 +112,7 @@ struct BenchCommand: ParsableCommand {
         return try cases.filter { wanted($0.0) }.map { ($0.0, try measure($0.1)) }
     }
 
-    /// The SDXL UNet's largest linear layers at 1024x1024 (batch 2), only when named with `--only`.
+    /// The SDXL UNet's largest linear layers and its self-attention at 1024x1024 (batch 2), only when named with `--only`.
     private func sdxlMatmulCases() throws -> [(String, () throws -> Void)] {
         var cases: [(String, () throws -> Void)] = []
         for (rows, i, o) in [(2048, 1280, 10240), (2048, 1280, 1280), (2048, 5120, 1280), (8192, 640, 5120), (8192, 640, 640)] {
@@ -121,6 +121,14 @@ struct BenchCommand: ParsableCommand {
             let layer = try Linear(weight: Self.random([o, i], scale: 0.05), bias: nil, precision: precision)
             let x = Self.random([rows, i])
             cases.append((name, { _ = try layer(x) }))
+        }
+        // Its self-attention at the second and third levels (heads of 64).
+        for (tokens, heads) in [(4096, 10), (1024, 20)] {
+            let name = "attention_self_2x\(tokens)x\(heads)x64"
+            guard only.contains(name) else { continue }
+            let q = Self.random([2, tokens, heads * 64]), k = Self.random([2, tokens, heads * 64]), v = Self.random([2, tokens, heads * 64])
+            let p = precision
+            cases.append((name, { _ = try Attention.scaledDotProduct(query: q, key: k, value: v, heads: heads, precision: p) }))
         }
         return cases
     }

@@ -63,7 +63,7 @@ AVX512 static void task512(const sdk_attention_args *a, const task_view *t, floa
 #define SCORES(n) scores512(qt, t->k + (j0 + j) * dim, dim, d, s + j * QT, n, tmax, a->causal, t->start, j0 + j)
         switch (nk - j) { SDK_CASES_1_TO_7(SCORES) }
 #undef SCORES
-        softmax_step512(s, nk, tmax, m, l, alpha);
+        softmax_step512(s, nk, tmax, m, l, alpha, exp_nonpositive512, exp512);
         const int first = j0 == 0;
         int64_t c = 0;
         for (; c + RB <= d; c += RB) values512(s, nk, t->v + j0 * dim + c, dim, ot + c * QT, RB, alpha, first);

@@ -6,14 +6,6 @@
    of e^x's range reduction and degree-6 polynomial. That was a third of the kernel's instructions. */
 #include "attention_tiles.h"
 
-/* Round to nearest even, as vcvtneps2bf16 does (NaN stays a quiet NaN). */
-static inline uint16_t to_bf16(float f) {
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    if ((u & 0x7FFFFFFFu) > 0x7F800000u) return (uint16_t)((u >> 16) | 0x40);
-    return (uint16_t)((u + 0x7FFFu + ((u >> 16) & 1)) >> 16);
-}
-
 static inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
 /* One head's packed slice: K as [keys][d rounded up to even] bf16, then V^T as [d][keys rounded up to
@@ -31,23 +23,6 @@ static packed_layout layout(const sdk_attention_args *a) {
 
 int64_t sdk_attention_bf16_packed_bytes(const sdk_attention_args *a) {
     return a->batch * a->heads * layout(a).bytes;
-}
-
-static void pack_portable(const sdk_attention_args *a, int64_t batch_head, void *packed) {
-    const packed_layout p = layout(a);
-    const int64_t d = a->head_dim, dim = a->heads * d, lk = a->key_tokens;
-    const int64_t bi = batch_head / a->heads, h = batch_head % a->heads;
-    const float *k = a->k + bi * lk * dim + h * d, *v = a->v + bi * lk * dim + h * d;
-    uint16_t *kp = (uint16_t *)((char *)packed + batch_head * p.bytes);
-    uint16_t *vt = (uint16_t *)((char *)kp + p.k_bytes);
-    for (int64_t j = 0; j < lk; j++) {
-        for (int64_t c = 0; c < d; c++) kp[j * p.k_row + c] = to_bf16(k[j * dim + c]);
-        for (int64_t c = d; c < p.k_row; c++) kp[j * p.k_row + c] = 0;
-    }
-    for (int64_t c = 0; c < d; c++) {
-        for (int64_t j = 0; j < lk; j++) vt[c * p.v_row + j] = to_bf16(v[j * dim + c]);
-        for (int64_t j = lk; j < p.v_row; j++) vt[c * p.v_row + j] = 0;
-    }
 }
 
 int64_t sdk_attention_bf16_scratch_floats(const sdk_attention_args *a) {
@@ -115,7 +90,7 @@ BF16 ALWAYS_INLINE void values_bf16(const uint32_t *p, int64_t pairs, const uint
 /* 2^x for x <= 0 (a base-2 score minus its running maximum): x = n + f with n = round(x), |f| <= 1/2, 2^f by a
    degree-4 polynomial (relative error 2.7e-6, far below the 2^-9 of the bf16 rounding the weights then get),
    2^n by vscalefps; -inf and anything below -126 give 0. */
-BF16 ALWAYS_INLINE __m512 exp2_nonpositive512(__m512 x) {
+AVX512 ALWAYS_INLINE __m512 exp2_nonpositive512(__m512 x) {
     const __m512 lo = _mm512_set1_ps(-126.0f);
     const __mmask16 live = _mm512_cmp_ps_mask(x, lo, _CMP_GE_OQ);
     const __m512 xc = _mm512_max_ps(x, lo);
@@ -127,27 +102,6 @@ BF16 ALWAYS_INLINE __m512 exp2_nonpositive512(__m512 x) {
     p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.931217908859253e-1f));
     p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.999992847442627e-1f));
     return _mm512_maskz_scalef_ps(live, p, n);
-}
-
-/* softmax_step512 in base 2: new running maximum m, weights 2^(s - m) in place, running sum l, and
-   alpha = 2^(m_old - m_new). */
-BF16 ALWAYS_INLINE void softmax_step2_512(float *s, int64_t nk, const __m512 *tmax, __m512 *m, __m512 *l, __m512 *alpha) {
-    __m512 muse[QV], sum[QV];
-    for (int v = 0; v < QV; v++) {
-        const __m512 mnew = _mm512_max_ps(m[v], tmax[v]);
-        /* A lane that has seen only masked keys keeps weights and alpha 0 (2^(-inf - 0)). */
-        muse[v] = _mm512_mask_mov_ps(mnew, _mm512_cmp_ps_mask(mnew, _mm512_set1_ps(-INFINITY), _CMP_EQ_OQ), _mm512_setzero_ps());
-        alpha[v] = exp2_nonpositive512(_mm512_sub_ps(m[v], muse[v]));
-        m[v] = mnew;
-        sum[v] = _mm512_setzero_ps();
-    }
-    for (int64_t j = 0; j < nk; j++)
-        for (int v = 0; v < QV; v++) {
-            const __m512 e = exp2_nonpositive512(_mm512_sub_ps(_mm512_loadu_ps(s + j * QT + 16 * v), muse[v]));
-            _mm512_storeu_ps(s + j * QT + 16 * v, e);
-            sum[v] = _mm512_add_ps(sum[v], e);
-        }
-    for (int v = 0; v < QV; v++) l[v] = _mm512_fmadd_ps(l[v], alpha[v], sum[v]);
 }
 
 /* The pack with AVX-512: K rows converted 16 values at a time; V transposed in 16 x 16 blocks (keys x head-dim
@@ -199,7 +153,7 @@ BF16 static void task_bf16(const sdk_attention_args *a, const task_view *t, cons
 #define SCORES(n) scores_bf16(qt, kp + (j0 + j) * k_row, k_row, pairs, s + j * QT, n, tmax, a->causal, t->start, j0 + j)
         switch (nk - j) { SDK_CASES_1_TO_7(SCORES) }
 #undef SCORES
-        softmax_step2_512(s, nk, tmax, m, l, alpha);
+        softmax_step512(s, nk, tmax, m, l, alpha, exp2_nonpositive512, exp2_nonpositive512);  /* base 2 */
         /* An odd tile's last pair gets a zero weight; the key beyond it is padding or the next tile's. */
         pair_rows(s, nk, pt);
         const int first = j0 == 0;
@@ -227,9 +181,13 @@ int sdk_attention_bf16(const sdk_attention_args *a, int64_t task, const void *pa
 #endif
 }
 
-void sdk_attention_bf16_pack(const sdk_attention_args *a, int64_t batch_head, void *packed) {
+int sdk_attention_bf16_pack(const sdk_attention_args *a, int64_t batch_head, void *packed) {
 #ifdef SDK_X86
-    if (sdk_has_avx512_bf16()) { pack512(a, batch_head, packed); return; }
+    if (!sdk_has_avx512_bf16()) return -1;
+    pack512(a, batch_head, packed);
+    return 0;
+#else
+    (void)a; (void)batch_head; (void)packed;
+    return -1;
 #endif
-    pack_portable(a, batch_head, packed);
 }

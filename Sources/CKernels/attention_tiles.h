@@ -86,21 +86,25 @@ AVX512 ALWAYS_INLINE __m512 exp_nonpositive512(__m512 x) {
     return _mm512_maskz_scalef_ps(live, er, n);
 }
 
+typedef __m512 (*exp512_fn)(__m512);
+
 /* The online-softmax step on a tile of nk score rows: new running maximum m, weights exp(s - m) in place,
-   running sum l, and alpha = exp(m_old - m_new), the factor that rescales what was accumulated before. */
-AVX512 ALWAYS_INLINE void softmax_step512(float *s, int64_t nk, const __m512 *tmax, __m512 *m, __m512 *l, __m512 *alpha) {
+   running sum l, and alpha = exp(m_old - m_new), the factor that rescales what was accumulated before.
+   `weight_exp` and `alpha_exp` are the exponentials (the bf16 kernel's are base 2; constants, so inlined). */
+AVX512 ALWAYS_INLINE void softmax_step512(float *s, int64_t nk, const __m512 *tmax, __m512 *m, __m512 *l, __m512 *alpha,
+                                          exp512_fn weight_exp, exp512_fn alpha_exp) {
     __m512 muse[QV], sum[QV];
     for (int v = 0; v < QV; v++) {
         const __m512 mnew = _mm512_max_ps(m[v], tmax[v]);
         /* A lane that has seen only masked keys keeps weights and alpha 0 (exp(-inf - 0)). */
         muse[v] = _mm512_mask_mov_ps(mnew, _mm512_cmp_ps_mask(mnew, _mm512_set1_ps(-INFINITY), _CMP_EQ_OQ), _mm512_setzero_ps());
-        alpha[v] = exp512(_mm512_sub_ps(m[v], muse[v]));
+        alpha[v] = alpha_exp(_mm512_sub_ps(m[v], muse[v]));
         m[v] = mnew;
         sum[v] = _mm512_setzero_ps();
     }
     for (int64_t j = 0; j < nk; j++)
         for (int v = 0; v < QV; v++) {
-            const __m512 e = exp_nonpositive512(_mm512_sub_ps(_mm512_loadu_ps(s + j * QT + 16 * v), muse[v]));
+            const __m512 e = weight_exp(_mm512_sub_ps(_mm512_loadu_ps(s + j * QT + 16 * v), muse[v]));
             _mm512_storeu_ps(s + j * QT + 16 * v, e);
             sum[v] = _mm512_add_ps(sum[v], e);
         }

@@ -6,29 +6,12 @@
    Layouts: the input is NHWC (fp32 or bf16); the transformed input V is bf16 [16][rows][C] (rows = tiles of the
    chunk being run, tile index = (image * tiles_h + ty) * tiles_w + tx); the GEMMs' output M is fp32 [16][rows][K];
    the output is NHWC fp32. Tile (ty, tx) reads input rows 2ty-1 ... 2ty+2 and columns 2tx-1 ... 2tx+2 (zero
-   outside: the padding) and writes output pixels 2ty, 2ty+1 x 2tx, 2tx+1 that exist. */
+   outside: the padding) and writes output pixels 2ty, 2ty+1 x 2tx, 2tx+1 that exist. The transforms need
+   AVX512-BF16, as every bf16 layer does (`ComputePrecision.bf16` is refused elsewhere). */
 #include "ckernels.h"
 #include "simd_math.h"
 
 #include <stdint.h>
-#include <string.h>
-
-/* B^T x for the four values of a row or column: (x0 - x2, x1 + x2, x2 - x1, x1 - x3). */
-#define BT4(x0, x1, x2, x3, y0, y1, y2, y3) do { y0 = (x0) - (x2); y1 = (x1) + (x2); y2 = (x2) - (x1); y3 = (x1) - (x3); } while (0)
-
-static inline float widen_bf16(uint16_t b) {
-    uint32_t u = (uint32_t)b << 16;
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-
-static inline uint16_t round_bf16(float f) {
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    if ((u & 0x7FFFFFFFu) > 0x7F800000u) return (uint16_t)((u >> 16) | 0x40);
-    return (uint16_t)((u + 0x7FFFu + ((u >> 16) & 1)) >> 16);
-}
 
 void sdk_winograd_weights(const float *g, int64_t k, int64_t c, float *u) {
     /* G = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]]; u[xi][ci][ko] = (G g[ko][ci] G^T)[xi], with g in
@@ -51,53 +34,6 @@ void sdk_winograd_weights(const float *g, int64_t k, int64_t c, float *u) {
                 o[(int64_t)(i * 4 + 1) * plane + ko] = 0.5f * (t[i][0] + t[i][1] + t[i][2]);
                 o[(int64_t)(i * 4 + 2) * plane + ko] = 0.5f * (t[i][0] - t[i][1] + t[i][2]);
                 o[(int64_t)(i * 4 + 3) * plane + ko] = t[i][2];
-            }
-        }
-    }
-}
-
-/* The portable transforms, one channel at a time (the reference for the AVX-512 ones, and their fallback). */
-static void input_portable(const void *src, int src_bf16, int64_t h, int64_t w, int64_t c, int64_t tiles_h, int64_t tiles_w,
-                           int64_t tile0, int64_t count, uint16_t *dst, int64_t row0, int64_t rows) {
-    for (int64_t t = tile0; t < tile0 + count; t++) {
-        const int64_t img = t / (tiles_h * tiles_w), ty = (t / tiles_w) % tiles_h, tx = t % tiles_w;
-        for (int64_t ch = 0; ch < c; ch++) {
-            float d[4][4], r[4][4], v[4][4];
-            for (int i = 0; i < 4; i++)
-                for (int j = 0; j < 4; j++) {
-                    const int64_t y = 2 * ty - 1 + i, x = 2 * tx - 1 + j;
-                    float value = 0;
-                    if (y >= 0 && y < h && x >= 0 && x < w) {
-                        const int64_t at = ((img * h + y) * w + x) * c + ch;
-                        value = src_bf16 ? widen_bf16(((const uint16_t *)src)[at]) : ((const float *)src)[at];
-                    }
-                    d[i][j] = value;
-                }
-            for (int j = 0; j < 4; j++) BT4(d[0][j], d[1][j], d[2][j], d[3][j], r[0][j], r[1][j], r[2][j], r[3][j]);
-            for (int i = 0; i < 4; i++) BT4(r[i][0], r[i][1], r[i][2], r[i][3], v[i][0], v[i][1], v[i][2], v[i][3]);
-            for (int i = 0; i < 4; i++)
-                for (int j = 0; j < 4; j++) dst[((int64_t)(i * 4 + j) * rows + row0 + (t - tile0)) * c + ch] = round_bf16(v[i][j]);
-        }
-    }
-}
-
-static void output_portable(const float *m, int64_t rows, int64_t row0, int64_t h, int64_t w, int64_t k, int64_t tiles_h,
-                            int64_t tiles_w, int64_t tile0, int64_t count, const float *bias, int accumulate, float *out) {
-    for (int64_t t = tile0; t < tile0 + count; t++) {
-        const int64_t img = t / (tiles_h * tiles_w), ty = (t / tiles_w) % tiles_h, tx = t % tiles_w;
-        for (int64_t ko = 0; ko < k; ko++) {
-            float v[4][4], r[2][4];
-            for (int xi = 0; xi < 16; xi++) v[xi / 4][xi % 4] = m[((int64_t)xi * rows + row0 + (t - tile0)) * k + ko];
-            for (int j = 0; j < 4; j++) { r[0][j] = v[0][j] + v[1][j] + v[2][j]; r[1][j] = v[1][j] - v[2][j] - v[3][j]; }
-            for (int i = 0; i < 2; i++) {
-                const float y[2] = {r[i][0] + r[i][1] + r[i][2], r[i][1] - r[i][2] - r[i][3]};
-                for (int j = 0; j < 2; j++) {
-                    const int64_t oy = 2 * ty + i, ox = 2 * tx + j;
-                    if (oy >= h || ox >= w) continue;
-                    float *o = out + ((img * h + oy) * w + ox) * k + ko;
-                    const float value = y[j] + (bias ? bias[ko] : 0);
-                    *o = accumulate ? *o + value : value;
-                }
             }
         }
     }
@@ -177,26 +113,26 @@ BF16 static void output512(const float *m, int64_t rows, int64_t row0, int64_t h
 }
 #endif
 
-void sdk_winograd_input(const void *src, int src_bf16, int64_t h, int64_t w, int64_t c, int64_t tile0, int64_t count,
-                        uint16_t *dst, int64_t row0, int64_t rows, int portable) {
-    const int64_t tiles_h = (h + 1) / 2, tiles_w = (w + 1) / 2;
+int sdk_winograd_input(const void *src, int src_bf16, int64_t h, int64_t w, int64_t c, int64_t tile0, int64_t count,
+                       uint16_t *dst, int64_t row0, int64_t rows) {
 #ifdef SDK_X86
-    if (!portable && sdk_has_avx512_bf16()) {
-        input512(src, src_bf16, h, w, c, tiles_h, tiles_w, tile0, count, dst, row0, rows);
-        return;
-    }
+    if (!sdk_has_avx512_bf16()) return -1;
+    input512(src, src_bf16, h, w, c, (h + 1) / 2, (w + 1) / 2, tile0, count, dst, row0, rows);
+    return 0;
+#else
+    (void)src; (void)src_bf16; (void)h; (void)w; (void)c; (void)tile0; (void)count; (void)dst; (void)row0; (void)rows;
+    return -1;
 #endif
-    input_portable(src, src_bf16, h, w, c, tiles_h, tiles_w, tile0, count, dst, row0, rows);
 }
 
-void sdk_winograd_output(const float *m, int64_t rows, int64_t row0, int64_t h, int64_t w, int64_t k, int64_t tile0,
-                         int64_t count, const float *bias, int accumulate, float *out, int portable) {
-    const int64_t tiles_h = (h + 1) / 2, tiles_w = (w + 1) / 2;
+int sdk_winograd_output(const float *m, int64_t rows, int64_t row0, int64_t h, int64_t w, int64_t k, int64_t tile0,
+                        int64_t count, const float *bias, int accumulate, float *out) {
 #ifdef SDK_X86
-    if (!portable && sdk_has_avx512()) {
-        output512(m, rows, row0, h, w, k, tiles_h, tiles_w, tile0, count, bias, accumulate, out);
-        return;
-    }
+    if (!sdk_has_avx512_bf16()) return -1;
+    output512(m, rows, row0, h, w, k, (h + 1) / 2, (w + 1) / 2, tile0, count, bias, accumulate, out);
+    return 0;
+#else
+    (void)m; (void)rows; (void)row0; (void)h; (void)w; (void)k; (void)tile0; (void)count; (void)bias; (void)accumulate; (void)out;
+    return -1;
 #endif
-    output_portable(m, rows, row0, h, w, k, tiles_h, tiles_w, tile0, count, bias, accumulate, out);
 }

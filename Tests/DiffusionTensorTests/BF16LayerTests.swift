@@ -6,11 +6,6 @@ import XCTest
 /// bf16 path multiplies exactly the rounded values, with bias, residual and activation in place), and on
 /// the raw operands their error must be bf16's (neither zero, which would mean fp32 ran, nor larger).
 final class BF16LayerTests: XCTestCase {
-    /// The layer tests need the hardware; the refusal test runs everywhere.
-    func requireBF16() throws {
-        try XCTSkipIf(ComputePrecision.bf16.unsupportedReason() != nil, "this CPU or build has no bf16 compute")
-    }
-
     static func random(_ shape: [Int], seed: UInt64, scale: Float = 1) -> Tensor {
         RandomTensorSource(seed: seed, scale: scale).makeTensor("t", shape: shape)
     }
@@ -240,5 +235,12 @@ final class BF16LayerTests: XCTestCase {
         XCTAssertEqual(a.relativeError(to: a), 0)
         XCTAssertEqual(a.relativeError(to: try Tensor(shape: [1, 2], scalars: [3, 4])), .infinity)
         XCTAssertEqual(try Tensor(shape: [2], scalars: [.nan, 0]).relativeError(to: a), .infinity)
+    }
+}
+
+extension XCTestCase {
+    /// bf16 layer tests need the hardware (refusal tests run everywhere).
+    func requireBF16() throws {
+        try XCTSkipIf(ComputePrecision.bf16.unsupportedReason() != nil, "this CPU or build has no bf16 compute")
     }
 }

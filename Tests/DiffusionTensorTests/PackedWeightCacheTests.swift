@@ -30,20 +30,27 @@ final class PackedWeightCacheTests: XCTestCase {
         try SafeTensorsWriter.write([
             ("conv.weight", Self.random([32, 16, 3, 3], seed: seed), .float32), ("conv.bias", Self.random([32], seed: 1000), .float32),
             ("proj.weight", Self.random([48, 32], seed: seed + 2), .float32), ("proj.bias", Self.random([48], seed: 1001), .float32),
+            ("wide.weight", Self.random([64, 64, 3, 3], seed: seed + 3), .float32), ("wide.bias", Self.random([64], seed: 1002), .float32),
         ], to: (url ?? weights).path)
     }
 
-    /// The outputs of a convolution and a linear layer loaded through a reader, as a model loads them.
+    /// The outputs of two convolutions (the second Winograd's in bf16) and a linear layer loaded through a reader,
+    /// as a model loads them.
     private func outputs(_ precision: ComputePrecision) throws -> (conv: [Float], linear: [Float], relayouts: Int) {
         let reader = WeightReader(try SafeTensorsFile(path: weights.path), precision: precision)
         let conv = try reader.convolution(weight: "conv.weight", shape: [32, 16, 3, 3], bias: reader.tensor("conv.bias", shape: [32]),
                                           stride: 1, padding: .uniform(1))
         let linear = try reader.linear(weight: "proj.weight", out: 48, in: 32, bias: reader.tensor("proj.bias", shape: [48]))
+        // 64 channels each way: a bf16 load keeps (and caches) this one in Winograd's transformed form.
+        let wide = try reader.convolution(weight: "wide.weight", shape: [64, 64, 3, 3], bias: reader.tensor("wide.bias", shape: [64]),
+                                          stride: 1, padding: .uniform(1))
+        XCTAssertEqual(wide.algorithm, precision == .bf16 ? .winograd : .direct)
         try reader.requireAllUsed()
         reader.finishLoading()
         let y = try conv(Self.random([1, 64, 64, 16], seed: 99))
+        let w = try wide(Self.random([1, 24, 20, 64], seed: 97))
         let z = try linear(Self.random([77, 32], seed: 98))
-        return (y.scalars, z.scalars, conv.weightRelayouts + linear.weightRelayouts)
+        return (y.scalars + w.scalars, z.scalars, conv.weightRelayouts + linear.weightRelayouts + wide.weightRelayouts)
     }
 
     private func cacheFiles() throws -> [URL] {

@@ -6,12 +6,8 @@ import XCTest
 /// that leave masked tails, bias, residual, activation, batches, bf16 inputs, and an image large enough to run in
 /// several chunks of tiles.
 final class WinogradTests: XCTestCase {
-    func requireBF16() throws {
-        try XCTSkipIf(ComputePrecision.bf16.unsupportedReason() != nil, "this CPU or build has no bf16 compute")
-    }
-
     static func random(_ shape: [Int], seed: UInt64, scale: Float = 1) -> Tensor {
-        RandomTensorSource(seed: seed, scale: scale).makeTensor("t", shape: shape)
+        BF16LayerTests.random(shape, seed: seed, scale: scale)
     }
 
     /// Winograd rounds the transformed input and weights (sums of up to 4 inputs, and of 9 weights / 4) instead of

@@ -65,13 +65,15 @@ int sdk_f16_to_f32(const void *src, float *dst, int64_t n);
 void sdk_winograd_weights(const float *g, int64_t k, int64_t c, float *u);
 
 /// Input tiles `tile0 ..< tile0 + count` of an NHWC image batch (`h` x `w` x `c`, fp32, or bf16 when `src_bf16`)
-/// transformed into bf16 `dst` `[16][rows][c]` at rows `row0 ...`. `portable` forces the scalar loop.
-void sdk_winograd_input(const void *src, int src_bf16, int64_t h, int64_t w, int64_t c, int64_t tile0, int64_t count,
-                        uint16_t *dst, int64_t row0, int64_t rows, int portable);
+/// transformed into bf16 `dst` `[16][rows][c]` at rows `row0 ...`. Returns 0, or -1 (doing nothing) where
+/// sdk_has_avx512_bf16() is 0.
+int sdk_winograd_input(const void *src, int src_bf16, int64_t h, int64_t w, int64_t c, int64_t tile0, int64_t count,
+                       uint16_t *dst, int64_t row0, int64_t rows);
 
 /// The products `m` (fp32 `[16][rows][k]`, rows `row0 ...` for tiles `tile0 ..< tile0 + count`) transformed into
 /// the NHWC fp32 output (`h` x `w` x `k`), plus `bias` (or NULL); added to what `out` holds when `accumulate`.
-void sdk_winograd_output(const float *m, int64_t rows, int64_t row0, int64_t h, int64_t w, int64_t k, int64_t tile0,
-                         int64_t count, const float *bias, int accumulate, float *out, int portable);
+/// Returns 0, or -1 (doing nothing) where sdk_has_avx512_bf16() is 0.
+int sdk_winograd_output(const float *m, int64_t rows, int64_t row0, int64_t h, int64_t w, int64_t k, int64_t tile0,
+                        int64_t count, const float *bias, int accumulate, float *out);
 
 #endif

@@ -34,7 +34,8 @@ int sdk_attention_f32(const sdk_attention_args *a, int64_t task, float *scratch)
 /// (sdk_attention_bf16_packed_bytes in all, one slice per head), then each task rounds its queries and
 /// its softmax weights. Only for CPUs where sdk_has_avx512_bf16() is 1.
 int64_t sdk_attention_bf16_packed_bytes(const sdk_attention_args *a);
-void sdk_attention_bf16_pack(const sdk_attention_args *a, int64_t batch_head, void *packed);
+/// Returns 0, or -1 (doing nothing) where sdk_has_avx512_bf16() is 0.
+int sdk_attention_bf16_pack(const sdk_attention_args *a, int64_t batch_head, void *packed);
 int64_t sdk_attention_bf16_scratch_floats(const sdk_attention_args *a);
 /// Returns 0, or -1 (doing nothing) where sdk_has_avx512_bf16() is 0.
 int sdk_attention_bf16(const sdk_attention_args *a, int64_t task, const void *packed, float *scratch);

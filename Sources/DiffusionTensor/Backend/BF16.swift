@@ -24,6 +24,24 @@ final class BF16Buffer: @unchecked Sendable {
     }
 }
 
+extension BF16Buffer {
+    /// Rows `rows` of `width` values (rows counted from the buffer's start) written by `fill(first, count, block)`
+    /// in fp32 into a block small enough to stay in cache, then rounded into this buffer: an op's bf16 output
+    /// without the fp32 tensor in between.
+    func writeRows(_ rows: Range<Int>, width: Int, _ fill: (_ first: Int, _ count: Int, _ block: UnsafeMutablePointer<Float>) -> Void) {
+        let blockRows = max(1, 16_384 / max(width, 1))
+        let y = pointer
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: blockRows * width) { block in
+            let tmp = block.baseAddress!
+            for first in stride(from: rows.lowerBound, to: rows.upperBound, by: blockRows) {
+                let n = min(blockRows, rows.upperBound - first)
+                fill(first, n, tmp)
+                sdk_f32_to_bf16(tmp, y + first * width, Int64(n * width))
+            }
+        }
+    }
+}
+
 /// A tensor held in bf16, as a bf16 layer takes its input (`groupNormBF16` writes one, a bf16
 /// `Conv2D` reads it without another rounding pass).
 public struct BF16Tensor: @unchecked Sendable {

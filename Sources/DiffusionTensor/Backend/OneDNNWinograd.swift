@@ -81,6 +81,7 @@ final class OneDNNWinograd {
     /// `[n, h, w, outChannels]`; adds to `out`'s values when `accumulate`. The caller serialises calls.
     func run(source: UnsafeRawPointer, sourceIsBF16: Bool, n: Int, h: Int, w: Int, bias: UnsafePointer<Float>?,
              accumulate: Bool, into out: UnsafeMutablePointer<Float>) throws {
+        guard sdk_has_avx512_bf16() != 0 else { throw TensorError.backend("Winograd convolution needs AVX512-BF16") }
         let (c, k) = (inChannels, outChannels)
         let tiles = n * ((h + 1) / 2) * ((w + 1) / 2)
         let cap = max(16, Self.chunkBytes / (64 * max(k, c)))
@@ -93,16 +94,16 @@ final class OneDNNWinograd {
             let rows = min(rowsPerChunk, tiles - first)
             let vp = v.pointer, mp = m.pointer, tile0 = first
             Parallel.forRanges(rows, minChunk: 8) { r in
-                sdk_winograd_input(source, sourceIsBF16 ? 1 : 0, Int64(h), Int64(w), Int64(c), Int64(tile0 + r.lowerBound),
-                                   Int64(r.count), vp, Int64(r.lowerBound), Int64(rows), 0)
+                _ = sdk_winograd_input(source, sourceIsBF16 ? 1 : 0, Int64(h), Int64(w), Int64(c), Int64(tile0 + r.lowerBound),
+                                       Int64(r.count), vp, Int64(r.lowerBound), Int64(rows))
             }
             let p = try plan(rows: rows)
             try weights.reorder(to: p.wts)
             try p.execute(source: UnsafeMutableRawPointer(vp), weights: weights.pointer,
                           destination: UnsafeMutableRawPointer(mp), bias: nil)
             Parallel.forRanges(rows, minChunk: 8) { r in
-                sdk_winograd_output(mp, Int64(rows), Int64(r.lowerBound), Int64(h), Int64(w), Int64(k),
-                                    Int64(tile0 + r.lowerBound), Int64(r.count), bias, accumulate ? 1 : 0, out, 0)
+                _ = sdk_winograd_output(mp, Int64(rows), Int64(r.lowerBound), Int64(h), Int64(w), Int64(k),
+                                        Int64(tile0 + r.lowerBound), Int64(r.count), bias, accumulate ? 1 : 0, out)
             }
             first += rows
         }

@@ -121,16 +121,10 @@ extension Tensor {
     public func gegluBF16() throws -> BF16Tensor {
         let n = try gegluWidth()
         let out = BF16Buffer(count: count / 2)
-        let h = unsafePointer, y = out.pointer
-        let blockRows = max(1, 16_384 / n)
+        let h = unsafePointer
         Parallel.forRanges(count / (2 * n), minChunk: 16) { r in
-            withUnsafeTemporaryAllocation(of: Float.self, capacity: blockRows * n) { block in
-                let tmp = block.baseAddress!
-                for first in stride(from: r.lowerBound, to: r.upperBound, by: blockRows) {
-                    let rows = min(blockRows, r.upperBound - first)
-                    Self.gegluRows(h + first * 2 * n, rows: rows, width: n, into: tmp)
-                    sdk_f32_to_bf16(tmp, y + first * n, Int64(rows * n))
-                }
+            out.writeRows(r, width: n) { first, rows, block in
+                Self.gegluRows(h + first * 2 * n, rows: rows, width: n, into: block)
             }
         }
         return BF16Tensor(shape: Array(shape.dropLast()) + [n], buffer: out)

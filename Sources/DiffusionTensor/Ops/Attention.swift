@@ -88,7 +88,7 @@ public enum Attention {
         defer { packed.deallocate() }
         withUnsafePointer(to: &args) { a in
             // K and V rounded to bf16 once per (batch, head), not once per query tile.
-            Parallel.forEach(Int(a.pointee.batch * a.pointee.heads)) { sdk_attention_bf16_pack(a, Int64($0), packed) }
+            Parallel.forEach(Int(a.pointee.batch * a.pointee.heads)) { _ = sdk_attention_bf16_pack(a, Int64($0), packed) }
             Parallel.forRanges(Int(sdk_attention_tasks(a))) { tasks in
                 withUnsafeTemporaryAllocation(of: Float.self, capacity: scratch) { s in
                     for task in tasks { _ = sdk_attention_bf16(a, Int64(task), packed, s.baseAddress!) }

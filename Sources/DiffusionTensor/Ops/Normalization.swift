@@ -23,17 +23,9 @@ extension Tensor {
     public func groupNormBF16(groups: Int, gamma: Tensor?, beta: Tensor?, eps: Float, activation: Activation = .identity) throws -> BF16Tensor {
         let out = BF16Buffer(count: count)
         let c = shape.last ?? 0
-        let y = out.pointer
-        // Rows go through an fp32 block small enough to stay in cache, then to bf16.
-        let blockRows = max(1, 16_384 / max(c, 1))
         try groupNormRows(groups: groups, gamma: gamma, beta: beta, eps: eps) { x, rows, a, b in
-            withUnsafeTemporaryAllocation(of: Float.self, capacity: blockRows * c) { block in
-                let tmp = block.baseAddress!
-                for first in stride(from: rows.lowerBound, to: rows.upperBound, by: blockRows) {
-                    let n = min(blockRows, rows.upperBound - first)
-                    Self.affineRows(x + first * c, tmp, rows: n, channels: c, scale: a, shift: b, activation: activation)
-                    sdk_f32_to_bf16(tmp, y + first * c, Int64(n * c))
-                }
+            out.writeRows(rows, width: c) { first, n, block in
+                Self.affineRows(x + first * c, block, rows: n, channels: c, scale: a, shift: b, activation: activation)
             }
         }
         return BF16Tensor(shape: shape, buffer: out)
@@ -163,18 +155,11 @@ extension Tensor {
     public func layerNormBF16(gamma: Tensor?, beta: Tensor?, eps: Float) throws -> BF16Tensor {
         let c = try layerNormChannels(gamma: gamma, beta: beta)
         let out = BF16Buffer(count: count)
-        let x = unsafePointer, y = out.pointer
+        let x = unsafePointer
         let g = gamma?.unsafePointer, b = beta?.unsafePointer
-        // Rows go through an fp32 block small enough to stay in cache, then to bf16.
-        let blockRows = max(1, 16_384 / max(c, 1))
         Parallel.forRanges(count / max(c, 1), minChunk: 16) { r in
-            withUnsafeTemporaryAllocation(of: Float.self, capacity: blockRows * c) { block in
-                let tmp = block.baseAddress!
-                for first in stride(from: r.lowerBound, to: r.upperBound, by: blockRows) {
-                    let n = min(blockRows, r.upperBound - first)
-                    Self.layerNormRows(x + first * c, tmp, rows: n, channels: c, gamma: g, beta: b, eps: eps)
-                    sdk_f32_to_bf16(tmp, y + first * c, Int64(n * c))
-                }
+            out.writeRows(r, width: c) { first, n, block in
+                Self.layerNormRows(x + first * c, block, rows: n, channels: c, gamma: g, beta: b, eps: eps)
             }
         }
         return BF16Tensor(shape: shape, buffer: out)

@@ -13,34 +13,36 @@
 
 #include <stdint.h>
 
-void sdk_winograd_weights(const float *g, int64_t k, int64_t c, float *u) {
-    /* G = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]]; u[xi][ci][ko] = (G g[ko][ci] G^T)[xi], with g in
-       HWIO order ([3][3][c][k]) so that the loop over output channels reads and writes contiguous memory. */
+#ifdef SDK_X86
+#define BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))  /* every AVX512_BF16 CPU has VL */
+
+/* G = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]]: u[xi][ci][ko] = (G g[ko][ci] G^T)[xi], rounded to bf16,
+   for input channels ci0 ..< ci1, 16 output channels at a time (g in HWIO order, [3][3][c][k], so every load and
+   store runs along the output channels). */
+BF16 static void weights512(const float *g, int64_t k, int64_t c, int64_t ci0, int64_t ci1, uint16_t *u) {
     const int64_t plane = c * k;
-    for (int64_t ci = 0; ci < c; ci++) {
-        const float *w = g + ci * k;
-        float *o = u + ci * k;
-        for (int64_t ko = 0; ko < k; ko++) {
-            float t[4][3];
+    const __m512 half = _mm512_set1_ps(0.5f);
+    for (int64_t ci = ci0; ci < ci1; ci++)
+        for (int64_t ko = 0; ko < k; ko += 16) {
+            const __mmask16 lanes = k - ko >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (k - ko)) - 1);
+            const float *w = g + ci * k + ko;
+            __m512 t[4][3];
             for (int j = 0; j < 3; j++) {
-                const float a = w[j * plane + ko], b = w[(3 + j) * plane + ko], e = w[(6 + j) * plane + ko];
+                const __m512 a = _mm512_maskz_loadu_ps(lanes, w + j * plane), b = _mm512_maskz_loadu_ps(lanes, w + (3 + j) * plane),
+                             e = _mm512_maskz_loadu_ps(lanes, w + (6 + j) * plane);
                 t[0][j] = a;
-                t[1][j] = 0.5f * (a + b + e);
-                t[2][j] = 0.5f * (a - b + e);
+                t[1][j] = _mm512_mul_ps(half, _mm512_add_ps(_mm512_add_ps(a, b), e));
+                t[2][j] = _mm512_mul_ps(half, _mm512_add_ps(_mm512_sub_ps(a, b), e));
                 t[3][j] = e;
             }
             for (int i = 0; i < 4; i++) {
-                o[(int64_t)(i * 4 + 0) * plane + ko] = t[i][0];
-                o[(int64_t)(i * 4 + 1) * plane + ko] = 0.5f * (t[i][0] + t[i][1] + t[i][2]);
-                o[(int64_t)(i * 4 + 2) * plane + ko] = 0.5f * (t[i][0] - t[i][1] + t[i][2]);
-                o[(int64_t)(i * 4 + 3) * plane + ko] = t[i][2];
+                const __m512 r[4] = {t[i][0], _mm512_mul_ps(half, _mm512_add_ps(_mm512_add_ps(t[i][0], t[i][1]), t[i][2])),
+                                     _mm512_mul_ps(half, _mm512_add_ps(_mm512_sub_ps(t[i][0], t[i][1]), t[i][2])), t[i][2]};
+                for (int j = 0; j < 4; j++)
+                    _mm256_mask_storeu_epi16(u + ((int64_t)(i * 4 + j) * c + ci) * k + ko, lanes, (__m256i)_mm512_cvtneps_pbh(r[j]));
             }
         }
-    }
 }
-
-#ifdef SDK_X86
-#define BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))  /* every AVX512_BF16 CPU has VL */
 
 BF16 static inline __m512 load_input(const void *src, int src_bf16, int64_t at, __mmask16 lanes) {
     if (src_bf16) {
@@ -133,6 +135,17 @@ int sdk_winograd_output(const float *m, int64_t rows, int64_t row0, int64_t h, i
     return 0;
 #else
     (void)m; (void)rows; (void)row0; (void)h; (void)w; (void)k; (void)tile0; (void)count; (void)bias; (void)accumulate; (void)out;
+    return -1;
+#endif
+}
+
+int sdk_winograd_weights(const float *g, int64_t k, int64_t c, int64_t ci0, int64_t ci1, uint16_t *u) {
+#ifdef SDK_X86
+    if (!sdk_has_avx512_bf16()) return -1;
+    weights512(g, k, c, ci0, ci1, u);
+    return 0;
+#else
+    (void)g; (void)k; (void)c; (void)ci0; (void)ci1; (void)u;
     return -1;
 #endif
 }

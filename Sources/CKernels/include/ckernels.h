@@ -61,8 +61,9 @@ int sdk_has_f16c(void);
 int sdk_f16_to_f32(const void *src, float *dst, int64_t n);
 
 /// Winograd F(2x2, 3x3) for a 3x3 convolution with stride 1 and padding 1 (winograd.c says how).
-/// The weights `g` (fp32 `[3][3][c][k]`, HWIO) transformed into `u`, fp32 `[16][c][k]`.
-void sdk_winograd_weights(const float *g, int64_t k, int64_t c, float *u);
+/// The weights `g` (fp32 `[3][3][c][k]`, HWIO) of input channels `ci0 ..< ci1` transformed into `u`, bf16
+/// `[16][c][k]` (rounded to nearest even). Returns 0, or -1 (doing nothing) where sdk_has_avx512_bf16() is 0.
+int sdk_winograd_weights(const float *g, int64_t k, int64_t c, int64_t ci0, int64_t ci1, uint16_t *u);
 
 /// Input tiles `tile0 ..< tile0 + count` of an NHWC image batch (`h` x `w` x `c`, fp32, or bf16 when `src_bf16`)
 /// transformed into bf16 `dst` `[16][rows][c]` at rows `row0 ...`. Returns 0, or -1 (doing nothing) where

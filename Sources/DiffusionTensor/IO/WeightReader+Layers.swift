@@ -15,16 +15,10 @@ extension WeightReader {
         }
         #if canImport(CDNNL)
         guard let file = packedFile() else { return try build() }
-        let conv: Conv2D
-        let dims = Conv2D.packedShape(shape, stride: stride, padding: padding, precision: precision)
-        if let cached = file.weights(name, dims: dims, type: precision == .bf16 ? dnnl_bf16 : dnnl_f32) {
-            try markUsed(name, shape: shape)
-            conv = try Conv2D(packed: cached, shape: shape, bias: bias, stride: stride, padding: padding, precision: precision)
-        } else {
-            conv = try build()
+        return try throughCache(file, name, shape: shape, dims: Conv2D.packedShape(shape, stride: stride, padding: padding, precision: precision),
+                                type: precision == .bf16 ? dnnl_bf16 : dnnl_f32, build: build, packed: \.packedWeights) {
+            try Conv2D(packed: $0, shape: shape, bias: bias, stride: stride, padding: padding, precision: precision)
         }
-        if let w = conv.packedWeights { file.record(name, w) }
-        return conv
         #else
         return try build()
         #endif
@@ -43,21 +37,31 @@ extension WeightReader {
         }
         #if canImport(CDNNL)
         guard precision == .bf16, let file = packedFile() else { return try build() }
-        let layer: Linear
-        if let cached = file.weights(name, dims: [i, o], type: dnnl_bf16) {
-            try markUsed(name, shape: shape)
-            layer = try Linear(packedBF16: cached, outFeatures: o, inFeatures: i, bias: bias)
-        } else {
-            layer = try build()
+        return try throughCache(file, name, shape: shape, dims: [i, o], type: dnnl_bf16, build: build, packed: \.packedWeights) {
+            try Linear(packedBF16: $0, outFeatures: o, inFeatures: i, bias: bias)
         }
-        if let w = layer.packedWeights { file.record(name, w) }
-        return layer
         #else
         return try build()
         #endif
     }
 
     #if canImport(CDNNL)
+    /// A layer from the cache file's weights `name` (packed as `dims` of `type`) when it holds them, else built
+    /// from the source; either way its packed weights are recorded for the file.
+    private func throughCache<Layer>(_ file: PackedWeightFile, _ name: String, shape: [Int], dims: [Int], type: dnnl_data_type_t,
+                                     build: () throws -> Layer, packed: (Layer) -> OneDNNWeights?,
+                                     fromCache: (OneDNNWeights) throws -> Layer) throws -> Layer {
+        let layer: Layer
+        if let cached = file.weights(name, dims: dims, type: type) {
+            try markUsed(name, shape: shape)
+            layer = try fromCache(cached)
+        } else {
+            layer = try build()
+        }
+        if let w = packed(layer) { file.record(name, w) }
+        return layer
+    }
+
     /// The source's file in the cache: nil without a cache directory, for synthetic weights, or for a
     /// source without an identity (adapters merged in, tensors in memory).
     private func packedFile() -> PackedWeightFile? {

@@ -5,7 +5,7 @@ import CKernels
 /// A bf16 3x3 convolution (stride 1, padding 1) as Winograd F(2x2, 3x3): the input transform (CKernels), 16
 /// batched bf16 GEMMs (oneDNN's matmul, fp32 accumulation and output), the output transform with bias and the
 /// residual (CKernels). 2.25x fewer multiplications than the direct convolution, for a transform pass over the
-/// input and the products; it pays on large images (see `Conv2D.prefersWinograd`).
+/// input and the products; it pays from 64 channels on (see `Conv2D.prefersWinograd`).
 ///
 /// Numerics: the transformed input and weights are rounded to bf16 (the direct bf16 kernel rounds the input and
 /// weights themselves), the products accumulate in fp32, the transforms are fp32. The weights are transformed
@@ -36,7 +36,7 @@ final class OneDNNWinograd {
         }
         // Laid out once, as the matmul wants it (its choice does not depend on the row count).
         var layout: dnnl_memory_desc_t?
-        if var probe = try Self.descriptor(rows: 1024, c: c, k: k) {
+        if var probe = try Self.descriptor(rows: 1024, c: c, k: k)?.desc {
             layout = withUnsafePointer(to: &probe) { OneDNNWeights.preferredLayout($0) }
         }
         weights = try OneDNNWeights(converting: transformed, plain: OneDNN.memoryDesc([16, c, k], tag: dnnl_abc, type: dnnl_bf16),
@@ -56,23 +56,23 @@ final class OneDNNWinograd {
     /// The shape of the transformed weights of a `[out, in, 3, 3]` convolution.
     static func packedShape(outChannels k: Int, inChannels c: Int) -> [Int] { [16, c, k] }
 
-    /// The batched matmul `[16, rows, c] x [16, c, k] -> [16, rows, k]`, with `any` weights.
-    private static func descriptor(rows: Int, c: Int, k: Int) throws -> dnnl_matmul_desc_t? {
+    /// The batched matmul `[16, rows, c] x [16, c, k] -> [16, rows, k]`, with `any` weights, and its memory descriptors.
+    private static func descriptor(rows: Int, c: Int, k: Int) throws
+        -> (desc: dnnl_matmul_desc_t, src: dnnl_memory_desc_t, dst: dnnl_memory_desc_t)? {
         var src = try OneDNN.memoryDesc([16, rows, c], tag: dnnl_abc, type: dnnl_bf16)
         var wAny = try OneDNN.memoryDesc([16, c, k], tag: dnnl_format_tag_any, type: dnnl_bf16)
         var dst = try OneDNN.memoryDesc([16, rows, k], tag: dnnl_abc)
         var desc = dnnl_matmul_desc_t()
         guard dnnl_matmul_desc_init(&desc, &src, &wAny, nil, &dst) == dnnl_success else { return nil }
-        return desc
+        return (desc, src, dst)
     }
 
     private func plan(rows: Int) throws -> OneDNNPlan {
         if let p = plans[rows] { return p }
-        guard var desc = try Self.descriptor(rows: rows, c: inChannels, k: outChannels) else {
+        guard let (made, src, dst) = try Self.descriptor(rows: rows, c: inChannels, k: outChannels) else {
             throw TensorError.backend("oneDNN Winograd matmul descriptor failed")
         }
-        let src = try OneDNN.memoryDesc([16, rows, inChannels], tag: dnnl_abc, type: dnnl_bf16)
-        let dst = try OneDNN.memoryDesc([16, rows, outChannels], tag: dnnl_abc)
+        var desc = made
         let none = try OneDNN.memoryDesc([1], tag: dnnl_a)
         let p = try withUnsafePointer(to: &desc) {
             try OneDNN.plan($0, attr: nil, what: "Winograd bf16 matmul", src: src, dst: dst, bias: none)

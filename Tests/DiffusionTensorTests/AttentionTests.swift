@@ -44,7 +44,12 @@ final class AttentionTests: XCTestCase {
             }
             throw XCTSkip("this CPU has no AVX512-BF16")
         }
-        for (name, heads, causal) in Self.cases {
+        // Both kernels where the CPU has AMX (each against torch, and the two against each other below).
+        let kernels: [Attention.BF16Kernel] = Attention.amxAvailable ? [.amx, .avx512] : [.avx512]
+        defer { Attention.bf16KernelOverride = nil }
+        for kernel in kernels {
+          Attention.bf16KernelOverride = kernel
+          for (name, heads, causal) in Self.cases {
             let y = try attention(name, heads: heads, causal: causal, precision: .bf16)
             let values = try fx("\(name).v")
             // bf16 keeps 8 significant bits (unit roundoff 2^-9 = 0.2%). Against torch on the same
@@ -55,7 +60,33 @@ final class AttentionTests: XCTestCase {
             // (Measured at most 0.075% on these cases.) Against fp32, the rounded inputs also move each score
             // by about 2^-9 |q||k| scale, a few 0.1% of a weight: measured at most 0.22%, bound 1%.
             let full = errorOverValues(y, try fx("\(name).y"), values: values)
-            XCTAssertLessThan(full, 0.01, "\(name) against fp32 torch")
+            XCTAssertLessThan(full, 0.01, "\(name) against fp32 torch (\(kernel))")
+          }
+        }
+    }
+
+    /// The AMX kernel's own tiling: head dims off 32 (40, 80), keys off its 128-key blocks and 32-key padding,
+    /// queries off its 64-query tasks and 32-query halves, causal masks that leave whole halves and blocks unseen.
+    /// Against the AVX-512 bf16 kernel, which rounds the same way: they differ only in summation order.
+    func testAMXMatchesAVX512Kernel() throws {
+        guard Attention.amxAvailable else { throw XCTSkip("this CPU (or OS) gives no AMX tiles") }
+        defer { Attention.bf16KernelOverride = nil }
+        for (lq, lk, heads, d, causal) in [(1, 1, 1, 40, false), (33, 77, 2, 40, false), (97, 97, 1, 64, true), (200, 300, 2, 80, false),
+                                           (64, 129, 1, 160, false), (130, 130, 3, 64, true), (70, 257, 1, 96, false)] {
+            let seed = UInt64(lq * 1000 + lk)
+            let q = RandomTensorSource(seed: seed, scale: 1).makeTensor("q", shape: [2, lq, heads * d])
+            let k = RandomTensorSource(seed: seed + 1, scale: 1).makeTensor("k", shape: [2, lk, heads * d])
+            let v = RandomTensorSource(seed: seed + 2, scale: 1).makeTensor("v", shape: [2, lk, heads * d])
+            var outs: [Tensor] = []
+            for kernel in [Attention.BF16Kernel.amx, .avx512] {
+                Attention.bf16KernelOverride = kernel
+                outs.append(try Attention.scaledDotProduct(query: q, key: k, value: v, heads: heads, causal: causal, precision: .bf16))
+            }
+            let fp32 = try Attention.scaledDotProduct(query: q, key: k, value: v, heads: heads, causal: causal)
+            let tag = "\(lq)x\(lk) heads \(heads)x\(d) causal \(causal)"
+            XCTAssertLessThan(errorOverValues(outs[0], outs[1], values: v), 1.0 / 256, tag)
+            XCTAssertLessThan(errorOverValues(outs[0], fp32, values: v), 0.01, tag)
+            XCTAssertFalse(outs[0].scalars.contains { !$0.isFinite }, tag)
         }
     }
 }

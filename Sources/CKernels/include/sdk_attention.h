@@ -40,4 +40,19 @@ int64_t sdk_attention_bf16_scratch_floats(const sdk_attention_args *a);
 /// Returns 0, or -1 (doing nothing) where sdk_has_avx512_bf16() is 0.
 int sdk_attention_bf16(const sdk_attention_args *a, int64_t task, const void *packed, float *scratch);
 
+
+/// AMX variant (Intel AMX-BF16 tiles): the same rounding as sdk_attention_bf16 (Q scaled then rounded, K, V and the
+/// softmax weights rounded to bf16, products in fp32), tasks of 32 queries that keep their whole score rows.
+/// 1 where the CPU has AMX-BF16 and the OS grants this process the tile state, else 0.
+int sdk_attention_amx_available(void);
+int64_t sdk_attention_amx_tasks(const sdk_attention_args *a);
+/// K and V as tiles, per (batch, head); sdk_attention_amx_pack fills one head's slice.
+int64_t sdk_attention_amx_packed_bytes(const sdk_attention_args *a);
+int sdk_attention_amx_pack(const sdk_attention_args *a, int64_t batch_head, void *packed);
+/// Bytes of scratch one thread needs (any alignment).
+int64_t sdk_attention_amx_scratch_bytes(const sdk_attention_args *a);
+/// Runs tasks first..<first+count on this thread, then releases its tiles. Returns 0, or -1 (doing nothing)
+/// where sdk_attention_amx_available() is 0.
+int sdk_attention_amx(const sdk_attention_args *a, int64_t first, int64_t count, const void *packed, void *scratch);
+
 #endif

@@ -1,10 +1,15 @@
 #if canImport(CDNNL)
 import CDNNL
+import CKernels
 
 /// Process-wide oneDNN engine and stream. oneDNN primitives are thread-safe to execute; the stream
 /// is used in-order from whichever thread runs a model.
 final class OneDNN: @unchecked Sendable {
     static let shared = OneDNN()
+
+    /// Whether oneDNN's bf16 primitives run on AMX tiles here: the CPU has them and nothing (`ONEDNN_MAX_CPU_ISA`)
+    /// caps the library below them. (oneDNN asks the OS for the tile state itself.)
+    static let dispatchesAMX: Bool = sdk_has_amx_bf16() != 0 && dnnl_get_effective_cpu_isa() == dnnl_cpu_isa_avx512_core_amx
 
     let engine: dnnl_engine_t
     let stream: dnnl_stream_t

@@ -9,9 +9,9 @@ import CKernels
 /// - blocked GEMMs (any CPU): per (batch, head, query block) a `rows x keyTokens` score block (2 MiB at
 ///   most) by sgemm, its exponentials, a second sgemm, then the rows divided by their sums.
 /// The fused kernel runs where the CPU has AVX-512 except for few keys with wide heads, where the GEMMs
-/// measured faster (see `prefersFused`). `precision: .bf16` runs the fused kernel's bf16 variant: Q, K, V and the softmax weights rounded to
-/// bf16, both products accumulated in fp32 (`vdpbf16ps`), the softmax in fp32; about 1.6x the fp32
-/// kernel's speed, within a few 1e-3 of fp32. Needs AVX512-BF16; elsewhere it throws.
+/// measured faster (see `prefersFused`). `precision: .bf16` runs a bf16 kernel (`BF16Kernel`): Q, K, V and the softmax
+/// weights rounded to bf16, both products accumulated in fp32 (AMX tiles, else `vdpbf16ps`), the softmax in fp32;
+/// within a few 1e-3 of fp32. Needs AVX512-BF16; elsewhere it throws.
 public enum Attention {
 
     /// Bytes of scores one task of the GEMM path works on. Larger blocks give the two GEMMs more rows, which
@@ -82,7 +82,21 @@ public enum Attention {
         }
     }
 
+    /// The bf16 kernels: `amx` (Intel AMX tiles, 64-query tasks, keys by blocks of 128) where `amxAvailable`, else
+    /// `avx512` (`vdpbf16ps`, 48-query tasks). The same rounding (Q, K, V and the weights to bf16, products in fp32).
+    public enum BF16Kernel: Sendable, CaseIterable { case amx, avx512 }
+
+    /// Whether the AMX kernel can run here (the CPU has AMX-BF16 and the OS lets this process use the tiles).
+    public static var amxAvailable: Bool { sdk_attention_amx_available() != 0 }
+
+    /// Tests pin a bf16 kernel to check one against the other; nil (the default) takes AMX where available.
+    nonisolated(unsafe) public static var bf16KernelOverride: BF16Kernel?
+
     private static func fusedBFloat16(_ args: inout sdk_attention_args) {
+        if (bf16KernelOverride ?? (amxAvailable ? .amx : .avx512)) == .amx, amxAvailable {
+            fusedAMX(&args)
+            return
+        }
         let scratch = Int(sdk_attention_bf16_scratch_floats(&args))
         let packed = UnsafeMutableRawPointer.allocate(byteCount: max(1, Int(sdk_attention_bf16_packed_bytes(&args))), alignment: 64)
         defer { packed.deallocate() }
@@ -93,6 +107,20 @@ public enum Attention {
                 withUnsafeTemporaryAllocation(of: Float.self, capacity: scratch) { s in
                     for task in tasks { _ = sdk_attention_bf16(a, Int64(task), packed, s.baseAddress!) }
                 }
+            }
+        }
+    }
+
+    private static func fusedAMX(_ args: inout sdk_attention_args) {
+        let scratch = Int(sdk_attention_amx_scratch_bytes(&args))
+        let packed = UnsafeMutableRawPointer.allocate(byteCount: max(1, Int(sdk_attention_amx_packed_bytes(&args))), alignment: 64)
+        defer { packed.deallocate() }
+        withUnsafePointer(to: &args) { a in
+            Parallel.forEach(Int(a.pointee.batch * a.pointee.heads)) { _ = sdk_attention_amx_pack(a, Int64($0), packed) }
+            Parallel.forRanges(Int(sdk_attention_amx_tasks(a))) { tasks in
+                let s = UnsafeMutableRawPointer.allocate(byteCount: scratch, alignment: 64)
+                defer { s.deallocate() }
+                _ = sdk_attention_amx(a, Int64(tasks.lowerBound), Int64(tasks.count), packed, s)
             }
         }
     }

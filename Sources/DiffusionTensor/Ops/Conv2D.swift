@@ -63,12 +63,19 @@ public final class Conv2D: @unchecked Sendable {
     }
 
     /// Whether `automatic` runs a layer that Winograd applies to as Winograd: wherever its channels are enough for
-    /// the GEMMs, not the transforms, to dominate. Not the image size: a layer computes the same way for every
-    /// size, so a process that changes sizes (`sd serve`) draws the same picture for the same request.
-    /// (`sd bench --suite ops --precision bf16`, AMD EPYC Zen 4, batch 2, direct vs Winograd: 64x64x320 0.033 vs
-    /// 0.020 s, 32x32x640 0.034 vs 0.018, 16x16x1280 0.032 vs 0.019, 8x8x1280 0.008 vs 0.006.)
+    /// the GEMMs, not the transforms, to dominate, and oneDNN's direct convolution does not run on AMX tiles. Not
+    /// the image size: a layer computes the same way for every size, so a process that changes sizes (`sd serve`)
+    /// draws the same picture for the same request. (`sd bench --suite ops --precision bf16`, batch 2, direct vs
+    /// Winograd: AMD EPYC Zen 4, 64x64x320 0.033 vs 0.020 s, 32x32x640 0.034 vs 0.018, 16x16x1280 0.032 vs 0.019,
+    /// 8x8x1280 0.008 vs 0.006; Intel Xeon with AMX (family 6 model 207), 64x64x320 0.007 vs 0.012, 32x32x640
+    /// 0.006 vs 0.007, 16x16x1280 0.008 vs 0.009, 8x8x1280 0.003 vs 0.004: the tiles leave the transforms as the
+    /// larger cost.)
     public static func prefersWinograd(inChannels: Int, outChannels: Int) -> Bool {
-        min(inChannels, outChannels) >= 64
+        #if canImport(CDNNL)
+        return min(inChannels, outChannels) >= 64 && !OneDNN.dispatchesAMX
+        #else
+        return false
+        #endif
     }
 
     /// The algorithm a layer of this configuration runs when `requested`.

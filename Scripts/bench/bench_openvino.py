@@ -33,6 +33,7 @@ def timed(fn, runs):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
+        print(f"  run {len(times)}: {times[-1]:.3f} s", file=sys.stderr, flush=True)
     return min(times), statistics.median(times)
 
 

@@ -108,6 +108,13 @@ struct BenchCommand: ParsableCommand {
         ] + (Attention.bfloat16Available ? [
             ("attention_self_bf16", { _ = try Attention.scaledDotProduct(query: q, key: k, value: v, heads: 8, precision: .bf16) }),
             ("attention_cross_bf16", { _ = try Attention.scaledDotProduct(query: q, key: kc, value: vc, heads: 8, precision: .bf16) }),
+        ] : []) + (Attention.amxAvailable ? [
+            // The AVX-512 bf16 kernel where AMX would run (the default picks AMX).
+            ("attention_self_bf16_avx512", {
+                Attention.bf16KernelOverride = .avx512
+                defer { Attention.bf16KernelOverride = nil }
+                _ = try Attention.scaledDotProduct(query: q, key: k, value: v, heads: 8, precision: .bf16)
+            }),
         ] : []) + (try winogradCases()) + (try sdxlMatmulCases())
         return try cases.filter { wanted($0.0) }.map { ($0.0, try measure($0.1)) }
     }
@@ -129,6 +136,13 @@ struct BenchCommand: ParsableCommand {
             let q = Self.random([2, tokens, heads * 64]), k = Self.random([2, tokens, heads * 64]), v = Self.random([2, tokens, heads * 64])
             let p = precision
             cases.append((name, { _ = try Attention.scaledDotProduct(query: q, key: k, value: v, heads: heads, precision: p) }))
+            if p == .bf16, Attention.amxAvailable, only.contains(name + "_avx512") {
+                cases.append((name + "_avx512", {
+                    Attention.bf16KernelOverride = .avx512
+                    defer { Attention.bf16KernelOverride = nil }
+                    _ = try Attention.scaledDotProduct(query: q, key: k, value: v, heads: heads, precision: p)
+                }))
+            }
         }
         return cases
     }

@@ -66,13 +66,14 @@ final class AttentionTests: XCTestCase {
     }
 
     /// The AMX kernel's own tiling: head dims off 32 (40, 80), keys off its 128-key blocks and 32-key padding,
-    /// queries off its 64-query tasks and 32-query halves, causal masks that leave whole halves and blocks unseen.
+    /// queries off its 128-query tasks and 32-query parts, causal masks that leave whole parts and blocks unseen.
     /// Against the AVX-512 bf16 kernel, which rounds the same way: they differ only in summation order.
     func testAMXMatchesAVX512Kernel() throws {
         guard Attention.amxAvailable else { throw XCTSkip("this CPU (or OS) gives no AMX tiles") }
         defer { Attention.bf16KernelOverride = nil }
         for (lq, lk, heads, d, causal) in [(1, 1, 1, 40, false), (33, 77, 2, 40, false), (97, 97, 1, 64, true), (200, 300, 2, 80, false),
-                                           (64, 129, 1, 160, false), (130, 130, 3, 64, true), (70, 257, 1, 96, false)] {
+                                           (64, 129, 1, 160, false), (130, 130, 3, 64, true), (70, 257, 1, 96, false),
+                                           (300, 300, 1, 64, true)] {
             let seed = UInt64(lq * 1000 + lk)
             let q = RandomTensorSource(seed: seed, scale: 1).makeTensor("q", shape: [2, lq, heads * d])
             let k = RandomTensorSource(seed: seed + 1, scale: 1).makeTensor("k", shape: [2, lk, heads * d])

@@ -42,7 +42,7 @@ int sdk_attention_bf16(const sdk_attention_args *a, int64_t task, const void *pa
 
 
 /// AMX variant (Intel AMX-BF16 tiles): the same rounding as sdk_attention_bf16 (Q scaled then rounded, K, V and the
-/// softmax weights rounded to bf16, products in fp32), tasks of 32 queries that keep their whole score rows.
+/// softmax weights rounded to bf16, products in fp32), tasks of 128 queries, keys by blocks of 128 with an online softmax.
 /// 1 where the CPU has AMX-BF16 and the OS grants this process the tile state, else 0.
 int sdk_attention_amx_available(void);
 int64_t sdk_attention_amx_tasks(const sdk_attention_args *a);

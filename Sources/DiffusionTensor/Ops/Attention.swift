@@ -82,7 +82,7 @@ public enum Attention {
         }
     }
 
-    /// The bf16 kernels: `amx` (Intel AMX tiles, 64-query tasks, keys by blocks of 128) where `amxAvailable`, else
+    /// The bf16 kernels: `amx` (Intel AMX tiles, 128-query tasks, keys by blocks of 128) where `amxAvailable`, else
     /// `avx512` (`vdpbf16ps`, 48-query tasks). The same rounding (Q, K, V and the weights to bf16, products in fp32).
     public enum BF16Kernel: Sendable, CaseIterable { case amx, avx512 }
 

@@ -67,9 +67,9 @@ int64_t sdk_attention_amx_packed_bytes(const sdk_attention_args *a) {
 
 int64_t sdk_attention_amx_scratch_bytes(const sdk_attention_args *a) {
     const amx_layout p = amx_layout_of(a);
-    /* Q (bf16) and O (fp32) for the task; S (fp32), P (bf16) and the block's output (fp32) for a part. Each part
-       is a whole number of cache lines (dp, ss and ps are multiples of 16 or 32). */
-    return AQ * (p.dp * 2 + p.dp * 4) + HQ * (p.ss * 4 + p.ps * 2 + p.dp * 4) + 64;
+    /* Q (bf16) and O (fp32) for the task; two sets of S (fp32) and P (bf16) and one block output (fp32) of a part.
+       Each is a whole number of cache lines (dp, ss and ps are multiples of 16 or 32). */
+    return AQ * (p.dp * 2 + p.dp * 4) + HQ * (2 * (p.ss * 4 + p.ps * 2) + p.dp * 4) + 64;
 }
 
 #ifdef SDK_X86
@@ -153,15 +153,14 @@ AMX ALWAYS_INLINE __m512 exp2_finite512(__m512 x) {
     return _mm512_scalef_ps(p, n);
 }
 
-/* One online-softmax step for HQ score rows of a block of `nb` keys starting at key0: row r sees its first keys[r]
-   keys. Updates the running maximum m and sum l, writes the bf16 weights to P (0 for keys the row does not see) and
-   the factor alpha[r] = 2^(m_old - m_new) that rescales what the row accumulated before (0 on the first block).
-   The per-row factors and sums are vector operations over the rows at the end: a scalar exp2f per row and block
-   cost a tenth of the kernel. */
-AMX static void softmax_block(const float *s, int64_t ss, int64_t nb, int64_t key0, const int64_t *keys, uint16_t *pw,
-                              int64_t ps, float *m, float *l, float *alpha) {
-    float mold[HQ], sums[HQ];
-    for (int r = 0; r < HQ; r++) {
+/* The online-softmax step for score rows ra..<rb of a part, on a block of `nb` keys starting at key0: row r sees
+   its first keys[r] keys. Updates the running maximum m (keeping the old one in mold), writes the bf16 weights to P
+   (0 for keys the row does not see) and each row's sum to sums. softmax_finish then gives the factors
+   alpha[r] = 2^(m_old - m_new) that rescale what each row accumulated before (0 on the first block) and the running
+   sums, as vector operations over the rows: a scalar exp2f per row and block cost a tenth of the kernel. */
+AMX static void softmax_rows(const float *s, int64_t ss, int64_t nb, int64_t key0, const int64_t *keys, uint16_t *pw,
+                             int64_t ps, float *m, float *mold, float *sums, int ra, int rb) {
+    for (int r = ra; r < rb; r++) {
         const float *row = s + r * ss;
         const int64_t n = keys[r] - key0 < 0 ? 0 : keys[r] - key0 > nb ? nb : keys[r] - key0;
         mold[r] = m[r];
@@ -204,6 +203,10 @@ AMX static void softmax_block(const float *s, int64_t ss, int64_t nb, int64_t ke
         }
         sums[r] = _mm512_reduce_add_ps(sum);
     }
+}
+
+/* After softmax_rows over all HQ rows: alpha = 2^(m_old - m_new) and l = alpha l + the block's sums, as vectors. */
+AMX static void softmax_finish(const float *m, const float *mold, const float *sums, float *l, float *alpha) {
     for (int r = 0; r < HQ; r += 16) {
         /* exp2_nonpositive512 takes m_old = -inf (the first block) to 0. */
         const __m512 al = exp2_nonpositive512(_mm512_sub_ps(_mm512_loadu_ps(mold + r), _mm512_loadu_ps(m + r)));
@@ -212,45 +215,45 @@ AMX static void softmax_block(const float *s, int64_t ss, int64_t nb, int64_t ke
     }
 }
 
-/* S (HQ x nb, stride ss) = the part's queries (rows 16 apart in qb) times the block's keys. */
-AMX ALWAYS_INLINE void scores_tiles(const uint16_t *qb, int64_t dp, const uint16_t *kp, int64_t kb0, int64_t nb, float *s, int64_t ss) {
+/* Step kb (a pair of 16-key tiles) of S (HQ x nb, stride ss) = the part's queries (rows 16 apart in qb) times the
+   block's keys. */
+AMX ALWAYS_INLINE void scores_step(const uint16_t *qb, int64_t dp, const uint16_t *kp, int64_t kb0, int64_t kb, float *s, int64_t ss) {
     const int64_t chunks = dp / 32;
-    for (int64_t kb = 0; kb < nb / 16; kb += 2) {
-        const uint16_t *k0 = kp + ((kb0 / 16 + kb) * chunks) * 512, *k1 = k0 + chunks * 512;
-        _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
-        for (int64_t c = 0; c < chunks; c++) {
-            _tile_loadd(4, qb + c * 32, dp * 2);
-            _tile_loadd(5, qb + 16 * dp + c * 32, dp * 2);
-            _tile_loadd(6, k0 + c * 512, 64);
-            _tile_loadd(7, k1 + c * 512, 64);
-            _tile_dpbf16ps(0, 4, 6); _tile_dpbf16ps(1, 4, 7); _tile_dpbf16ps(2, 5, 6); _tile_dpbf16ps(3, 5, 7);
-        }
-        _tile_stored(0, s + kb * 16, ss * 4);
-        _tile_stored(1, s + kb * 16 + 16, ss * 4);
-        _tile_stored(2, s + 16 * ss + kb * 16, ss * 4);
-        _tile_stored(3, s + 16 * ss + kb * 16 + 16, ss * 4);
+    const uint16_t *k0 = kp + ((kb0 / 16 + kb) * chunks) * 512, *k1 = k0 + chunks * 512;
+    _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
+    for (int64_t c = 0; c < chunks; c++) {
+        _tile_loadd(4, qb + c * 32, dp * 2);
+        _tile_loadd(5, qb + 16 * dp + c * 32, dp * 2);
+        _tile_loadd(6, k0 + c * 512, 64);
+        _tile_loadd(7, k1 + c * 512, 64);
+        _tile_dpbf16ps(0, 4, 6); _tile_dpbf16ps(1, 4, 7); _tile_dpbf16ps(2, 5, 6); _tile_dpbf16ps(3, 5, 7);
     }
+    _tile_stored(0, s + kb * 16, ss * 4);
+    _tile_stored(1, s + kb * 16 + 16, ss * 4);
+    _tile_stored(2, s + 16 * ss + kb * 16, ss * 4);
+    _tile_stored(3, s + 16 * ss + kb * 16 + 16, ss * 4);
 }
 
-/* ob (HQ x dp) = P (HQ x nb, stride ps) times the block's values. */
-AMX ALWAYS_INLINE void values_tiles(const uint16_t *pw, int64_t ps, const uint16_t *vp, int64_t kb0, int64_t nb, int64_t dp, float *ob) {
+/* Columns cb..cb+31 of ob (HQ x dp) = P (HQ x nb, stride ps) times the block's values. */
+AMX ALWAYS_INLINE void values_step(const uint16_t *pw, int64_t ps, const uint16_t *vp, int64_t kb0, int64_t nb, int64_t dp, int64_t cb, float *ob) {
     const int64_t blocks = dp / 16;
-    for (int64_t cb = 0; cb < blocks; cb += 2) {
-        _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
-        for (int64_t kc = 0; kc < nb / 32; kc++) {
-            const uint16_t *v0 = vp + ((kb0 / 32 + kc) * blocks + cb) * 512;
-            _tile_loadd(4, pw + kc * 32, ps * 2);
-            _tile_loadd(5, pw + 16 * ps + kc * 32, ps * 2);
-            _tile_loadd(6, v0, 64);
-            _tile_loadd(7, v0 + 512, 64);
-            _tile_dpbf16ps(0, 4, 6); _tile_dpbf16ps(1, 4, 7); _tile_dpbf16ps(2, 5, 6); _tile_dpbf16ps(3, 5, 7);
-        }
-        _tile_stored(0, ob + cb * 16, dp * 4);
-        _tile_stored(1, ob + cb * 16 + 16, dp * 4);
-        _tile_stored(2, ob + 16 * dp + cb * 16, dp * 4);
-        _tile_stored(3, ob + 16 * dp + cb * 16 + 16, dp * 4);
+    _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
+    for (int64_t kc = 0; kc < nb / 32; kc++) {
+        const uint16_t *v0 = vp + ((kb0 / 32 + kc) * blocks + cb) * 512;
+        _tile_loadd(4, pw + kc * 32, ps * 2);
+        _tile_loadd(5, pw + 16 * ps + kc * 32, ps * 2);
+        _tile_loadd(6, v0, 64);
+        _tile_loadd(7, v0 + 512, 64);
+        _tile_dpbf16ps(0, 4, 6); _tile_dpbf16ps(1, 4, 7); _tile_dpbf16ps(2, 5, 6); _tile_dpbf16ps(3, 5, 7);
     }
+    _tile_stored(0, ob + cb * 16, dp * 4);
+    _tile_stored(1, ob + cb * 16 + 16, dp * 4);
+    _tile_stored(2, ob + 16 * dp + cb * 16, dp * 4);
+    _tile_stored(3, ob + 16 * dp + cb * 16 + 16, dp * 4);
 }
+
+/* One part's per-block state: its scores and weights (two sets, for the pipeline below) and the softmax step. */
+typedef struct { float *s; uint16_t *pw; float mold[HQ], sums[HQ], alpha[HQ]; } part_buffers;
 
 AMX static void task_amx(const sdk_attention_args *a, int64_t task, const void *packed, void *scratch) {
     const amx_layout p = amx_layout_of(a);
@@ -269,10 +272,15 @@ AMX static void task_amx(const sdk_attention_args *a, int64_t task, const void *
     char *base = (char *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
     uint16_t *qb = (uint16_t *)base;
     float *o = (float *)(qb + AQ * dp);
-    float *s = o + AQ * dp;
-    uint16_t *pw = (uint16_t *)(s + HQ * p.ss);
-    float *ob = (float *)(pw + HQ * p.ps);
-    float m[AQ], l[AQ], alpha[HQ];
+    part_buffers buf[2];
+    float *next = o + AQ * dp;
+    for (int i = 0; i < 2; i++) {
+        buf[i].s = next;
+        buf[i].pw = (uint16_t *)(buf[i].s + HQ * p.ss);
+        next = (float *)(buf[i].pw + HQ * p.ps);
+    }
+    float *ob = next;
+    float m[AQ], l[AQ];
     int64_t keys[AQ];
 
     const __m512 scale = _mm512_set1_ps(a->scale * 1.4426950408889634f);  /* log2(e): scores in base 2 */
@@ -285,20 +293,41 @@ AMX static void task_amx(const sdk_attention_args *a, int64_t task, const void *
     }
     const int parts = (int)((rows + HQ - 1) / HQ);
     configure_tiles();
+    /* A software pipeline over the parts of each key block, so that the tile unit and the vector units work at the
+       same time: the scores of part i+1 and the values of part i-1 (tile steps) are interleaved with the softmax
+       of part i (vector rows). Done one after the other they took the sum of their times. */
     for (int64_t kb0 = 0; kb0 < np; kb0 += KBLK) {
         const int64_t nb = np - kb0 < KBLK ? np - kb0 : KBLK;
-        for (int hf = 0; hf < parts; hf++) {
-            const int r0 = hf * HQ;
-            if (keys[r0] <= kb0) continue;  /* causal: the part's first row (which sees the fewest keys) sees none */
-            scores_tiles(qb + r0 * dp, dp, kp, kb0, nb, s, p.ss);
-            softmax_block(s, p.ss, nb, kb0, keys + r0, pw, p.ps, m + r0, l + r0, alpha);
-            values_tiles(pw, p.ps, vp, kb0, nb, dp, ob);
-            float *acc = o + r0 * dp;
-            for (int r = 0; r < HQ; r++) {
-                const __m512 al = _mm512_set1_ps(alpha[r]);
-                for (int64_t c = 0; c < dp; c += 16) {
-                    const __m512 x = _mm512_loadu_ps(ob + r * dp + c);
-                    _mm512_storeu_ps(acc + r * dp + c, kb0 == 0 ? x : _mm512_fmadd_ps(_mm512_loadu_ps(acc + r * dp + c), al, x));
+        int live[AQ / HQ];
+        for (int i = 0; i < parts; i++) live[i] = keys[i * HQ] > kb0;  /* causal: a part whose first row sees no key here */
+        for (int it = 0; it <= parts + 1; it++) {
+            const int nx = it < parts && live[it] ? it : -1;                   /* scores */
+            const int cur = it >= 1 && it - 1 < parts && live[it - 1] ? it - 1 : -1;  /* softmax */
+            const int pv = it >= 2 && live[it - 2] ? it - 2 : -1;             /* values */
+            const int score_steps = nx >= 0 ? (int)(nb / 32) : 0, value_steps = pv >= 0 ? (int)(dp / 32) : 0;
+            const int steps = score_steps + value_steps;
+            const int per = steps > 0 ? (HQ + steps - 1) / steps : HQ;
+            int done = 0;
+            for (int st = 0; st < steps || done < (cur >= 0 ? HQ : 0); st++) {
+                if (st < score_steps) scores_step(qb + nx * HQ * dp, dp, kp, kb0, 2 * st, buf[nx & 1].s, p.ss);
+                else if (st < steps) values_step(buf[pv & 1].pw, p.ps, vp, kb0, nb, dp, 32 * (st - score_steps) / 16, ob);
+                if (cur >= 0 && done < HQ) {
+                    const int upto = done + per < HQ ? done + per : HQ;
+                    part_buffers *b = &buf[cur & 1];
+                    softmax_rows(b->s, p.ss, nb, kb0, keys + cur * HQ, b->pw, p.ps, m + cur * HQ, b->mold, b->sums, done, upto);
+                    done = upto;
+                }
+            }
+            if (cur >= 0) softmax_finish(m + cur * HQ, buf[cur & 1].mold, buf[cur & 1].sums, l + cur * HQ, buf[cur & 1].alpha);
+            if (pv >= 0) {
+                float *acc = o + pv * HQ * dp;
+                const float *alpha = buf[pv & 1].alpha;
+                for (int r = 0; r < HQ; r++) {
+                    const __m512 al = _mm512_set1_ps(alpha[r]);
+                    for (int64_t c = 0; c < dp; c += 16) {
+                        const __m512 x = _mm512_loadu_ps(ob + r * dp + c);
+                        _mm512_storeu_ps(acc + r * dp + c, kb0 == 0 ? x : _mm512_fmadd_ps(_mm512_loadu_ps(acc + r * dp + c), al, x));
+                    }
                 }
             }
         }

@@ -140,17 +140,11 @@ AMX static void pack_amx(const sdk_attention_args *a, int64_t batch_head, void *
         }
 }
 
-/* 2^x for finite x (scores minus a row maximum, so x <= 0): f = x - round(x) by vreduceps, 2^f by the degree-4
-   polynomial of exp2_nonpositive512, 2^round(x) by vscalefps (which gives 0 far below). */
+/* 2^x for finite x (scores minus a row maximum, so x <= 0): f = x - round(x) by vreduceps, 2^f by
+   exp2_half_range512, 2^round(x) by vscalefps (which gives 0 far below); no clamp, as no score is -inf here. */
 AMX ALWAYS_INLINE __m512 exp2_finite512(__m512 x) {
     const __m512 f = _mm512_reduce_ps(x, _MM_FROUND_TO_NEAREST_INT);
-    const __m512 n = _mm512_sub_ps(x, f);
-    __m512 p = _mm512_set1_ps(9.570102207362652e-3f);
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.591786280274391e-2f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.40247443318367e-1f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.931217908859253e-1f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.999992847442627e-1f));
-    return _mm512_scalef_ps(p, n);
+    return _mm512_scalef_ps(exp2_half_range512(f), _mm512_sub_ps(x, f));
 }
 
 /* The online-softmax step for score rows ra..<rb of a part, on a block of `nb` keys starting at key0: row r sees

@@ -86,21 +86,24 @@ AVX512 ALWAYS_INLINE __m512 exp_nonpositive512(__m512 x) {
     return _mm512_maskz_scalef_ps(live, er, n);
 }
 
-/* 2^x for x <= 0 (a base-2 score minus its running maximum): x = n + f with n = round(x), |f| <= 1/2, 2^f by a
-   degree-4 polynomial (relative error 2.7e-6, far below the 2^-9 of the bf16 rounding the weights then get),
-   2^n by vscalefps; -inf and anything below -126 give 0. */
+/* 2^f for |f| <= 1/2 by a degree-4 polynomial: relative error 2.7e-6, far below the 2^-9 of the bf16 rounding
+   the softmax weights then get. */
+AVX512 ALWAYS_INLINE __m512 exp2_half_range512(__m512 f) {
+    __m512 p = _mm512_set1_ps(9.570102207362652e-3f);
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.591786280274391e-2f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.40247443318367e-1f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.931217908859253e-1f));
+    return _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.999992847442627e-1f));
+}
+
+/* 2^x for x <= 0 (a base-2 score minus its running maximum): x = n + f with n = round(x), |f| <= 1/2, 2^f by
+   exp2_half_range512, 2^n by vscalefps; -inf and anything below -126 give 0. */
 AVX512 ALWAYS_INLINE __m512 exp2_nonpositive512(__m512 x) {
     const __m512 lo = _mm512_set1_ps(-126.0f);
     const __mmask16 live = _mm512_cmp_ps_mask(x, lo, _CMP_GE_OQ);
     const __m512 xc = _mm512_max_ps(x, lo);
     const __m512 n = _mm512_roundscale_ps(xc, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    const __m512 f = _mm512_sub_ps(xc, n);
-    __m512 p = _mm512_set1_ps(9.570102207362652e-3f);
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.591786280274391e-2f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.40247443318367e-1f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.931217908859253e-1f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.999992847442627e-1f));
-    return _mm512_maskz_scalef_ps(live, p, n);
+    return _mm512_maskz_scalef_ps(live, exp2_half_range512(_mm512_sub_ps(xc, n)), n);
 }
 
 typedef __m512 (*exp512_fn)(__m512);

@@ -293,7 +293,8 @@ AMX static void task_amx(const sdk_attention_args *a, int64_t task, const void *
     for (int64_t kb0 = 0; kb0 < np; kb0 += KBLK) {
         const int64_t nb = np - kb0 < KBLK ? np - kb0 : KBLK;
         int live[AQ / HQ];
-        for (int i = 0; i < parts; i++) live[i] = keys[i * HQ] > kb0;  /* causal: a part whose first row sees no key here */
+        /* Causal: a part whose last row (which sees the most keys) sees none of this block skips it. */
+        for (int i = 0; i < parts; i++) live[i] = keys[i * HQ + HQ - 1] > kb0;
         for (int it = 0; it <= parts + 1; it++) {
             const int nx = it < parts && live[it] ? it : -1;                   /* scores */
             const int cur = it >= 1 && it - 1 < parts && live[it - 1] ? it - 1 : -1;  /* softmax */

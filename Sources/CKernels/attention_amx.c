@@ -122,9 +122,6 @@ AMX static void pack_amx(const sdk_attention_args *a, int64_t batch_head, void *
             uint16_t *tile = kp + (kb * chunks + c) * 512;
             for (int i = 0; i < 16; i++) _mm512_storeu_ps(tile + i * 32, r[i]);
         }
-    const __m512i interleave = _mm512_setr_epi32(
-        0x00100000, 0x00110001, 0x00120002, 0x00130003, 0x00140004, 0x00150005, 0x00160006, 0x00170007,
-        0x00180008, 0x00190009, 0x001A000A, 0x001B000B, 0x001C000C, 0x001D000D, 0x001E000E, 0x001F000F);
     const int64_t blocks = p.dp / 16;
     for (int64_t kc = 0; kc < p.np / 32; kc++)
         for (int64_t cb = 0; cb < blocks; cb++) {
@@ -134,8 +131,7 @@ AMX static void pack_amx(const sdk_attention_args *a, int64_t batch_head, void *
                 const int64_t k0 = kc * 32 + 2 * i;
                 const __m512 x = k0 < lk ? _mm512_maskz_loadu_ps(cols, v + k0 * dim + cb * 16) : _mm512_setzero_ps();
                 const __m512 y = k0 + 1 < lk ? _mm512_maskz_loadu_ps(cols, v + (k0 + 1) * dim + cb * 16) : _mm512_setzero_ps();
-                /* cvtne2ps gives [x0..x15, y0..y15]; the permute interleaves them as (x_n, y_n) pairs. */
-                _mm512_storeu_si512(tile + i * 32, _mm512_permutexvar_epi16(interleave, (__m512i)_mm512_cvtne2ps_pbh(y, x)));
+                _mm512_storeu_si512(tile + i * 32, pair_bf16(x, y));
             }
         }
 }

@@ -31,16 +31,6 @@ int64_t sdk_attention_bf16_scratch_floats(const sdk_attention_args *a) {
 }
 
 #ifdef SDK_X86
-#define BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))  /* every AVX512_BF16 CPU has VL */
-
-/* Two fp32 rows (16 lanes each) as 16 bf16 pairs: lane i = (a[i], b[i]). */
-BF16 ALWAYS_INLINE __m512i pair_bf16(__m512 a, __m512 b) {
-    const __m512i interleave = _mm512_setr_epi32(
-        0x00100000, 0x00110001, 0x00120002, 0x00130003, 0x00140004, 0x00150005, 0x00160006, 0x00170007,
-        0x00180008, 0x00190009, 0x001A000A, 0x001B000B, 0x001C000C, 0x001D000D, 0x001E000E, 0x001F000F);
-    return _mm512_permutexvar_epi16(interleave, (__m512i)_mm512_cvtne2ps_pbh(b, a));
-}
-
 /* Rows 2j and 2j+1 (0 past `rows`) of a [rows][QT] fp32 block into row j of a [rows/2][QT] pair block. */
 BF16 ALWAYS_INLINE void pair_rows(const float *src, int64_t rows, uint32_t *dst) {
     for (int64_t j = 0; 2 * j < rows; j++)

@@ -164,6 +164,16 @@ AVX512 ALWAYS_INLINE void transpose16x16(__m512 r[16]) {
 #undef PD
 #undef PS
 
+#define BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))  /* every AVX512_BF16 CPU has VL */
+
+/* Two fp32 rows (16 lanes each) as 16 bf16 pairs: lane i = (a[i], b[i]) (the bf16 kernels' pair layouts). */
+BF16 ALWAYS_INLINE __m512i pair_bf16(__m512 a, __m512 b) {
+    const __m512i interleave = _mm512_setr_epi32(
+        0x00100000, 0x00110001, 0x00120002, 0x00130003, 0x00140004, 0x00150005, 0x00160006, 0x00170007,
+        0x00180008, 0x00190009, 0x001A000A, 0x001B000B, 0x001C000C, 0x001D000D, 0x001E000E, 0x001F000F);
+    return _mm512_permutexvar_epi16(interleave, (__m512i)_mm512_cvtne2ps_pbh(b, a));
+}
+
 AVX512 ALWAYS_INLINE __mmask16 first_lanes(int64_t n) {
     return n >= 16 ? (__mmask16)0xFFFF : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1);
 }

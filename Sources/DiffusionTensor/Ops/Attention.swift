@@ -93,7 +93,7 @@ public enum Attention {
     nonisolated(unsafe) public static var bf16KernelOverride: BF16Kernel?
 
     private static func fusedBFloat16(_ args: inout sdk_attention_args) {
-        if (bf16KernelOverride ?? (amxAvailable ? .amx : .avx512)) == .amx, amxAvailable {
+        if bf16KernelOverride != .avx512, amxAvailable {
             fusedAMX(&args)
             return
         }
